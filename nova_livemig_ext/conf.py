@@ -1,0 +1,481 @@
+"""Options of the ``[livemig_ext]`` group.
+
+Every option is read once, when nova-compute starts (``init_host``), and
+turned into a frozen :class:`nova_livemig_ext.policy.MigrationPolicy`; a bad
+combination stops nova-compute there with a message naming the options.
+
+Options are registered on whatever ``ConfigOpts`` object the caller hands in
+(Nova's ``nova.conf.CONF`` inside nova-compute, a private one in the command
+line tools), so importing this module has no side effect.
+"""
+
+from oslo_config import cfg
+
+GROUP_NAME = 'livemig_ext'
+
+RUNGS = ('downtime', 'auto_converge', 'postcopy', 'pause', 'abort')
+COMPRESSION_METHODS = ('none', 'xbzrle', 'zlib', 'zstd')
+
+livemig_ext_group = cfg.OptGroup(
+    GROUP_NAME,
+    title='Live migration convergence options',
+    help="""
+Options of nova-livemig-ext, the libvirt driver extension that watches every
+live migration, predicts whether it converges and escalates along a ladder of
+rungs so that each migration ends within its deadline with the guest intact.
+
+Enable it with ``[DEFAULT] compute_driver = livemig_ext.LibvirtLiveMigExtDriver``.
+""")
+
+mode_opts = [
+    cfg.StrOpt('mode',
+               default='controller',
+               choices=[
+                   ('controller', 'Predict convergence, detect stalls and '
+                    'escalate along ``ladder`` within the deadline.'),
+                   ('upstream', 'Make exactly the decisions upstream Nova 34 '
+                    'makes from the ``[libvirt] live_migration_*`` options '
+                    '(downtime steps, completion timeout and timeout '
+                    'action), for side-by-side comparison.'),
+               ],
+               help="""
+How running migrations are steered.
+
+Possible values:
+
+* ``controller`` (default): the convergence controller of this extension.
+* ``upstream``: Nova 34's own wall-clock algorithm, driven by
+  ``[libvirt] live_migration_downtime``, ``live_migration_downtime_steps``,
+  ``live_migration_downtime_delay``, ``live_migration_completion_timeout`` and
+  ``live_migration_timeout_action``. Every ``[livemig_ext]`` option that
+  steers a running migration is then ignored.
+
+Related options:
+
+* ``ladder``
+"""),
+    cfg.StrOpt('copy_mode',
+               default='live',
+               choices=[
+                   ('live', 'Pre-copy while the guest runs '
+                    '(``VIR_MIGRATE_LIVE``).'),
+                   ('paused', 'Pause the guest for the whole copy. Its '
+                    'downtime is memory size divided by bandwidth: about '
+                    '300 s for 32 GiB over 1 Gbit/s.'),
+               ],
+               help="""
+Whether the guest keeps running while its memory is copied.
+
+``VIR_MIGRATE_LIVE`` is never dropped unless this option says ``paused`` by
+name.
+
+Possible values:
+
+* ``live`` (default)
+* ``paused``: only for guests that may be unreachable for the whole copy.
+"""),
+]
+
+transport_opts = [
+    cfg.BoolOpt('peer_to_peer',
+                default=True,
+                help="""
+Let the source libvirtd connect to the destination itself
+(``VIR_MIGRATE_PEER2PEER``), as Nova always does.
+
+Possible values:
+
+* True (default): required by ``tunnelled``.
+* False: the client drives both sides (managed direct migration).
+
+Related options:
+
+* ``tunnelled``
+"""),
+    cfg.BoolOpt('tunnelled',
+                help="""
+Carry the migration stream inside the libvirtd connection
+(``VIR_MIGRATE_TUNNELLED``).
+
+Tunnelling costs CPU and bandwidth and rules out post-copy, parallel
+connections and native TLS.
+
+Possible values:
+
+* unset (default): take ``[libvirt] live_migration_tunnelled``.
+* True / False: must then agree with ``[libvirt] live_migration_tunnelled``,
+  which Nova's own pre-checks read.
+
+Related options:
+
+* ``native_tls``, ``parallel_connections``, ``permit_post_copy``
+"""),
+    cfg.BoolOpt('native_tls',
+                help="""
+Encrypt the migration stream with QEMU's native TLS (``VIR_MIGRATE_TLS``).
+
+Possible values:
+
+* unset (default): take ``[libvirt] live_migration_with_native_tls``.
+* True / False: must then agree with
+  ``[libvirt] live_migration_with_native_tls``.
+
+Related options:
+
+* ``require_tls``, ``tunnelled``, ``zero_copy``
+"""),
+    cfg.BoolOpt('require_tls',
+                default=False,
+                help="""
+Refuse to start nova-compute unless migrations are encrypted with native TLS.
+
+A guard for deployments whose migration network is not trusted: with it set,
+a configuration that would send guest memory in clear text is refused at
+start instead of being used.
+
+Possible values:
+
+* False (default)
+* True: ``native_tls`` (or ``[libvirt] live_migration_with_native_tls``)
+  must be enabled.
+
+Related options:
+
+* ``native_tls``
+"""),
+    cfg.IntOpt('parallel_connections',
+               min=1,
+               max=255,
+               help="""
+Number of parallel connections for the memory stream (``VIR_MIGRATE_PARALLEL``
+with ``parallel.connections``); 1 means a single stream.
+
+Possible values:
+
+* unset (default): take ``[libvirt] live_migration_parallel_connections``.
+* 1 to 255.
+
+Related options:
+
+* ``compression``, ``zero_copy``, ``permit_post_copy`` (both together need
+  QEMU 10.1 or later), ``tunnelled`` (not together)
+"""),
+    cfg.StrOpt('compression',
+               default='none',
+               choices=COMPRESSION_METHODS,
+               help="""
+Compression of the memory stream (``VIR_MIGRATE_COMPRESSED``).
+
+Possible values:
+
+* ``none`` (default)
+* ``xbzrle``: sends deltas of re-dirtied pages; single stream only.
+* ``zlib``, ``zstd``: multifd compression; need ``parallel_connections`` > 1.
+
+Related options:
+
+* ``compression_level``, ``parallel_connections``
+"""),
+    cfg.IntOpt('compression_level',
+               min=0,
+               max=20,
+               help="""
+Compression level for ``zlib`` (0 to 9) or ``zstd`` (0 to 20).
+
+Possible values:
+
+* unset (default): QEMU's default level.
+* 0 to 9 for zlib, 0 to 20 for zstd. Not valid with ``xbzrle`` or ``none``.
+
+Related options:
+
+* ``compression``
+"""),
+    cfg.BoolOpt('zero_copy',
+                default=False,
+                help="""
+Send memory pages without copying them into socket buffers
+(``VIR_MIGRATE_ZEROCOPY``). Saves source CPU on fast links.
+
+Possible values:
+
+* False (default)
+* True: needs ``parallel_connections`` > 1, no compression and no TLS.
+
+Related options:
+
+* ``parallel_connections``, ``compression``, ``native_tls``
+"""),
+]
+
+limit_opts = [
+    cfg.IntOpt('bandwidth_mib_s',
+               default=0,
+               min=0,
+               max=1048576,
+               help="""
+Maximum bandwidth of the pre-copy phase, in MiB/s.
+
+Possible values:
+
+* 0 (default): no limit; the link decides.
+* 1 to 1048576 (1 TiB/s).
+
+Related options:
+
+* ``postcopy_bandwidth_mib_s``. Supersedes ``[libvirt]
+  live_migration_bandwidth`` in ``controller`` mode.
+"""),
+    cfg.IntOpt('postcopy_bandwidth_mib_s',
+               default=0,
+               min=0,
+               max=1048576,
+               help="""
+Maximum bandwidth after the switch to post-copy, in MiB/s.
+
+Every page the guest touches on the destination waits behind this limit, so a
+low value lengthens the guest's slowdown. Measured in the lab: 15 MiB/s here
+turned a 0.3 s pause into 10.5 s of page-fault waits.
+
+Possible values:
+
+* 0 (default): no limit.
+* 1 to 1048576.
+
+Related options:
+
+* ``permit_post_copy``
+"""),
+    cfg.IntOpt('initial_downtime_ms',
+               default=300,
+               min=100,
+               max=60000,
+               help="""
+Maximum downtime QEMU may take for the final switchover when the migration
+starts, in milliseconds.
+
+Possible values:
+
+* 100 to 60000; at most ``max_downtime_ms``. Default 300 (QEMU's own default).
+
+Related options:
+
+* ``max_downtime_ms``
+"""),
+    cfg.IntOpt('max_downtime_ms',
+               default=500,
+               min=100,
+               max=60000,
+               help="""
+Ceiling of the switchover downtime, in milliseconds. The ``downtime`` rung
+raises the limit in steps up to this value and never above it.
+
+Possible values:
+
+* 100 to 60000; at least ``initial_downtime_ms``. Default 500 (the final
+  value of Nova's own downtime steps).
+
+Related options:
+
+* ``initial_downtime_ms``, ``ladder``
+"""),
+    cfg.IntOpt('downtime_steps',
+               default=3,
+               min=1,
+               max=100,
+               help="""
+Number of steps the ``downtime`` rung takes from ``initial_downtime_ms`` to
+``max_downtime_ms``.
+
+Possible values:
+
+* 1 to 100. Default 3.
+
+Related options:
+
+* ``initial_downtime_ms``, ``max_downtime_ms``
+"""),
+    cfg.IntOpt('auto_converge_initial_pct',
+               default=20,
+               min=1,
+               max=99,
+               help="""
+Guest CPU throttle applied when auto-converge first acts, in percent
+(``auto_converge.initial``).
+
+Possible values:
+
+* 1 to 99. Default 20.
+
+Related options:
+
+* ``auto_converge_increment_pct``, ``ladder``
+"""),
+    cfg.IntOpt('auto_converge_increment_pct',
+               default=10,
+               min=1,
+               max=100,
+               help="""
+Throttle added by auto-converge at each pass that still does not converge, in
+percent (``auto_converge.increment``).
+
+Possible values:
+
+* 1 to 100. Default 10.
+
+Related options:
+
+* ``auto_converge_initial_pct``
+"""),
+    cfg.BoolOpt('permit_post_copy',
+                default=False,
+                help="""
+Arm post-copy (``VIR_MIGRATE_POSTCOPY``) at the start of every migration so
+the ``postcopy`` rung can switch to it.
+
+After the switch the guest runs on the destination and fetches missing pages
+over the network: a broken link then loses the guest, so enable it only on a
+reliable migration network. Needs userfaultfd on the destination host.
+
+Possible values:
+
+* False (default)
+* True: required when ``ladder`` contains ``postcopy``.
+
+Related options:
+
+* ``ladder``, ``postcopy_bandwidth_mib_s``, ``tunnelled`` (not together)
+"""),
+]
+
+controller_opts = [
+    cfg.ListOpt('ladder',
+                default=['downtime', 'auto_converge', 'abort'],
+                help="""
+Escalation ladder: the ordered rungs the controller climbs when a migration
+does not converge. Each rung gets its chance before the next one is tried.
+
+Possible values (each at most once, in the order wanted):
+
+* ``downtime``: raise the downtime limit step by step up to
+  ``max_downtime_ms``.
+* ``auto_converge``: let QEMU throttle the guest's vCPUs
+  (``VIR_MIGRATE_AUTO_CONVERGE``, armed at start when present).
+* ``postcopy``: switch to post-copy at a local minimum of remaining memory;
+  needs ``permit_post_copy``.
+* ``pause``: suspend the guest so the copy completes (a forced switchover
+  whose downtime is remaining memory over bandwidth).
+* ``abort``: cancel the job; the guest keeps running on the source.
+
+The default is ``downtime,auto_converge,abort``. When the deadline passes and
+no permitted rung is left the migration is aborted whatever the ladder says.
+
+Related options:
+
+* ``permit_post_copy``, ``max_downtime_ms``, ``completion_timeout_s_per_gib``
+"""),
+    cfg.IntOpt('stall_window_s',
+               default=60,
+               min=5,
+               max=3600,
+               help="""
+Longest time, in seconds, a migration may make no progress (its remaining
+memory at pass boundaries does not shrink) before the controller calls it
+stalled, whatever the pass length.
+
+Possible values:
+
+* 5 to 3600. Default 60.
+
+Related options:
+
+* ``stall_passes``
+"""),
+    cfg.IntOpt('stall_passes',
+               default=2,
+               min=1,
+               max=20,
+               help="""
+Number of complete pre-copy passes, after the first full pass, without a new
+minimum of remaining memory after which the controller calls the migration
+stalled.
+
+Possible values:
+
+* 1 to 20. Default 2.
+
+Related options:
+
+* ``stall_window_s``
+"""),
+    cfg.IntOpt('completion_timeout_s_per_gib',
+               default=120,
+               min=1,
+               max=86400,
+               help="""
+Deadline of a migration, in seconds per GiB of guest memory (plus disk for a
+block migration). The deadline is the smaller of this times the size and
+``completion_timeout_max_s``.
+
+Possible values:
+
+* 1 to 86400. Default 120 (Nova's own completion timeout is 800).
+
+Related options:
+
+* ``completion_timeout_max_s``
+"""),
+    cfg.IntOpt('completion_timeout_max_s',
+               default=3600,
+               min=10,
+               max=604800,
+               help="""
+Absolute cap of a migration's deadline, in seconds.
+
+Possible values:
+
+* 10 to 604800. Default 3600.
+
+Related options:
+
+* ``completion_timeout_s_per_gib``
+"""),
+    cfg.IntOpt('switchover_timeout_s',
+               default=60,
+               min=1,
+               max=3600,
+               help="""
+After a forced switchover (``pause``), the time in seconds to wait for the
+migration to complete before it is aborted and the guest resumed on the
+source. Never applies after the switch to post-copy: aborting then would lose
+the guest.
+
+Possible values:
+
+* 1 to 3600. Default 60.
+"""),
+    cfg.FloatOpt('poll_interval_s',
+                 default=0.5,
+                 min=0.1,
+                 max=10.0,
+                 help="""
+How often the running migration's job statistics are read, in seconds.
+
+Possible values:
+
+* 0.1 to 10. Default 0.5 (as Nova's own monitor).
+"""),
+]
+
+ALL_OPTS = mode_opts + transport_opts + limit_opts + controller_opts
+
+
+def register_opts(conf):
+    """Register the ``[livemig_ext]`` group and its options on ``conf``."""
+    conf.register_group(livemig_ext_group)
+    conf.register_opts(ALL_OPTS, group=livemig_ext_group)
+
+
+def list_opts():
+    """Options for ``oslo-config-generator --namespace nova_livemig_ext``."""
+    return [(livemig_ext_group, ALL_OPTS)]

@@ -1,0 +1,124 @@
+"""The driver inside Nova: loading, start-up checks, Nova's flag fields."""
+
+from nova import exception
+from nova import test
+from nova.tests import fixtures as nova_fixtures
+from nova.virt import driver as virt_driver
+from nova.virt import fake
+from nova.virt.libvirt import driver as libvirt_driver
+
+from nova_livemig_ext import driver as livemig_driver
+from nova_livemig_ext import flags as lf
+from tests import fixtures as lm_fixtures
+
+DRIVER = 'livemig_ext.LibvirtLiveMigExtDriver'
+
+
+class DriverTestBase(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(nova_fixtures.LibvirtFixture())
+        self.useFixture(lm_fixtures.ModernFakeLibvirt())
+
+    def load(self):
+        return virt_driver.load_compute_driver(fake.FakeVirtAPI(), DRIVER)
+
+
+class LoadDriverTest(DriverTestBase):
+
+    def test_compute_driver_line_loads_our_driver(self):
+        self.flags(compute_driver=DRIVER)
+        drvr = virt_driver.load_compute_driver(fake.FakeVirtAPI())
+        self.assertIsInstance(drvr, livemig_driver.LibvirtLiveMigExtDriver)
+        self.assertIsInstance(drvr, libvirt_driver.LibvirtDriver)
+
+    def test_init_host_sets_nova_flag_fields_from_policy(self):
+        self.flags(group='livemig_ext', bandwidth_mib_s=64,
+                   permit_post_copy=True,
+                   ladder=['downtime', 'postcopy', 'abort'])
+        drvr = self.load()
+        drvr.init_host('dummyhost')
+        self.assertEqual(
+            ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_PEER2PEER',
+             'VIR_MIGRATE_PERSIST_DEST', 'VIR_MIGRATE_UNDEFINE_SOURCE',
+             'VIR_MIGRATE_POSTCOPY'),
+            lf.flag_names(drvr._live_migration_flags))
+        self.assertEqual(
+            drvr._live_migration_flags | lf.FLAG_VALUES[
+                'VIR_MIGRATE_NON_SHARED_INC'],
+            drvr._block_migration_flags)
+        self.assertEqual(64, drvr.livemig_policy.bandwidth_mib_s)
+
+
+# (options to set, options the message must name)
+REFUSED_AT_START = [
+    (dict(tunnelled=True, native_tls=True),
+     ['[livemig_ext] tunnelled', '[livemig_ext] native_tls']),
+    (dict(tunnelled=True, parallel_connections=4),
+     ['[livemig_ext] tunnelled', '[livemig_ext] parallel_connections']),
+    (dict(tunnelled=True, permit_post_copy=True),
+     ['[livemig_ext] tunnelled', '[livemig_ext] permit_post_copy']),
+    (dict(parallel_connections=4, permit_post_copy=True),
+     ['[livemig_ext] permit_post_copy',
+      '[livemig_ext] parallel_connections', 'QEMU 10.0.2 (needs 10.1.0)']),
+    (dict(zero_copy=True),
+     ['[livemig_ext] zero_copy', '[livemig_ext] parallel_connections']),
+    (dict(compression='zstd'),
+     ['[livemig_ext] compression', '[livemig_ext] parallel_connections']),
+    (dict(compression='xbzrle', parallel_connections=2),
+     ['[livemig_ext] compression', '[livemig_ext] parallel_connections']),
+    (dict(ladder=['downtime', 'postcopy', 'abort']),
+     ['[livemig_ext] ladder', '[livemig_ext] permit_post_copy']),
+    (dict(ladder=['downtime', 'sideways']), ['[livemig_ext] ladder',
+                                             'sideways']),
+    (dict(ladder=['pause', 'pause', 'abort']), ['[livemig_ext] ladder',
+                                                'more than once']),
+    (dict(initial_downtime_ms=2000, max_downtime_ms=1000),
+     ['[livemig_ext] initial_downtime_ms', '[livemig_ext] max_downtime_ms']),
+    (dict(require_tls=True),
+     ['[livemig_ext] require_tls', '[livemig_ext] native_tls']),
+    (dict(compression='zlib', parallel_connections=2, compression_level=15),
+     ['[livemig_ext] compression_level']),
+]
+
+
+class InitHostRefusesTest(DriverTestBase):
+
+    def assert_refused(self, names):
+        drvr = self.load()
+        e = self.assertRaises(exception.InvalidConfiguration,
+                              drvr.init_host, 'dummyhost')
+        for name in names:
+            self.assertIn(name, str(e))
+        self.assertIn('refuses this configuration', str(e))
+        self.assertIsNone(drvr.livemig_policy)
+
+    def test_each_refused_combination(self):
+        for options, names in REFUSED_AT_START:
+            self.flags(group='livemig_ext', **options)
+            self.assert_refused(names)
+            for name in options:
+                livemig_driver.CONF.clear_override(name, 'livemig_ext')
+
+    def test_post_copy_without_userfaultfd(self):
+        self.flags(group='livemig_ext', permit_post_copy=True)
+        self.useFixture(test.fixtures.MockPatch(
+            'nova_livemig_ext.hostfacts.userfaultfd_available',
+            return_value=False))
+        self.assert_refused(['[livemig_ext] permit_post_copy',
+                             'userfaultfd'])
+
+    def test_feature_the_running_libvirt_lacks(self):
+        self.useFixture(lm_fixtures.ModernFakeLibvirt(
+            libvirt_version=lf.version_int(9, 0)))
+        self.flags(group='livemig_ext', compression='zstd',
+                   parallel_connections=2)
+        self.assert_refused(['[livemig_ext] compression',
+                             'libvirt 9.0.0 (needs 9.4.0)'])
+
+    def test_disagreeing_nova_option(self):
+        self.flags(group='libvirt', live_migration_with_native_tls=True)
+        self.flags(group='livemig_ext', native_tls=False)
+        self.assert_refused(['[livemig_ext] native_tls',
+                             '[libvirt] live_migration_with_native_tls'])

@@ -1,0 +1,208 @@
+"""Policy building and the refusals that need no host."""
+
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+import testtools
+
+from nova_livemig_ext import conf as livemig_conf
+from nova_livemig_ext import policy as livemig_policy
+
+
+def make_conf(test):
+    import nova.conf.libvirt
+
+    conf = cfg.ConfigOpts()
+    nova.conf.libvirt.register_opts(conf)
+    livemig_conf.register_opts(conf)
+    fixture = test.useFixture(config_fixture.Config(conf))
+    conf([], project='nova', default_config_files=[])
+    return conf, fixture
+
+
+class PolicyFromConfTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf, self.fixture = make_conf(self)
+
+    def set(self, group='livemig_ext', **kw):
+        self.fixture.config(group=group, **kw)
+
+    def test_defaults_are_accepted(self):
+        policy = livemig_policy.policy_from_conf(self.conf)
+        self.assertEqual('live', policy.copy_mode)
+        self.assertEqual(('downtime', 'auto_converge', 'abort'),
+                         policy.ladder)
+        self.assertEqual(300, policy.initial_downtime_ms)
+        self.assertEqual(500, policy.max_downtime_ms)
+        self.assertFalse(policy.tunnelled)
+        self.assertEqual(1, policy.parallel_connections)
+
+    def test_unset_transport_options_inherit_nova(self):
+        self.set(group='libvirt', live_migration_with_native_tls=True,
+                 live_migration_parallel_connections=4)
+        policy = livemig_policy.policy_from_conf(self.conf)
+        self.assertTrue(policy.native_tls)
+        self.assertEqual(4, policy.parallel_connections)
+
+    def test_own_parallel_connections_supersede_nova(self):
+        self.set(parallel_connections=8)
+        self.assertEqual(
+            8, livemig_policy.policy_from_conf(self.conf)
+            .parallel_connections)
+
+    def test_disagreeing_tunnelled_is_refused(self):
+        self.set(group='libvirt', live_migration_tunnelled=True)
+        self.set(tunnelled=False)
+        e = self.assertRaises(livemig_policy.InvalidPolicy,
+                              livemig_policy.policy_from_conf, self.conf)
+        self.assertIn('[livemig_ext] tunnelled', str(e))
+        self.assertIn('[libvirt] live_migration_tunnelled', str(e))
+
+    def test_upstream_mode_takes_nova_knobs(self):
+        self.set(mode='upstream')
+        self.set(group='libvirt', live_migration_downtime=800,
+                 live_migration_downtime_steps=5,
+                 live_migration_downtime_delay=30,
+                 live_migration_completion_timeout=200,
+                 live_migration_timeout_action='force_complete',
+                 live_migration_permit_post_copy=True,
+                 live_migration_bandwidth=50)
+        policy = livemig_policy.policy_from_conf(self.conf)
+        self.assertEqual(
+            livemig_policy.UpstreamSettings(
+                downtime_ms=800, downtime_steps=5,
+                downtime_delay_s_per_gib=30,
+                completion_timeout_s_per_gib=200,
+                timeout_action='force_complete', permit_post_copy=True,
+                permit_auto_converge=False, bandwidth_mib_s=50),
+            policy.upstream)
+        self.assertEqual((), policy.ladder)
+        self.assertTrue(policy.permit_post_copy)
+        self.assertEqual(50, policy.bandwidth_mib_s)
+
+    def test_every_refusal_is_reported_at_once(self):
+        self.set(ladder=['postcopy', 'sideways'], initial_downtime_ms=900)
+        e = self.assertRaises(livemig_policy.InvalidPolicy,
+                              livemig_policy.policy_from_conf, self.conf)
+        self.assertEqual(3, len(e.refusals))
+
+
+# (policy changes, options every refusal must name, text in the message)
+REFUSED = [
+    ('tunnelled with native TLS',
+     dict(tunnelled=True, native_tls=True),
+     ['[livemig_ext] tunnelled', '[livemig_ext] native_tls'], 'native TLS'),
+    ('tunnelled without peer-to-peer',
+     dict(tunnelled=True, peer_to_peer=False),
+     ['[livemig_ext] tunnelled', '[livemig_ext] peer_to_peer'],
+     'peer-to-peer'),
+    ('tunnelled with parallel connections',
+     dict(tunnelled=True, parallel_connections=4),
+     ['[livemig_ext] tunnelled', '[livemig_ext] parallel_connections'],
+     'parallel_connections = 1'),
+    ('tunnelled with post-copy',
+     dict(tunnelled=True, permit_post_copy=True),
+     ['[livemig_ext] tunnelled', '[livemig_ext] permit_post_copy'],
+     'post-copy'),
+    ('TLS required but off',
+     dict(require_tls=True),
+     ['[livemig_ext] require_tls', '[livemig_ext] native_tls'],
+     'native_tls = True'),
+    ('zero-copy without parallel connections',
+     dict(zero_copy=True),
+     ['[livemig_ext] zero_copy', '[livemig_ext] parallel_connections'],
+     'parallel_connections to 2'),
+    ('zero-copy with compression',
+     dict(zero_copy=True, parallel_connections=2, compression='zstd'),
+     ['[livemig_ext] zero_copy', '[livemig_ext] compression'],
+     'compression = none'),
+    ('zero-copy with TLS',
+     dict(zero_copy=True, parallel_connections=2, native_tls=True),
+     ['[livemig_ext] zero_copy', '[livemig_ext] native_tls'], 'TLS'),
+    ('xbzrle on parallel connections',
+     dict(compression='xbzrle', parallel_connections=4),
+     ['[livemig_ext] compression', '[livemig_ext] parallel_connections'],
+     'single stream'),
+    ('zstd on one connection',
+     dict(compression='zstd'),
+     ['[livemig_ext] compression', '[livemig_ext] parallel_connections'],
+     'parallel connections'),
+    ('zlib level above 9',
+     dict(compression='zlib', parallel_connections=2, compression_level=12),
+     ['[livemig_ext] compression_level'], '0 to 9'),
+    ('level without a method that has one',
+     dict(compression='xbzrle', compression_level=3),
+     ['[livemig_ext] compression_level', '[livemig_ext] compression'],
+     'Unset compression_level'),
+    ('post-copy rung without post-copy permitted',
+     dict(ladder=('downtime', 'postcopy', 'abort')),
+     ['[livemig_ext] ladder', '[livemig_ext] permit_post_copy'],
+     'permit_post_copy = True'),
+    ('unknown rung',
+     dict(ladder=('downtime', 'warp')),
+     ['[livemig_ext] ladder'], 'warp'),
+    ('repeated rung',
+     dict(ladder=('downtime', 'downtime', 'abort')),
+     ['[livemig_ext] ladder'], 'more than once'),
+    ('rungs after abort',
+     dict(ladder=('abort', 'pause')),
+     ['[livemig_ext] ladder'], "Put 'abort' last"),
+    ('initial downtime above the maximum',
+     dict(initial_downtime_ms=800, max_downtime_ms=500),
+     ['[livemig_ext] initial_downtime_ms', '[livemig_ext] max_downtime_ms'],
+     '800 ms is above the maximum 500 ms'),
+    ('post-copy bandwidth without post-copy',
+     dict(postcopy_bandwidth_mib_s=100),
+     ['[livemig_ext] postcopy_bandwidth_mib_s',
+      '[livemig_ext] permit_post_copy'], 'permit_post_copy'),
+    ('deadline cap below the switchover timeout',
+     dict(completion_timeout_max_s=30, switchover_timeout_s=60),
+     ['[livemig_ext] completion_timeout_max_s',
+      '[livemig_ext] switchover_timeout_s'], 'Raise'),
+]
+
+
+class PolicyRefusalsTest(testtools.TestCase):
+
+    def test_refusals(self):
+        for name, changes, options, text in REFUSED:
+            policy = livemig_policy.MigrationPolicy().replace(**changes)
+            refusals = livemig_policy.policy_refusals(policy)
+            self.assertEqual(1, len(refusals), '%s: %s' % (name, refusals))
+            self.assertEqual(tuple(options), refusals[0].options, name)
+            self.assertIn(text, str(refusals[0]), name)
+
+    def test_sound_policies_pass(self):
+        for changes in [
+                {},
+                dict(permit_post_copy=True,
+                     ladder=('downtime', 'postcopy', 'abort')),
+                dict(parallel_connections=4, compression='zstd',
+                     compression_level=3),
+                dict(parallel_connections=4, zero_copy=True),
+                dict(native_tls=True, require_tls=True),
+                dict(tunnelled=True, compression='xbzrle'),
+                dict(copy_mode='paused'),
+                dict(ladder=()),
+        ]:
+            self.assertEqual(
+                [], livemig_policy.policy_refusals(
+                    livemig_policy.MigrationPolicy().replace(**changes)),
+                changes)
+
+    def test_options_out_of_range_fail_on_parse(self):
+        # Absurd numbers never reach the policy: oslo.config's bounds.
+        import nova.conf.libvirt
+
+        conf = cfg.ConfigOpts()
+        nova.conf.libvirt.register_opts(conf)
+        livemig_conf.register_opts(conf)
+        fixture = self.useFixture(config_fixture.Config(conf))
+        for name, value in [('max_downtime_ms', -1),
+                            ('bandwidth_mib_s', -5),
+                            ('auto_converge_initial_pct', 150),
+                            ('parallel_connections', 0),
+                            ('poll_interval_s', 0.0)]:
+            self.assertRaises(ValueError, fixture.config,
+                              group='livemig_ext', **{name: value})
