@@ -24,7 +24,10 @@ Options of nova-livemig-ext, the libvirt driver extension that watches every
 live migration, predicts whether it converges and escalates along a ladder of
 rungs so that each migration ends within its deadline with the guest intact.
 
-Enable it with ``[DEFAULT] compute_driver = livemig_ext.LibvirtLiveMigExtDriver``.
+Enable it in nova.conf with::
+
+    [DEFAULT]
+    compute_driver = livemig_ext.LibvirtLiveMigExtDriver
 """)
 
 mode_opts = [

@@ -4,7 +4,8 @@ A thin subclass of Nova's ``LibvirtDriver``: it changes how flags and
 parameters are chosen and which monitor watches a running migration, and
 leaves every other behaviour of Nova alone.
 
-Load it with ``[DEFAULT] compute_driver = livemig_ext.LibvirtLiveMigExtDriver``.
+Load it with ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver`` in
+``[DEFAULT]``.
 """
 
 from oslo_log import log as logging
