@@ -17,6 +17,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova_livemig_ext import conf as livemig_conf
 from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
+from nova_livemig_ext import instance_policy
 from nova_livemig_ext import policy as livemig_policy
 
 LOG = logging.getLogger(__name__)
@@ -85,3 +86,22 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             livemig_flags.InstanceFacts()).flags
         self._block_migration_flags = self._livemig_plan(
             livemig_flags.InstanceFacts(block_migration=True)).flags
+
+    def livemig_instance_policy(self, instance):
+        """The host policy with this instance's flavor and image keys."""
+        return instance_policy.instance_policy(
+            self.livemig_policy, instance.flavor.extra_specs or {},
+            instance.system_metadata or {})
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data,
+                                      block_device_info=None):
+        # Refuse before any job starts: the instance stays ACTIVE where it
+        # is and the migration record says which key is wrong.
+        try:
+            self.livemig_instance_policy(instance)
+        except livemig_policy.InvalidPolicy as e:
+            LOG.warning('Live migration refused: %s', e, instance=instance)
+            raise exception.MigrationPreCheckError(reason=str(e))
+        return super().check_can_live_migrate_source(
+            context, instance, dest_check_data, block_device_info)
