@@ -10,9 +10,11 @@ Load it with ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver`` in
 
 from oslo_log import log as logging
 
+from nova.compute import vm_states
 import nova.conf
 from nova import exception
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as libvirt_guest
 
 from nova_livemig_ext import conf as livemig_conf
 from nova_livemig_ext import flags as livemig_flags
@@ -24,6 +26,56 @@ LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
 
 livemig_conf.register_opts(CONF)
+
+
+# Nova decides per call whether disks are copied (it drops NON_SHARED_INC
+# when there is nothing to copy); every other flag comes from our plan.
+NOVA_OWNED_FLAGS = livemig_flags.FLAG_VALUES['VIR_MIGRATE_NON_SHARED_INC']
+
+
+class PlannedDomain(object):
+    """A libvirt domain whose ``migrateToURI3`` gets our flags and params.
+
+    Nova builds the destination XML, disk list and URIs; those parameters
+    are kept. Bandwidth, post-copy, auto-converge, parallel connections and
+    compression come from the plan. Every other call goes to the domain.
+    """
+
+    def __init__(self, domain, plan):
+        self._domain = domain
+        self._plan = plan
+
+    def __getattr__(self, name):
+        return getattr(self._domain, name)
+
+    def migrateToURI3(self, dconnuri, params, flags):
+        flags = ((flags & NOVA_OWNED_FLAGS)
+                 | (self._plan.flags & ~NOVA_OWNED_FLAGS))
+        merged = dict(params)
+        merged.pop(livemig_flags.PARAM_PARALLEL_CONNECTIONS, None)
+        merged.update(self._plan.params)
+        return self._domain.migrateToURI3(dconnuri, params=merged,
+                                          flags=flags)
+
+
+def instance_facts(instance, block_migration, has_vpmem):
+    """What the flags need to know about one Nova instance."""
+    pagesize_kib = None
+    numa = instance.numa_topology
+    if numa is not None:
+        sizes = [c.pagesize for c in numa.cells if c.pagesize]
+        pagesize_kib = max(sizes) if sizes else None
+    pci = bool(instance.obj_attr_is_set('pci_devices')
+               and instance.pci_devices)
+    return livemig_flags.InstanceFacts(
+        memory_mib=instance.flavor.memory_mb,
+        disk_gib=(instance.flavor.root_gb + instance.flavor.ephemeral_gb
+                  if block_migration else 0),
+        block_migration=bool(block_migration),
+        paused=instance.vm_state == vm_states.PAUSED,
+        has_vpmem=has_vpmem,
+        has_pci_passthrough=pci,
+        hugepage_size_kib=pagesize_kib)
 
 
 def _libvirt():
@@ -39,6 +91,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         self.livemig_policy = None
         self.livemig_host_facts = None
+        # instance uuid -> (policy, plan) of the migration under way
+        self.livemig_jobs = {}
 
     def init_host(self, host):
         # Options first: a refused configuration must stop nova-compute
@@ -105,3 +159,35 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             raise exception.MigrationPreCheckError(reason=str(e))
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
+
+    def _live_migration(self, context, instance, dest, post_method,
+                        recover_method, block_migration, migrate_data):
+        policy = self.livemig_instance_policy(instance)
+        facts = instance_facts(instance, migrate_data.block_migration,
+                               bool(self._get_vpmems(instance)))
+        plan = livemig_flags.plan_migration(policy, self.livemig_host_facts,
+                                            facts)
+        for note in plan.notes:
+            LOG.info('nova-livemig-ext: %s', note, instance=instance)
+        LOG.info('nova-livemig-ext: starting live migration to %(dest)s, '
+                 'flags %(flags)s, ladder %(ladder)s',
+                 {'dest': dest, 'flags': '|'.join(plan.flag_names),
+                  'ladder': ','.join(plan.ladder) or '-'},
+                 instance=instance)
+        self.livemig_jobs[instance.uuid] = (policy, plan, facts)
+        try:
+            return super()._live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+        finally:
+            self.livemig_jobs.pop(instance.uuid, None)
+
+    def _live_migration_operation(self, context, instance, dest,
+                                  block_migration, migrate_data, guest,
+                                  device_names):
+        job = self.livemig_jobs.get(instance.uuid)
+        if job is not None:
+            guest = libvirt_guest.Guest(PlannedDomain(guest._domain, job[1]))
+        return super()._live_migration_operation(
+            context, instance, dest, block_migration, migrate_data, guest,
+            device_names)
