@@ -31,23 +31,33 @@ if [ "$(id -u)" -eq 0 ] && "$VENV/bin/python" -c 'import nova_livemig_ext.lab' 2
     "$VENV/bin/nova-livemig-ext" lab setup
 fi
 
-set +e
-"$VENV/bin/stestr" run --color "$@"
-rc=$?
-set -e
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+rc=0
 
-summary=$("$VENV/bin/stestr" last --subunit | "$VENV/bin/subunit-stats" 2>/dev/null || true)
-count() { echo "$summary" | sed -n "s/^$1 tests:[[:space:]]*\([0-9]*\).*/\1/p"; }
-total=$(count Total); passed=$(count Passed); failed=$(count Failed)
-skipped=$(count Skipped)
-total=${total:-0}; passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
-if [ "$rc" -eq 0 ] && [ "$total" -eq 0 ]; then
+# Pass 1: everything. Nova's functional base runs under eventlet here
+# (nova.tests.functional monkey-patches unless told not to).
+"$VENV/bin/stestr" run --color "$@" || rc=1
+"$VENV/bin/stestr" last --subunit > "$results/1.subunit" || rc=1
+
+# Pass 2: the functional tests again on native threads, nova-compute's
+# default in Nova 34.
+if [ $# -eq 0 ] || [[ "$*" == *functional* ]]; then
+    OS_NOVA_DISABLE_EVENTLET_PATCHING=true \
+        "$VENV/bin/stestr" run --color tests.functional || rc=1
+    "$VENV/bin/stestr" last --subunit > "$results/2.subunit" || rc=1
+fi
+
+summary=$("$VENV/bin/python" tools/subunit_summary.py "$results"/*.subunit)
+passed=${summary%% passed*}
+failed=$(echo "$summary" | sed 's/.* \([0-9]*\) failed.*/\1/')
+if [ "$rc" -eq 0 ] && [ "$passed" -eq 0 ]; then
     echo "run-tests: no test ran" >&2
     rc=1
 fi
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
-    # An import error or a crashed worker fails the run without a test.
-    failed=1
+    # An import error or a crashed worker fails a run without a failed test.
+    summary=$(echo "$summary" | sed 's/ 0 failed/ 1 failed/')
 fi
-echo "$passed passed, $failed failed, $skipped skipped"
+echo "$summary"
 exit "$rc"
