@@ -1,0 +1,1200 @@
+"""Stall detection and the escalation ladder: (state, sample) -> decisions.
+
+The controller reads one :class:`~.samples.JobSample` at a time and answers
+two questions: is pre-copy going to finish in time, and if not, what is the
+next thing to try?  It never touches libvirt; it returns frozen
+:class:`Decision` values with the reason and the numbers behind them, and
+the monitor applies them.
+
+Stall detection
+---------------
+Progress is judged at pass boundaries, on the working set (what a pass left
+dirty), never on instantaneous remaining bytes: those fall through every pass
+and jump at every sync, so a "remaining has not hit a new low" rule fires on
+healthy migrations (Nova dropped its progress timeout for that, bug 1644248).
+
+* plateau: ``stall_patience_passes`` boundaries in a row without the working
+  set shrinking by ``min_pass_progress_fraction`` below the best so far.  The
+  bulk pass only sets the first working set, so a real plateau is found two
+  passes after the first full one.  Oscillating working sets keep setting
+  new bests and never reach the patience.
+* window: when passes are long, ``stall_window_s`` without a better working
+  set *and* the pass under way is not projected to leave a smaller one (its
+  projected length × dirty rate).  A 64 GiB guest over 1 Gbit/s at λ = 0.5
+  spends minutes per pass but every projection shrinks, so it is never
+  stalled.
+* network stall: the transfer rate below ``bandwidth_collapse_fraction`` of
+  the best smoothed bandwidth for ``network_stall_window_s``.  It is told
+  apart from a dirty-rate stall and holds every escalation: post-copy over a
+  dead link leaves the guest running on the destination with its memory
+  out of reach, and a pause would freeze it for nothing.  Only the deadline
+  abort remains.
+
+The ladder
+----------
+Rungs are tried in the configured order, each only once the previous one had
+its chance (``downtime_chance_passes``, ``auto_converge_chance_passes``, or
+``stall_window_s`` when passes do not come), and only while pre-copy is
+stalled or predicted to miss the deadline.  A rung that cannot help is
+skipped with a note saying why.
+
+* ``downtime``: raise the limit to the smallest step that fits the measured
+  working set (or that makes the geometric prediction meet the deadline),
+  never above ``max_downtime_ms``.  Skipped when even the ceiling is too
+  small.
+* ``auto_converge``: QEMU enables auto-converge only as a capability at the
+  start of the job, so when the rung is in the ladder the policy arms it at
+  start (``VIR_MIGRATE_AUTO_CONVERGE`` with the initial and increment
+  throttle).  From then on QEMU throttles by itself: at a dirty-bitmap sync
+  at least a second after the previous rate period, when the bytes dirtied
+  in the period exceed ``throttle-trigger-threshold`` (50 % by default) of
+  the bytes sent, it counts; on the second such period it throttles the
+  vCPUs to ``cpu-throttle-initial`` and then raises them by
+  ``cpu-throttle-increment`` (``migration_trigger_throttle`` in QEMU's
+  ``migration/ram.c``).  The controller cannot switch it on or off; the rung
+  is in effect from the start and its effect shows as a shrinking working
+  set, which already defers any escalation.  Its chance is
+  ``auto_converge_chance_passes`` passes counted from the first pass QEMU
+  reported a throttle (``auto_converge_throttle``), or from the rung's turn
+  if QEMU has not throttled yet; the throttle reaching its maximum ends it.
+  Without the flag armed the rung is skipped.
+* ``postcopy``: only when ``VIR_MIGRATE_POSTCOPY`` was armed at start, the
+  instance allows it, the link is healthy and the projected post-copy
+  duration (what is left / bandwidth) ends before the deadline.  The switch
+  waits for the trough of the remaining bytes near the end of a pass, when
+  the fewest pages are left to be pulled by page faults, unless waiting
+  saves nothing (a guest that rewrites its whole working set within a pass
+  has it all dirty again by the trough) or the deadline leaves no room.
+* ``pause``: only when allowed; its expected downtime is in the reason and
+  must be within the switchover timeout.  The bandwidth cap is lifted first
+  when ``max_bandwidth_mib_s`` is set, since the pause lasts what is left
+  divided by the bandwidth.
+* ``abort``: reaching it means nothing else can help; the abort itself
+  happens at the deadline, so a guest that calms down still finishes.
+
+The deadline always ends pre-copy: a pause that is allowed and fits the
+switchover timeout is the last try, otherwise the job is aborted and the
+guest keeps running on the source.  After a forced switchover the
+switchover timeout applies: a paused migration that has not finished is
+aborted (the monitor resumes the source), but post-copy is never aborted:
+once the destination runs the guest, the newest memory exists only there
+and aborting would lose the guest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+from nova_livemig_ext.convergence import estimator
+from nova_livemig_ext.convergence import samples
+
+RUNG_DOWNTIME = 'downtime'
+RUNG_AUTO_CONVERGE = 'auto_converge'
+RUNG_POSTCOPY = 'postcopy'
+RUNG_PAUSE = 'pause'
+RUNG_ABORT = 'abort'
+RUNGS = (RUNG_DOWNTIME, RUNG_AUTO_CONVERGE, RUNG_POSTCOPY, RUNG_PAUSE,
+         RUNG_ABORT)
+DEFAULT_LADDER = RUNGS
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+MS_PER_S = 1000.0
+
+# The working set is read one poll late, and QEMU compares the remainder
+# with its own bandwidth estimate: ask for a little more than it needs.
+DOWNTIME_HEADROOM = 1.25
+
+# A link counts as slow only with more than this many polls' worth of data
+# (at the best rate seen) waiting to be sent.
+WAITING_DATA_POLLS = 2
+
+# QEMU caps the vCPU throttle at max-cpu-throttle, 99 % by default.
+MAX_THROTTLE_PCT = 99
+
+# Remaining bytes fall by about bandwidth × poll interval between samples;
+# a sample within this many polls of the last trough is at the trough.
+TROUGH_POLLS = 1.5
+
+# Waiting for the trough is worth it only if post-copy then has this much
+# less to pull; a guest rewriting its working set every pass dirties it all
+# again by the end of the pass.
+TROUGH_SAVING_FRACTION = 0.1
+
+
+class Action(enum.Enum):
+    """What a decision asks the monitor to do to the domain."""
+
+    SET_DOWNTIME = 'set_downtime'
+    SET_SPEED = 'set_speed'
+    START_POSTCOPY = 'start_postcopy'
+    PAUSE = 'pause'
+    ABORT = 'abort'
+    # No effect on the domain: a finding (a stall, a skipped rung, a rung
+    # given its chance) that the log and the report must explain.
+    NOTE = 'note'
+
+
+Measure = tuple[str, float | int | str | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One thing to do, why, and the measured numbers that caused it."""
+
+    action: Action
+    reason: str
+    at_s: float = 0.0
+    # The ladder rung this decision uses (None for the initial settings and
+    # for notes about rungs that were skipped).
+    rung: str | None = None
+    downtime_ms: int | None = None
+    speed_mib_s: int | None = None
+    # A SET_SPEED that applies to the post-copy phase
+    # (VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY).
+    postcopy_speed: bool = False
+    measures: tuple[Measure, ...] = ()
+
+    @property
+    def has_effect(self) -> bool:
+        """Does applying it call libvirt?"""
+        return self.action is not Action.NOTE
+
+    def measures_dict(self) -> dict[str, float | int | str | None]:
+        """The measures as a dict, for logs and reports."""
+        return dict(self.measures)
+
+
+class DecisionMaker(Protocol):
+    """What the monitor needs from a controller (ours or upstream Nova's)."""
+
+    def start(self, now_s: float) -> tuple[Decision, ...]:
+        """Begin a job; returns the settings to apply at once."""
+
+    def observe(self, sample: samples.JobSample,
+                now_s: float) -> tuple[Decision, ...]:
+        """Take one sample; returns what to do now."""
+
+    def acknowledge(self, decision: Decision, applied: bool,
+                    now_s: float) -> None:
+        """Learn whether a decision's effect really happened."""
+
+    @property
+    def estimate(self) -> estimator.Estimate:
+        """What the samples said so far."""
+
+    @property
+    def predicted_downtime_ms(self) -> float | None:
+        """The downtime expected at the switchover, if known."""
+
+
+def migration_deadline_s(memory_gib: float, per_gib_s: float,
+                         cap_s: float) -> float:
+    """The deadline for a guest: per GiB of memory, never above the cap."""
+    if memory_gib <= 0 or per_gib_s <= 0 or cap_s <= 0:
+        raise ValueError(
+            'memory_gib, per_gib_s and cap_s must be positive '
+            f'(got {memory_gib}, {per_gib_s}, {cap_s})')
+    return min(per_gib_s * memory_gib, cap_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerConfig:
+    """Everything the controller needs, validated once.
+
+    Built by the policy from the operator's options and the instance's
+    overrides; the defaults here are only what the tests start from.
+    """
+
+    ladder: tuple[str, ...] = DEFAULT_LADDER
+    initial_downtime_ms: int = 300
+    max_downtime_ms: int = 1000
+    # Steps between the initial and the maximum downtime (linear).
+    downtime_steps: int = 4
+    # VIR_MIGRATE_POSTCOPY was set when the job started.
+    postcopy_armed: bool = False
+    # This instance may run on the destination before its memory is there.
+    postcopy_allowed: bool = False
+    pause_allowed: bool = False
+    # VIR_MIGRATE_AUTO_CONVERGE was set when the job started.
+    auto_converge_armed: bool = False
+    deadline_s: float = 3600.0
+    switchover_timeout_s: float = 60.0
+    stall_patience_passes: int = 2
+    stall_window_s: float = 120.0
+    min_pass_progress_fraction: float = 0.05
+    bandwidth_collapse_fraction: float = 0.1
+    network_stall_window_s: float = 10.0
+    poll_interval_s: float = 0.5
+    downtime_chance_passes: int = 1
+    auto_converge_chance_passes: int = 4
+    # Lifted to before a pause, when set (libvirt's unit is MiB/s).
+    max_bandwidth_mib_s: int | None = None
+    # Post-copy bandwidth set before switching, when set.
+    postcopy_bandwidth_mib_s: int | None = None
+    estimator: estimator.EstimatorConfig = estimator.EstimatorConfig()
+
+    def __post_init__(self) -> None:
+        problems = config_problems(self)
+        if problems:
+            raise ValueError('invalid controller config: '
+                             + '; '.join(problems))
+
+
+def _ladder_problems(ladder: Sequence[str]) -> list[str]:
+    problems = []
+    unknown = [r for r in ladder if r not in RUNGS]
+    if unknown:
+        problems.append(f'unknown rungs {unknown}; known rungs are '
+                        f'{list(RUNGS)}')
+    if len(set(ladder)) != len(ladder):
+        problems.append(f'rungs repeat in {list(ladder)}')
+    if RUNG_ABORT in ladder and ladder[-1] != RUNG_ABORT:
+        problems.append('abort must be the last rung')
+    return problems
+
+
+def config_problems(config: ControllerConfig) -> list[str]:
+    """Everything wrong with a config, as sentences."""
+    problems = _ladder_problems(config.ladder)
+    if config.initial_downtime_ms <= 0:
+        problems.append('initial_downtime_ms must be positive')
+    if config.max_downtime_ms < config.initial_downtime_ms:
+        problems.append('max_downtime_ms must be at least '
+                        'initial_downtime_ms')
+    if config.downtime_steps < 1:
+        problems.append('downtime_steps must be at least 1')
+    for name in ('deadline_s', 'switchover_timeout_s', 'stall_window_s',
+                 'network_stall_window_s', 'poll_interval_s'):
+        if getattr(config, name) <= 0:
+            problems.append(f'{name} must be positive')
+    for name in ('stall_patience_passes', 'downtime_chance_passes',
+                 'auto_converge_chance_passes'):
+        if getattr(config, name) < 1:
+            problems.append(f'{name} must be at least 1')
+    for name in ('min_pass_progress_fraction', 'bandwidth_collapse_fraction'):
+        if not 0 < getattr(config, name) < 1:
+            problems.append(f'{name} must be between 0 and 1')
+    for name in ('max_bandwidth_mib_s', 'postcopy_bandwidth_mib_s'):
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            problems.append(f'{name} must be positive when set')
+    return problems
+
+
+def downtime_steps_ms(config: ControllerConfig) -> tuple[int, ...]:
+    """The downtime limits the controller may set, initial to ceiling."""
+    span = config.max_downtime_ms - config.initial_downtime_ms
+    steps = config.downtime_steps
+    values = (config.initial_downtime_ms + round(span * i / steps)
+              for i in range(steps + 1))
+    return tuple(sorted(set(values)))
+
+
+class Phase(enum.Enum):
+    PRECOPY = 'precopy'
+    POSTCOPY = 'postcopy'
+    PAUSED = 'paused'
+    ABORTING = 'aborting'
+
+
+class TriggerKind(enum.Enum):
+    PLATEAU = 'plateau'
+    WINDOW = 'window'
+    DEADLINE = 'deadline'
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """Why pre-copy needs help, with the numbers."""
+
+    kind: TriggerKind
+    reason: str
+    measures: tuple[Measure, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StallTracker:
+    """Working-set progress at pass boundaries."""
+
+    best_working_set_bytes: int | None = None
+    passes_without_progress: int = 0
+    last_progress_s: float | None = None
+    boundaries_seen: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerState:
+    """Everything the controller remembers between samples."""
+
+    started_s: float
+    downtime_ms: int
+    confirmed_downtime_ms: int
+    # The initial limit is set at the first sample of a running job: libvirt
+    # refuses migrateSetMaxDowntime before the job exists.
+    initial_downtime_sent: bool = False
+    initial_downtime_failures: int = 0
+    phase: Phase = Phase.PRECOPY
+    estimate: estimator.Estimate = estimator.Estimate()
+    stall: StallTracker = StallTracker()
+    rung_index: int = -1
+    rung_started_s: float | None = None
+    rung_started_passes: int = 0
+    network_slow_since_s: float | None = None
+    network_stalled: bool = False
+    postcopy_wait_since_s: float | None = None
+    switchover_started_s: float | None = None
+    exhausted: frozenset[str] = frozenset()
+    noted: frozenset[str] = frozenset()
+    predicted_downtime_ms: float | None = None
+
+    def rung_name(self, config: ControllerConfig) -> str | None:
+        """The rung last entered, if any."""
+        if self.rung_index < 0:
+            return None
+        return config.ladder[self.rung_index]
+
+
+Step = tuple[ControllerState, tuple[Decision, ...]]
+
+
+# ---------------------------------------------------------------------------
+# Small helpers for reasons and measures.
+# ---------------------------------------------------------------------------
+
+def _mib(size_bytes: float | None) -> float | None:
+    return None if size_bytes is None else round(size_bytes / MIB, 1)
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _fmt(value: float | None, unit: str = '', digits: int = 1) -> str:
+    return 'unknown' if value is None else f'{value:.{digits}f}{unit}'
+
+
+def estimate_measures(state: ControllerState, now_s: float
+                      ) -> tuple[Measure, ...]:
+    """The numbers every decision carries."""
+    est = state.estimate
+    return (
+        ('elapsed_s', _round(now_s - state.started_s, 1)),
+        ('iteration', est.iteration),
+        ('remaining_mib', _mib(est.remaining_bytes)),
+        ('working_set_mib', _mib(estimator.latest_working_set_bytes(est))),
+        ('bandwidth_mib_s', _mib(est.bandwidth_bytes_s)),
+        ('dirty_rate_mib_s', _mib(est.dirty_rate_bytes_s)),
+        ('dirty_ratio', _round(estimator.dirty_ratio(est))),
+        ('convergence_ratio', _round(estimator.convergence_ratio(est))),
+        ('downtime_limit_ms', state.downtime_ms),
+        ('throttle_pct', est.throttle_pct),
+    )
+
+
+def _decision(state: ControllerState, now_s: float, action: Action,
+              reason: str, rung: str | None = None,
+              extra: tuple[Measure, ...] = (), *,
+              downtime_ms: int | None = None,
+              speed_mib_s: int | None = None,
+              postcopy_speed: bool = False) -> Decision:
+    return Decision(action=action, reason=reason,
+                    at_s=round(now_s - state.started_s, 3), rung=rung,
+                    downtime_ms=downtime_ms, speed_mib_s=speed_mib_s,
+                    postcopy_speed=postcopy_speed,
+                    measures=estimate_measures(state, now_s) + extra)
+
+
+def _note_once(state: ControllerState, key: str, now_s: float, reason: str,
+               rung: str | None = None,
+               extra: tuple[Measure, ...] = ()) -> Step:
+    if key in state.noted:
+        return state, ()
+    state = dataclasses.replace(state, noted=state.noted | {key})
+    return state, (_decision(state, now_s, Action.NOTE, reason, rung,
+                             extra),)
+
+
+# ---------------------------------------------------------------------------
+# Questions about the state.
+# ---------------------------------------------------------------------------
+
+def elapsed_s(state: ControllerState, now_s: float) -> float:
+    return now_s - state.started_s
+
+
+def time_left_s(config: ControllerConfig, state: ControllerState,
+                now_s: float) -> float:
+    """Seconds until the deadline (negative once it passed)."""
+    return config.deadline_s - elapsed_s(state, now_s)
+
+
+def deadline_passed(config: ControllerConfig, state: ControllerState,
+                    now_s: float) -> bool:
+    return time_left_s(config, state, now_s) <= 0
+
+
+def link_is_slow(config: ControllerConfig, est: estimator.Estimate) -> bool:
+    """Is data moving at a small fraction of the best rate seen?
+
+    Only while there is data waiting: near the end QEMU has little to send
+    between syncs and goes quiet without anything being wrong.
+    """
+    rate = est.interval_bandwidth_bytes_s
+    peak = est.peak_bandwidth_bytes_s
+    if rate is None or peak <= 0:
+        return False
+    if est.remaining_bytes <= peak * config.poll_interval_s * (
+            WAITING_DATA_POLLS):
+        return False
+    return rate < config.bandwidth_collapse_fraction * peak
+
+
+def working_set_progressed(config: ControllerConfig, best_bytes: int,
+                           working_set_bytes: float) -> bool:
+    """Did the working set shrink enough to count as progress?"""
+    return working_set_bytes < best_bytes * (
+        1 - config.min_pass_progress_fraction)
+
+
+def track_stall(config: ControllerConfig, state: ControllerState,
+                now_s: float) -> ControllerState:
+    """Update the working-set progress at a new pass boundary."""
+    est = state.estimate
+    tracker = state.stall
+    new_passes = est.passes_completed - tracker.boundaries_seen
+    working_set = estimator.latest_working_set_bytes(est)
+    if new_passes <= 0 or working_set is None:
+        return state
+    t = elapsed_s(state, now_s)
+    best = tracker.best_working_set_bytes
+    if best is None or working_set_progressed(config, best, working_set):
+        tracker = StallTracker(best_working_set_bytes=working_set,
+                               passes_without_progress=0,
+                               last_progress_s=t,
+                               boundaries_seen=est.passes_completed)
+    else:
+        # Counted per boundary seen, not per sync: several short passes
+        # between two polls are one reading, not several.
+        tracker = dataclasses.replace(
+            tracker,
+            passes_without_progress=tracker.passes_without_progress + 1,
+            boundaries_seen=est.passes_completed)
+    return dataclasses.replace(state, stall=tracker)
+
+
+def working_set_fits_limit(state: ControllerState) -> bool:
+    """Would QEMU switch over at the current limit with this working set?"""
+    est = state.estimate
+    working_set = estimator.latest_working_set_bytes(est)
+    if working_set is None or not est.bandwidth_bytes_s:
+        return False
+    return working_set <= estimator.switch_threshold_bytes(
+        est.bandwidth_bytes_s, state.downtime_ms)
+
+
+def projected_next_working_set_bytes(state: ControllerState,
+                                     now_s: float) -> float | None:
+    """What the pass under way will leave dirty: its length × dirty rate."""
+    est = state.estimate
+    if (est.dirty_rate_bytes_s is None or not est.bandwidth_bytes_s
+            or est.pass_started_s is None):
+        return None
+    in_pass_s = elapsed_s(state, now_s) - est.pass_started_s
+    pass_s = in_pass_s + est.remaining_bytes / est.bandwidth_bytes_s
+    dirtied = est.dirty_rate_bytes_s * pass_s
+    cap = est.largest_working_set_bytes or dirtied
+    return min(dirtied, cap)
+
+
+def plateau_trigger(config: ControllerConfig, state: ControllerState
+                    ) -> Trigger | None:
+    """Has the working set stopped shrinking for the patience in passes?"""
+    tracker = state.stall
+    if tracker.passes_without_progress < config.stall_patience_passes:
+        return None
+    if working_set_fits_limit(state):
+        return None
+    est = state.estimate
+    reason = (
+        f'working set stopped shrinking: '
+        f"{_fmt(_mib(estimator.latest_working_set_bytes(est)), ' MiB')} "
+        f'at the start of pass {est.iteration}, best '
+        f"{_fmt(_mib(tracker.best_working_set_bytes), ' MiB')}, "
+        f'{tracker.passes_without_progress} passes without progress, '
+        f"dirty ratio {_fmt(estimator.dirty_ratio(est), '', 2)}")
+    return Trigger(TriggerKind.PLATEAU, reason, (
+        ('passes_without_progress', tracker.passes_without_progress),
+        ('best_working_set_mib', _mib(tracker.best_working_set_bytes))))
+
+
+def window_trigger(config: ControllerConfig, state: ControllerState,
+                   now_s: float) -> Trigger | None:
+    """No better working set for the window, and none on the way?"""
+    tracker = state.stall
+    best = tracker.best_working_set_bytes
+    if tracker.last_progress_s is None or best is None:
+        return None
+    quiet_s = elapsed_s(state, now_s) - tracker.last_progress_s
+    if quiet_s < config.stall_window_s or working_set_fits_limit(state):
+        return None
+    projected = projected_next_working_set_bytes(state, now_s)
+    if projected is None or working_set_progressed(
+            config, best, projected):
+        return None
+    reason = (
+        f'no better working set for {quiet_s:.0f} s (window '
+        f'{config.stall_window_s:.0f} s) and the pass under way is '
+        f"projected to leave {_fmt(_mib(projected), ' MiB')}, best "
+        f"{_fmt(_mib(best), ' MiB')}")
+    return Trigger(TriggerKind.WINDOW, reason, (
+        ('quiet_s', round(quiet_s, 1)),
+        ('projected_working_set_mib', _mib(projected)),
+        ('best_working_set_mib', _mib(best))))
+
+
+def deadline_trigger(config: ControllerConfig, state: ControllerState,
+                     now_s: float) -> Trigger | None:
+    """Converging, but predicted to finish after the deadline?"""
+    est = state.estimate
+    ratio = estimator.convergence_ratio(est)
+    if ratio is None or ratio >= 1 or not est.boundaries:
+        # λ ≥ 1 is the plateau's business; before the first boundary there
+        # is nothing to predict from.
+        return None
+    predicted = estimator.predicted_completion_s(est, state.downtime_ms)
+    left = time_left_s(config, state, now_s)
+    if predicted is not None and predicted <= left:
+        return None
+    reason = (f"predicted to finish in {_fmt(predicted, ' s', 0)} at "
+              f'{state.downtime_ms} ms, but the deadline is in '
+              f'{left:.0f} s')
+    return Trigger(TriggerKind.DEADLINE, reason, (
+        ('predicted_completion_s', _round(predicted, 1)),
+        ('time_left_s', round(left, 1))))
+
+
+def escalation_trigger(config: ControllerConfig, state: ControllerState,
+                       now_s: float) -> Trigger | None:
+    """Does pre-copy need the next rung, and why?"""
+    return (plateau_trigger(config, state)
+            or window_trigger(config, state, now_s)
+            or deadline_trigger(config, state, now_s))
+
+
+# ---------------------------------------------------------------------------
+# Rungs: can they help, and has the current one had its chance?
+# ---------------------------------------------------------------------------
+
+def downtime_needed_ms(state: ControllerState) -> float | None:
+    """The limit at which QEMU would take the current working set."""
+    est = state.estimate
+    working_set = estimator.latest_working_set_bytes(est)
+    needed = (None if working_set is None else
+              estimator.downtime_ms_for(working_set, est.bandwidth_bytes_s))
+    return None if needed is None else needed * DOWNTIME_HEADROOM
+
+
+def next_downtime_ms(config: ControllerConfig, state: ControllerState,
+                     trigger: Trigger, now_s: float) -> int | None:
+    """The smallest higher step that should let pre-copy finish in time."""
+    higher = [s for s in downtime_steps_ms(config) if s > state.downtime_ms]
+    if not higher:
+        return None
+    if trigger.kind is TriggerKind.DEADLINE:
+        left = time_left_s(config, state, now_s)
+        for step in higher:
+            predicted = estimator.predicted_completion_s(state.estimate, step)
+            if predicted is not None and predicted <= left:
+                return step
+        return None
+    needed = downtime_needed_ms(state)
+    if needed is None:
+        return higher[0]
+    fitting = [s for s in higher if s >= needed]
+    return fitting[0] if fitting else None
+
+
+def postcopy_fits_deadline(config: ControllerConfig, state: ControllerState,
+                           now_s: float) -> bool:
+    duration = estimator.postcopy_duration_s(state.estimate)
+    return duration is not None and duration <= time_left_s(config, state,
+                                                            now_s)
+
+
+def pause_fits_timeout(config: ControllerConfig,
+                       state: ControllerState) -> bool:
+    downtime = estimator.pause_downtime_ms(state.estimate)
+    return downtime is not None and (
+        downtime <= config.switchover_timeout_s * MS_PER_S)
+
+
+def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
+                 trigger: Trigger | None, now_s: float) -> str | None:
+    """Why a rung cannot be used now, or None if it can."""
+    est = state.estimate
+    if rung in state.exhausted:
+        return f'{rung} was already tried and did not take effect'
+    if rung == RUNG_DOWNTIME:
+        if trigger is not None and next_downtime_ms(config, state, trigger,
+                                                    now_s) is not None:
+            return None
+        if trigger is not None and trigger.kind is TriggerKind.DEADLINE:
+            return (f'no downtime step up to the ceiling '
+                    f'{config.max_downtime_ms} ms is predicted to finish '
+                    f'before the deadline')
+        needed = downtime_needed_ms(state)
+        return (f'no downtime step up to the ceiling '
+                f'{config.max_downtime_ms} ms helps (the working set '
+                f"needs {_fmt(needed, ' ms', 0)})")
+    if rung == RUNG_AUTO_CONVERGE:
+        if not config.auto_converge_armed:
+            return ('auto-converge was not armed at job start and QEMU '
+                    'cannot enable it mid-job')
+        if (est.throttle_pct or 0) >= MAX_THROTTLE_PCT:
+            return f'QEMU already throttles the guest at {est.throttle_pct}%'
+        return None
+    if rung == RUNG_POSTCOPY:
+        if not config.postcopy_armed:
+            return 'post-copy was not armed at job start'
+        if not config.postcopy_allowed:
+            return 'post-copy is not allowed for this instance'
+        if state.network_stalled or link_is_slow(config, est):
+            return 'the link is stalled; post-copy would strand the guest'
+        if not postcopy_fits_deadline(config, state, now_s):
+            duration = estimator.postcopy_duration_s(est)
+            return (f"post-copy would take {_fmt(duration, ' s', 0)}, "
+                    f'the deadline is in '
+                    f'{time_left_s(config, state, now_s):.0f} s')
+        return None
+    if rung == RUNG_PAUSE:
+        if not config.pause_allowed:
+            return 'pausing is not allowed for this instance'
+        if state.network_stalled or link_is_slow(config, est):
+            return 'the link is stalled; a pause would freeze the guest'
+        if not pause_fits_timeout(config, state):
+            downtime = estimator.pause_downtime_ms(est)
+            return (f"a pause would last {_fmt(downtime, ' ms', 0)}, over "
+                    f'the switchover timeout '
+                    f'{config.switchover_timeout_s:.0f} s')
+        return None
+    return None
+
+
+def passes_on_rung(config: ControllerConfig, state: ControllerState) -> int:
+    """Passes the current rung has been in effect.
+
+    Auto-converge is in effect from the job's start: QEMU's throttling
+    counts from the first pass it showed, even before the rung's turn.
+    """
+    est = state.estimate
+    started = state.rung_started_passes
+    if (state.rung_name(config) == RUNG_AUTO_CONVERGE
+            and est.throttle_started_passes is not None):
+        started = min(started, est.throttle_started_passes)
+    return est.passes_completed - started
+
+
+def chance_passes(config: ControllerConfig, rung: str) -> int:
+    """How many passes a rung gets to show an effect."""
+    if rung == RUNG_AUTO_CONVERGE:
+        return config.auto_converge_chance_passes
+    return config.downtime_chance_passes
+
+
+def postcopy_window_closing(config: ControllerConfig, state: ControllerState,
+                            now_s: float) -> bool:
+    """Would waiting one more pass leave post-copy unable to fit?
+
+    A later post-copy rung must not be lost to the patience of an earlier
+    rung: the deadline shortens every chance.
+    """
+    later = config.ladder[state.rung_index + 1:]
+    if RUNG_POSTCOPY not in later:
+        return False
+    if rung_blocker(config, state, RUNG_POSTCOPY, None, now_s) is not None:
+        return False
+    pass_s = estimator.expected_pass_s(state.estimate) or 0.0
+    duration = estimator.postcopy_duration_s(state.estimate) or 0.0
+    return pass_s + duration > time_left_s(config, state, now_s)
+
+
+def rung_had_its_chance(config: ControllerConfig, state: ControllerState,
+                        now_s: float) -> bool:
+    """Has the rung last entered had time to show an effect?"""
+    rung = state.rung_name(config)
+    if rung is None or rung in state.exhausted:
+        # Plain pre-copy (the trigger itself already took passes), or the
+        # rung's effect failed.
+        return True
+    if rung == RUNG_AUTO_CONVERGE and (
+            state.estimate.throttle_pct or 0) >= MAX_THROTTLE_PCT:
+        return True
+    if passes_on_rung(config, state) >= chance_passes(config, rung):
+        return True
+    assert state.rung_started_s is not None
+    last_boundary_s = max(
+        [state.rung_started_s]
+        + [b.at_s for b in state.estimate.boundaries])
+    if elapsed_s(state, now_s) - last_boundary_s >= config.stall_window_s:
+        return True
+    return postcopy_window_closing(config, state, now_s)
+
+
+# ---------------------------------------------------------------------------
+# Entering rungs.
+# ---------------------------------------------------------------------------
+
+def _entered(state: ControllerState, index: int, now_s: float
+             ) -> ControllerState:
+    return dataclasses.replace(
+        state, rung_index=index,
+        rung_started_s=elapsed_s(state, now_s),
+        rung_started_passes=state.estimate.passes_completed)
+
+
+def enter_downtime(config: ControllerConfig, state: ControllerState,
+                   index: int, trigger: Trigger, now_s: float) -> Step:
+    target = next_downtime_ms(config, state, trigger, now_s)
+    assert target is not None
+    state = dataclasses.replace(_entered(state, index, now_s),
+                                downtime_ms=target)
+    needed = downtime_needed_ms(state)
+    reason = (f'{trigger.reason}; raising the downtime limit to {target} ms '
+              f"(working set needs {_fmt(needed, ' ms', 0)}, ceiling "
+              f'{config.max_downtime_ms} ms)')
+    return state, (_decision(state, now_s, Action.SET_DOWNTIME, reason,
+                             RUNG_DOWNTIME, trigger.measures,
+                             downtime_ms=target),)
+
+
+def enter_auto_converge(config: ControllerConfig, state: ControllerState,
+                        index: int, trigger: Trigger, now_s: float) -> Step:
+    state = _entered(state, index, now_s)
+    reason = (f'{trigger.reason}; auto-converge was armed at start and QEMU '
+              f'throttles by itself (now '
+              f'{state.estimate.throttle_pct or 0}% after '
+              f'{passes_on_rung(config, state)} passes); giving it '
+              f'{config.auto_converge_chance_passes} passes of throttling')
+    return state, (_decision(state, now_s, Action.NOTE, reason,
+                             RUNG_AUTO_CONVERGE, trigger.measures),)
+
+
+def enter_postcopy(config: ControllerConfig, state: ControllerState,
+                   index: int, trigger: Trigger, now_s: float) -> Step:
+    state = dataclasses.replace(_entered(state, index, now_s),
+                                postcopy_wait_since_s=elapsed_s(state, now_s))
+    reason = (f'{trigger.reason}; switching to post-copy, at the trough of '
+              f'the remaining bytes if waiting for it saves pages')
+    note = _decision(state, now_s, Action.NOTE, reason, RUNG_POSTCOPY,
+                     trigger.measures)
+    state, switch = maybe_switch_to_postcopy(config, state, now_s)
+    return state, (note,) + switch
+
+
+def _pause_decisions(config: ControllerConfig, state: ControllerState,
+                     now_s: float, why: str,
+                     extra: tuple[Measure, ...]) -> Step:
+    expected = estimator.pause_downtime_ms(state.estimate)
+    decisions: list[Decision] = []
+    if config.max_bandwidth_mib_s is not None:
+        decisions.append(_decision(
+            state, now_s, Action.SET_SPEED,
+            f'lifting the bandwidth cap to {config.max_bandwidth_mib_s} '
+            f'MiB/s before pausing: the pause lasts what is left divided '
+            f'by the bandwidth', RUNG_PAUSE, extra,
+            speed_mib_s=config.max_bandwidth_mib_s))
+    state = dataclasses.replace(
+        state, phase=Phase.PAUSED,
+        switchover_started_s=elapsed_s(state, now_s),
+        predicted_downtime_ms=expected, postcopy_wait_since_s=None)
+    left_mib = _mib(estimator.switchover_bytes(state.estimate))
+    reason = (f'{why}; pausing the guest to force the switchover, expected '
+              f"downtime {_fmt(expected, ' ms', 0)} for "
+              f"{_fmt(left_mib, ' MiB')} at "
+              f"{_fmt(_mib(state.estimate.bandwidth_bytes_s), ' MiB/s')}")
+    decisions.append(_decision(
+        state, now_s, Action.PAUSE, reason, RUNG_PAUSE,
+        extra + (('expected_downtime_ms', _round(expected, 0)),)))
+    return state, tuple(decisions)
+
+
+def enter_pause(config: ControllerConfig, state: ControllerState, index: int,
+                trigger: Trigger, now_s: float) -> Step:
+    state = _entered(state, index, now_s)
+    return _pause_decisions(config, state, now_s, trigger.reason,
+                            trigger.measures)
+
+
+def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
+                trigger: Trigger, now_s: float) -> Step:
+    state = _entered(state, index, now_s)
+    left = time_left_s(config, state, now_s)
+    reason = (f'{trigger.reason}; no permitted rung is left, aborting at the '
+              f'deadline in {left:.0f} s unless pre-copy converges first')
+    return _note_once(state, 'abort-pending', now_s, reason, RUNG_ABORT,
+                      trigger.measures)
+
+
+def enter_rung(config: ControllerConfig, state: ControllerState, index: int,
+               trigger: Trigger, now_s: float) -> Step:
+    rung = config.ladder[index]
+    if rung == RUNG_DOWNTIME:
+        return enter_downtime(config, state, index, trigger, now_s)
+    if rung == RUNG_AUTO_CONVERGE:
+        return enter_auto_converge(config, state, index, trigger, now_s)
+    if rung == RUNG_POSTCOPY:
+        return enter_postcopy(config, state, index, trigger, now_s)
+    if rung == RUNG_PAUSE:
+        return enter_pause(config, state, index, trigger, now_s)
+    return enter_abort(config, state, index, trigger, now_s)
+
+
+def escalate(config: ControllerConfig, state: ControllerState,
+             trigger: Trigger, now_s: float) -> Step:
+    """Move to the next rung that can help, noting the ones that cannot."""
+    decisions: list[Decision] = []
+    current = state.rung_name(config)
+    if current == RUNG_DOWNTIME and rung_blocker(
+            config, state, RUNG_DOWNTIME, trigger, now_s) is None:
+        # Another downtime step is still within the ceiling.
+        return enter_downtime(config, state, state.rung_index, trigger,
+                              now_s)
+    if current == RUNG_ABORT:
+        return state, ()
+    for index in range(state.rung_index + 1, len(config.ladder)):
+        rung = config.ladder[index]
+        blocker = rung_blocker(config, state, rung, trigger, now_s)
+        if blocker is None:
+            state, entered = enter_rung(config, state, index, trigger, now_s)
+            return state, tuple(decisions) + entered
+        state, note = _note_once(state, f'skip-{rung}', now_s,
+                                 f'skipping {rung}: {blocker}', None,
+                                 (('skipped_rung', rung),))
+        decisions.extend(note)
+    state, note = _note_once(
+        state, 'ladder-exhausted', now_s,
+        f'{trigger.reason}; no rung of the ladder {list(config.ladder)} can '
+        f'help, aborting at the deadline unless pre-copy converges',
+        None, trigger.measures)
+    return state, tuple(decisions) + note
+
+
+# ---------------------------------------------------------------------------
+# Post-copy switch timing, deadline and switchover timeout.
+# ---------------------------------------------------------------------------
+
+def at_remaining_trough(config: ControllerConfig,
+                        state: ControllerState) -> bool:
+    """Is the remainder near the bottom it reaches before the next sync?"""
+    est = state.estimate
+    bandwidth = est.bandwidth_bytes_s
+    if not bandwidth:
+        return False
+    floor = max(est.previous_pass_trough_bytes or 0,
+                estimator.switch_threshold_bytes(bandwidth,
+                                                 state.downtime_ms))
+    slack = bandwidth * config.poll_interval_s * TROUGH_POLLS
+    return est.remaining_bytes <= floor + slack
+
+
+def trough_saves_bytes(state: ControllerState) -> bool:
+    """Would post-copy pull notably less at the end of this pass?"""
+    est = state.estimate
+    now_bytes = estimator.switchover_bytes(est)
+    at_trough = estimator.switchover_bytes_at_trough(est, state.downtime_ms)
+    return at_trough < now_bytes * (1 - TROUGH_SAVING_FRACTION)
+
+
+def postcopy_wait_over(config: ControllerConfig, state: ControllerState,
+                       now_s: float) -> bool:
+    """Waited a pass for the trough, or the deadline allows no more?"""
+    assert state.postcopy_wait_since_s is not None
+    waited_s = elapsed_s(state, now_s) - state.postcopy_wait_since_s
+    pass_s = estimator.expected_pass_s(state.estimate)
+    longest_wait_s = config.stall_window_s if pass_s is None else min(
+        pass_s + config.poll_interval_s, config.stall_window_s)
+    if waited_s >= longest_wait_s:
+        return True
+    duration = estimator.postcopy_duration_s(state.estimate) or 0.0
+    return (duration + 2 * config.poll_interval_s
+            > time_left_s(config, state, now_s))
+
+
+def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
+                             now_s: float) -> Step:
+    """Switch to post-copy once at the trough (or out of time to wait)."""
+    blocker = rung_blocker(config, state, RUNG_POSTCOPY, None, now_s)
+    if blocker is not None:
+        state = dataclasses.replace(state, postcopy_wait_since_s=None,
+                                    exhausted=state.exhausted
+                                    | {RUNG_POSTCOPY})
+        return _note_once(state, 'postcopy-dropped', now_s,
+                          f'not switching to post-copy after all: {blocker}',
+                          None, (('skipped_rung', RUNG_POSTCOPY),))
+    if not (at_remaining_trough(config, state)
+            or not trough_saves_bytes(state)
+            or postcopy_wait_over(config, state, now_s)):
+        return state, ()
+    est = state.estimate
+    duration = estimator.postcopy_duration_s(est)
+    decisions: list[Decision] = []
+    if config.postcopy_bandwidth_mib_s is not None:
+        decisions.append(_decision(
+            state, now_s, Action.SET_SPEED,
+            f'post-copy bandwidth {config.postcopy_bandwidth_mib_s} MiB/s: '
+            f'every page fault on the destination waits for it',
+            RUNG_POSTCOPY, speed_mib_s=config.postcopy_bandwidth_mib_s,
+            postcopy_speed=True))
+    state = dataclasses.replace(
+        state, phase=Phase.POSTCOPY, postcopy_wait_since_s=None,
+        switchover_started_s=elapsed_s(state, now_s),
+        predicted_downtime_ms=None)
+    reason = (f'switching to post-copy with '
+              f"{_fmt(_mib(est.remaining_bytes), ' MiB')} remaining: about "
+              f"{_fmt(_mib(estimator.switchover_bytes(est)), ' MiB')} to pull "
+              f"in {_fmt(duration, ' s', 0)}, deadline in "
+              f'{time_left_s(config, state, now_s):.0f} s')
+    decisions.append(_decision(
+        state, now_s, Action.START_POSTCOPY, reason, RUNG_POSTCOPY,
+        (('postcopy_duration_s', _round(duration, 1)),)))
+    return state, tuple(decisions)
+
+
+def at_deadline(config: ControllerConfig, state: ControllerState,
+                now_s: float) -> Step:
+    """The deadline passed in pre-copy: a last allowed pause, or abort."""
+    decisions: list[Decision] = []
+    left = time_left_s(config, state, now_s)
+    why = f'deadline of {config.deadline_s:.0f} s passed'
+    extra: tuple[Measure, ...] = (('deadline_s', config.deadline_s),
+                                  ('time_left_s', round(left, 1)))
+    start = max(state.rung_index, 0)
+    if RUNG_PAUSE in config.ladder[start:]:
+        blocker = rung_blocker(config, state, RUNG_PAUSE, None, now_s)
+        if blocker is None:
+            index = config.ladder.index(RUNG_PAUSE)
+            state = _entered(state, index, now_s)
+            return _pause_decisions(config, state, now_s, why, extra)
+        state, note = _note_once(state, 'deadline-no-pause', now_s,
+                                 f'{why}; not pausing: {blocker}', None,
+                                 (('skipped_rung', RUNG_PAUSE),))
+        decisions.extend(note)
+    state = dataclasses.replace(state, phase=Phase.ABORTING,
+                                postcopy_wait_since_s=None)
+    link = (' during a network stall' if state.network_stalled else '')
+    reason = (f'{why}{link} and no permitted rung is left; aborting, the '
+              f'guest keeps running on the source')
+    decisions.append(_decision(state, now_s, Action.ABORT, reason,
+                               RUNG_ABORT, extra))
+    return state, tuple(decisions)
+
+
+def after_forced_switchover(config: ControllerConfig, state: ControllerState,
+                            now_s: float) -> Step:
+    """Enforce the switchover timeout after a pause or post-copy switch."""
+    assert state.switchover_started_s is not None
+    running_s = elapsed_s(state, now_s) - state.switchover_started_s
+    if running_s < config.switchover_timeout_s:
+        return state, ()
+    extra: tuple[Measure, ...] = (
+        ('switchover_s', round(running_s, 1)),
+        ('switchover_timeout_s', config.switchover_timeout_s))
+    if state.phase is Phase.POSTCOPY:
+        return _note_once(
+            state, 'postcopy-timeout', now_s,
+            f'post-copy still running {running_s:.0f} s after the switch '
+            f'(timeout {config.switchover_timeout_s:.0f} s); not aborting: '
+            f'the guest runs on the destination and part of its memory '
+            f'exists only there', RUNG_POSTCOPY, extra)
+    state = dataclasses.replace(state, phase=Phase.ABORTING)
+    reason = (f'still not switched over {running_s:.0f} s after the pause '
+              f'(timeout {config.switchover_timeout_s:.0f} s); aborting, the '
+              f'source guest is resumed')
+    return state, (_decision(state, now_s, Action.ABORT, reason, RUNG_ABORT,
+                             extra),)
+
+
+def track_network(config: ControllerConfig, state: ControllerState,
+                  now_s: float) -> Step:
+    """Declare or clear a network stall (bandwidth collapse)."""
+    t = elapsed_s(state, now_s)
+    est = state.estimate
+    if not link_is_slow(config, est):
+        if not state.network_stalled:
+            return dataclasses.replace(state, network_slow_since_s=None), ()
+        state = dataclasses.replace(
+            state, network_slow_since_s=None, network_stalled=False,
+            noted=state.noted - {'network-stall'})
+        return state, (_decision(
+            state, now_s, Action.NOTE,
+            f'link recovered: {_fmt(_mib(est.interval_bandwidth_bytes_s))} '
+            f'MiB/s', None),)
+    since = state.network_slow_since_s
+    if since is None:
+        state = dataclasses.replace(state, network_slow_since_s=t)
+        since = t
+    if state.network_stalled or t - since < config.network_stall_window_s:
+        return state, ()
+    state = dataclasses.replace(state, network_stalled=True)
+    rate_mib_s = _mib(est.interval_bandwidth_bytes_s)
+    reason = (
+        f"network stall: {_fmt(rate_mib_s, ' MiB/s')}"
+        f' for {t - since:.0f} s against a best of '
+        f"{_fmt(_mib(est.peak_bandwidth_bytes_s), ' MiB/s')}; holding "
+        f'escalation, post-copy or a pause over a dead link would strand the '
+        f'guest')
+    return _note_once(state, 'network-stall', now_s, reason, None, (
+        ('peak_bandwidth_mib_s', _mib(est.peak_bandwidth_bytes_s)),
+        ('stalled_s', round(t - since, 1))))
+
+
+# ---------------------------------------------------------------------------
+# The step function.
+# ---------------------------------------------------------------------------
+
+# Tries at setting the initial downtime limit before leaving QEMU's own.
+INITIAL_DOWNTIME_ATTEMPTS = 3
+
+
+def initial_state(config: ControllerConfig, now_s: float) -> Step:
+    """A fresh state; nothing to apply before the job runs."""
+    state = ControllerState(started_s=now_s,
+                            downtime_ms=config.initial_downtime_ms,
+                            confirmed_downtime_ms=config.initial_downtime_ms)
+    return state, ()
+
+
+def initial_downtime(config: ControllerConfig, state: ControllerState,
+                     now_s: float) -> Step:
+    """Set the initial limit once the job runs (retried if refused)."""
+    if (state.initial_downtime_sent or state.initial_downtime_failures
+            >= INITIAL_DOWNTIME_ATTEMPTS):
+        return state, ()
+    state = dataclasses.replace(state, initial_downtime_sent=True)
+    decision = _decision(
+        state, now_s, Action.SET_DOWNTIME,
+        f'initial downtime limit {config.initial_downtime_ms} ms',
+        None, downtime_ms=config.initial_downtime_ms)
+    return state, (decision,)
+
+
+def precopy_step(config: ControllerConfig, state: ControllerState,
+                 now_s: float) -> Step:
+    state, first = initial_downtime(config, state, now_s)
+    state, decisions = track_network(config, state, now_s)
+    decisions = first + decisions
+    state = track_stall(config, state, now_s)
+    state = dataclasses.replace(
+        state, predicted_downtime_ms=estimator.predicted_downtime_ms(
+            state.estimate, state.downtime_ms))
+    if deadline_passed(config, state, now_s):
+        state, more = at_deadline(config, state, now_s)
+        return state, decisions + more
+    if state.postcopy_wait_since_s is not None:
+        state, more = maybe_switch_to_postcopy(config, state, now_s)
+        return state, decisions + more
+    if state.network_stalled or state.network_slow_since_s is not None:
+        # A collapsing link inflates every prediction; wait for the verdict.
+        return state, decisions
+    trigger = escalation_trigger(config, state, now_s)
+    if trigger is None or not rung_had_its_chance(config, state, now_s):
+        return state, decisions
+    state, more = escalate(config, state, trigger, now_s)
+    return state, decisions + more
+
+
+def step(config: ControllerConfig, state: ControllerState,
+         sample: samples.JobSample, now_s: float) -> Step:
+    """Take one sample; return the new state and the decisions to apply."""
+    if not sample.is_active:
+        return state, ()
+    est = estimator.update_estimate(state.estimate, sample,
+                                    elapsed_s(state, now_s), config.estimator)
+    state = dataclasses.replace(state, estimate=est)
+    if state.phase is Phase.PRECOPY:
+        return precopy_step(config, state, now_s)
+    if state.phase in (Phase.PAUSED, Phase.POSTCOPY):
+        return after_forced_switchover(config, state, now_s)
+    return state, ()
+
+
+def acknowledge(config: ControllerConfig, state: ControllerState,
+                decision: Decision, applied: bool) -> ControllerState:
+    """Fold in whether a decision's effect happened.
+
+    A failed switch leaves pre-copy running: the rung is marked as tried so
+    the ladder moves on.  A failed abort returns to the phase it came from;
+    the next sample asks again.
+    """
+    action = decision.action
+    if action is Action.SET_DOWNTIME and decision.downtime_ms is not None:
+        if applied:
+            return dataclasses.replace(
+                state, confirmed_downtime_ms=decision.downtime_ms)
+        if decision.rung is None:
+            # The initial limit: try again at the next sample, a few times.
+            return dataclasses.replace(
+                state, initial_downtime_sent=False,
+                initial_downtime_failures=state.initial_downtime_failures + 1)
+        return dataclasses.replace(state,
+                                   downtime_ms=state.confirmed_downtime_ms)
+    if applied:
+        return state
+    if action is Action.START_POSTCOPY and state.phase is Phase.POSTCOPY:
+        return dataclasses.replace(
+            state, phase=Phase.PRECOPY, switchover_started_s=None,
+            exhausted=state.exhausted | {RUNG_POSTCOPY})
+    if action is Action.PAUSE and state.phase is Phase.PAUSED:
+        return dataclasses.replace(
+            state, phase=Phase.PRECOPY, switchover_started_s=None,
+            predicted_downtime_ms=None,
+            exhausted=state.exhausted | {RUNG_PAUSE})
+    if action is Action.ABORT and state.phase is Phase.ABORTING:
+        phase = (Phase.PAUSED if state.switchover_started_s is not None
+                 else Phase.PRECOPY)
+        return dataclasses.replace(state, phase=phase)
+    return state
+
+
+class Controller:
+    """The step function with its state kept, for the monitor."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self._state: ControllerState | None = None
+
+    @property
+    def state(self) -> ControllerState:
+        if self._state is None:
+            raise RuntimeError('the controller has not been started')
+        return self._state
+
+    @property
+    def estimate(self) -> estimator.Estimate:
+        if self._state is None:
+            return estimator.Estimate()
+        return self._state.estimate
+
+    @property
+    def predicted_downtime_ms(self) -> float | None:
+        return None if self._state is None else (
+            self._state.predicted_downtime_ms)
+
+    def start(self, now_s: float) -> tuple[Decision, ...]:
+        self._state, decisions = initial_state(self.config, now_s)
+        return decisions
+
+    def observe(self, sample: samples.JobSample,
+                now_s: float) -> tuple[Decision, ...]:
+        if self._state is None:
+            self.start(now_s)
+        self._state, decisions = step(self.config, self.state, sample, now_s)
+        return decisions
+
+    def acknowledge(self, decision: Decision, applied: bool,
+                    now_s: float) -> None:
+        self._state = acknowledge(self.config, self.state, decision, applied)

@@ -1,0 +1,508 @@
+"""The loop that watches a migration job and applies the controller's choices.
+
+Samples come from ``virDomain.jobStats()``, decisions from a
+:class:`~nova_livemig_ext.convergence.controller.DecisionMaker` (ours or
+upstream Nova's), and their effects go to the domain in one place,
+:meth:`MigrationMonitor.apply`.  Time is passed in (a clock and a sleep), so
+the same code runs under a scripted fake domain in the unit tests, inside
+nova-compute (which starts ``migrateToURI3`` in its own thread and calls
+:meth:`MigrationMonitor.watch`), and from the command line
+(:func:`run_migration`).
+
+The monitor polls; libvirt's migration-iteration events would only say
+sooner what the next poll reads anyway.
+
+Two rules keep the guest safe:
+
+* errors from libvirt while applying a decision are logged and reported to
+  the controller, never raised: the job is still running and still needs
+  watching;
+* a guest the monitor paused is resumed on the source when the job does not
+  complete, unless it was switched to post-copy (then the newest memory is
+  on the destination and resuming the source would fork the guest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import estimator
+from nova_livemig_ext.convergence import samples
+
+LOG = logging.getLogger(__name__)
+
+# libvirt constants, spelled out so that importing this module does not need
+# libvirt (the unit tests and the pure core run without it).
+VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY = 1
+VIR_DOMAIN_PAUSED = 3
+VIR_ERR_OPERATION_INVALID = 55
+VIR_ERR_NO_DOMAIN = 42
+VIR_ERR_OPERATION_ABORTED = 78
+
+# While the switchover runs, jobStats on the source fails with these: the
+# job is ending, not failing (checked by code, and by text for errors that
+# carry no code).
+DOMAIN_GONE_CODES = frozenset({VIR_ERR_NO_DOMAIN, VIR_ERR_OPERATION_INVALID})
+DOMAIN_GONE_TEXTS = ('domain is not running', 'domain not found',
+                     'no domain with matching')
+
+DEFAULT_POLL_INTERVAL_S = 0.5
+
+# oslo_log's KeywordArgumentAdapter is a LoggerAdapter.
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+class Domain(Protocol):
+    """The part of ``libvirt.virDomain`` the monitor uses."""
+
+    def jobStats(self, flags: int = 0) -> dict[str, Any]: ...
+
+    def migrateSetMaxDowntime(self, downtime: int, flags: int = 0) -> int: ...
+
+    def migrateSetMaxSpeed(self, bandwidth: int, flags: int = 0) -> int: ...
+
+    def migrateStartPostCopy(self, flags: int = 0) -> int: ...
+
+    def suspend(self) -> int: ...
+
+    def resume(self) -> int: ...
+
+    def abortJob(self) -> int: ...
+
+    def state(self, flags: int = 0) -> list[int]: ...
+
+
+class MigratableDomain(Domain, Protocol):
+    """A domain that can also start its migration (for run_migration)."""
+
+    def migrateToURI3(self, dconnuri: str, params: dict[str, Any],
+                      flags: int = 0) -> int: ...
+
+
+class ErrorClassifier:
+    """Tells libvirt errors apart, importing libvirt only when first needed.
+
+    Tests inject their own error type; production uses
+    ``libvirt.libvirtError``.
+    """
+
+    def __init__(self,
+                 error_types: tuple[type[BaseException], ...] | None = None
+                 ) -> None:
+        self._error_types = error_types
+
+    @property
+    def error_types(self) -> tuple[type[BaseException], ...]:
+        if self._error_types is None:
+            import libvirt  # noqa: PLC0415 - optional at import time
+            self._error_types = (libvirt.libvirtError,)
+        return self._error_types
+
+    def is_libvirt_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.error_types)
+
+    @staticmethod
+    def error_code(exc: BaseException) -> int | None:
+        get_code = getattr(exc, 'get_error_code', None)
+        if get_code is None:
+            return None
+        try:
+            code = get_code()
+        except Exception:  # a half-built error must not hide the real one
+            return None
+        return code if isinstance(code, int) else None
+
+    def domain_gone(self, exc: BaseException) -> bool:
+        """Does this error mean the domain left the source host?"""
+        if self.error_code(exc) in DOMAIN_GONE_CODES:
+            return True
+        text = str(exc).lower()
+        return any(marker in text for marker in DOMAIN_GONE_TEXTS)
+
+    def aborted(self, exc: BaseException) -> bool:
+        """Does this error mean the job was aborted on request?"""
+        return self.error_code(exc) == VIR_ERR_OPERATION_ABORTED
+
+
+class Outcome(enum.Enum):
+    COMPLETED = 'completed'
+    ABORTED = 'aborted'
+    FAILED = 'failed'
+    CANCELLED = 'cancelled'
+    # watch() alone cannot tell: the caller that ran the migration knows.
+    UNKNOWN = 'unknown'
+
+
+class EndedBy(enum.Enum):
+    JOB_DONE = 'job_done'
+    DOMAIN_GONE = 'domain_gone'
+    JOB_FINISHED = 'job_finished'
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedDecision:
+    decision: ctl.Decision
+    applied: bool
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What the live display needs after each poll."""
+
+    elapsed_s: float
+    sample: samples.JobSample
+    estimate: estimator.Estimate
+    decisions: tuple[ctl.Decision, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationReport:
+    """How a migration went."""
+
+    outcome: Outcome
+    total_s: float
+    ended_by: EndedBy
+    polls: int
+    error: str | None = None
+    # libvirt's figure from the completed-job statistics, when given.
+    downtime_ms: float | None = None
+    predicted_downtime_ms: float | None = None
+    iterations: int | None = None
+    memory_total_bytes: int | None = None
+    memory_sent_bytes: int | None = None
+    data_sent_bytes: int | None = None
+    decisions: tuple[AppliedDecision, ...] = ()
+    paused_by_monitor: bool = False
+    switched_to_postcopy: bool = False
+    source_resumed: bool = False
+
+    @property
+    def rungs_used(self) -> tuple[tuple[str, str], ...]:
+        """(rung, reason) of every decision that used a rung and took.
+
+        Notes count: auto-converge is used by waiting for QEMU's throttle.
+        """
+        return tuple((a.decision.rung, a.decision.reason)
+                     for a in self.decisions
+                     if a.applied and a.decision.rung is not None)
+
+
+def log_decision(log: Logger, decision: ctl.Decision) -> None:
+    """One line per decision, with the numbers that caused it."""
+    log.info('Live migration %(action)s%(argument)s at %(at_s).1f s: '
+             '%(reason)s; measured %(measures)s',
+             {'action': decision.action.value,
+              'argument': decision_argument(decision),
+              'at_s': decision.at_s,
+              'reason': decision.reason,
+              'measures': decision.measures_dict()})
+
+
+def decision_argument(decision: ctl.Decision) -> str:
+    if decision.downtime_ms is not None:
+        return f'({decision.downtime_ms} ms)'
+    if decision.speed_mib_s is not None:
+        return f'({decision.speed_mib_s} MiB/s)'
+    return ''
+
+
+def apply_to_domain(domain: Domain, decision: ctl.Decision) -> None:
+    """The libvirt call for a decision (NOTE calls nothing)."""
+    action = decision.action
+    if action is ctl.Action.SET_DOWNTIME:
+        assert decision.downtime_ms is not None
+        domain.migrateSetMaxDowntime(decision.downtime_ms, 0)
+    elif action is ctl.Action.SET_SPEED:
+        assert decision.speed_mib_s is not None
+        flags = (VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY
+                 if decision.postcopy_speed else 0)
+        domain.migrateSetMaxSpeed(decision.speed_mib_s, flags)
+    elif action is ctl.Action.START_POSTCOPY:
+        domain.migrateStartPostCopy(0)
+    elif action is ctl.Action.PAUSE:
+        domain.suspend()
+    elif action is ctl.Action.ABORT:
+        domain.abortJob()
+
+
+class MigrationMonitor:
+    """Polls a migration job, feeds the controller, applies its decisions."""
+
+    def __init__(self, domain: Domain, controller: ctl.DecisionMaker,
+                 clock: Callable[[], float], sleep: Callable[[float], None],
+                 poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+                 on_sample: Callable[[Progress], None] | None = None,
+                 log: Logger | None = None,
+                 errors: ErrorClassifier | None = None) -> None:
+        if poll_interval_s <= 0:
+            raise ValueError('poll_interval_s must be positive')
+        self.domain = domain
+        self.controller = controller
+        self.clock = clock
+        self.sleep = sleep
+        self.poll_interval_s = poll_interval_s
+        self.on_sample = on_sample
+        self.log = log if log is not None else LOG
+        self.errors = errors if errors is not None else ErrorClassifier()
+        self._applied: list[AppliedDecision] = []
+        self._started_s: float | None = None
+        self._last_sample: samples.JobSample | None = None
+        self._paused_by_monitor = False
+        self._postcopy = False
+        self._abort_requested = False
+
+    @property
+    def abort_requested(self) -> bool:
+        """Did the monitor ask libvirt to abort the job?"""
+        return self._abort_requested
+
+    def apply(self, decision: ctl.Decision) -> AppliedDecision:
+        """Log a decision, make its libvirt call, tell the controller."""
+        log_decision(self.log, decision)
+        now_s = self.clock()
+        if not decision.has_effect:
+            result = AppliedDecision(decision, True)
+            self._applied.append(result)
+            return result
+        try:
+            apply_to_domain(self.domain, decision)
+        except Exception as exc:
+            if not self.errors.is_libvirt_error(exc):
+                raise
+            self.log.warning('Live migration %(action)s failed: %(error)s',
+                             {'action': decision.action.value, 'error': exc})
+            self.controller.acknowledge(decision, False, now_s)
+            result = AppliedDecision(decision, False, str(exc))
+        else:
+            self.controller.acknowledge(decision, True, now_s)
+            self._note_effect(decision)
+            result = AppliedDecision(decision, True)
+        self._applied.append(result)
+        return result
+
+    def _note_effect(self, decision: ctl.Decision) -> None:
+        if decision.action is ctl.Action.PAUSE:
+            self._paused_by_monitor = True
+        elif decision.action is ctl.Action.START_POSTCOPY:
+            self._postcopy = True
+        elif decision.action is ctl.Action.ABORT:
+            self._abort_requested = True
+
+    def _read_stats(self) -> dict[str, Any] | EndedBy | None:
+        """jobStats, or how the job ended, or None to try again later."""
+        try:
+            return self.domain.jobStats()
+        except Exception as exc:
+            if not self.errors.is_libvirt_error(exc):
+                raise
+            if self.errors.domain_gone(exc):
+                self.log.info('Live migration: the domain left the source '
+                              '(%(error)s); the job is over', {'error': exc})
+                return EndedBy.DOMAIN_GONE
+            self.log.warning('Live migration: reading job statistics '
+                             'failed: %(error)s', {'error': exc})
+            return None
+
+    def watch(self, job_done: Callable[[], bool]) -> MigrationReport:
+        """Watch the running job until it ends; apply decisions meanwhile.
+
+        ``job_done`` says whether whoever started the migration has seen it
+        return.  The report's outcome is UNKNOWN unless libvirt said how the
+        job ended; :meth:`finish` fills it in.
+        """
+        self._started_s = self.clock()
+        for decision in self.controller.start(self._started_s):
+            self.apply(decision)
+        polls = 0
+        final: dict[str, Any] | None = None
+        while True:
+            if job_done():
+                ended_by = EndedBy.JOB_DONE
+                break
+            now_s = self.clock()
+            stats = self._read_stats()
+            if isinstance(stats, EndedBy):
+                ended_by = stats
+                break
+            if stats is not None:
+                polls += 1
+                sample = samples.sample_from_job_stats(stats)
+                if sample.is_finished:
+                    final = stats
+                    ended_by = EndedBy.JOB_FINISHED
+                    break
+                self._observe(sample, now_s)
+            self.sleep(self.poll_interval_s)
+        return self._report(ended_by, polls, final)
+
+    def _observe(self, sample: samples.JobSample, now_s: float) -> None:
+        if sample.is_active:
+            self._last_sample = sample
+        decisions = self.controller.observe(sample, now_s)
+        if self.on_sample is not None and sample.is_active:
+            assert self._started_s is not None
+            self.on_sample(Progress(now_s - self._started_s, sample,
+                                    self.controller.estimate, decisions))
+        for decision in decisions:
+            self.apply(decision)
+
+    def _report(self, ended_by: EndedBy, polls: int,
+                final: Mapping[str, Any] | None) -> MigrationReport:
+        assert self._started_s is not None
+        outcome = Outcome.UNKNOWN
+        if final is not None:
+            outcome = {
+                samples.JobType.COMPLETED: Outcome.COMPLETED,
+                samples.JobType.FAILED: Outcome.FAILED,
+                samples.JobType.CANCELLED: Outcome.CANCELLED,
+            }.get(samples.job_type_of(final), Outcome.UNKNOWN)
+        last = self._last_sample
+        report = MigrationReport(
+            outcome=outcome,
+            total_s=self.clock() - self._started_s,
+            ended_by=ended_by,
+            polls=polls,
+            predicted_downtime_ms=self.controller.predicted_downtime_ms,
+            iterations=None if last is None else last.iteration,
+            memory_total_bytes=None if last is None else (
+                last.memory_total_bytes),
+            memory_sent_bytes=None if last is None else (
+                last.memory_processed_bytes),
+            data_sent_bytes=None if last is None else (
+                last.data_processed_bytes),
+            decisions=tuple(self._applied),
+            paused_by_monitor=self._paused_by_monitor,
+            switched_to_postcopy=self._postcopy,
+        )
+        if final is not None:
+            report = with_completed_stats(report, final)
+        return report
+
+    def resume_source(self) -> bool:
+        """Resume the source guest if the monitor paused it; True if done."""
+        if not self._paused_by_monitor or self._postcopy:
+            return False
+        try:
+            state = self.domain.state()
+            if not state or state[0] != VIR_DOMAIN_PAUSED:
+                return False
+            self.domain.resume()
+        except Exception as exc:
+            if not self.errors.is_libvirt_error(exc):
+                raise
+            self.log.warning('Live migration: could not resume the source '
+                             'guest: %(error)s', {'error': exc})
+            return False
+        self.log.info('Live migration did not complete; resumed the guest '
+                      'on the source')
+        return True
+
+    def finish(self, report: MigrationReport, outcome: Outcome,
+               error: str | None = None,
+               completed_stats: Mapping[str, Any] | None = None
+               ) -> MigrationReport:
+        """Settle the outcome; leave the source guest running if not moved."""
+        resumed = False
+        if outcome is not Outcome.COMPLETED:
+            resumed = self.resume_source()
+        report = dataclasses.replace(report, outcome=outcome, error=error,
+                                     source_resumed=resumed)
+        if completed_stats:
+            report = with_completed_stats(report, completed_stats)
+        self.log.info('Live migration %(outcome)s after %(total_s).1f s: '
+                      'downtime %(downtime_ms)s ms (predicted '
+                      '%(predicted_ms)s ms), %(iterations)s iterations, '
+                      '%(sent)s bytes sent',
+                      {'outcome': outcome.value, 'total_s': report.total_s,
+                       'downtime_ms': report.downtime_ms,
+                       'predicted_ms': report.predicted_downtime_ms,
+                       'iterations': report.iterations,
+                       'sent': report.memory_sent_bytes})
+        return report
+
+
+def with_completed_stats(report: MigrationReport,
+                         stats: Mapping[str, Any]) -> MigrationReport:
+    """Take libvirt's own figures from completed-job statistics."""
+    sample = samples.sample_from_job_stats(stats)
+    return dataclasses.replace(
+        report,
+        downtime_ms=(sample.downtime_ms if sample.downtime_ms is not None
+                     else report.downtime_ms),
+        iterations=(sample.iteration if sample.iteration is not None
+                    else report.iterations),
+        memory_total_bytes=(sample.memory_total_bytes
+                            or report.memory_total_bytes),
+        memory_sent_bytes=(sample.memory_processed_bytes
+                           or report.memory_sent_bytes),
+        data_sent_bytes=sample.data_processed_bytes or report.data_sent_bytes,
+    )
+
+
+def outcome_of_error(errors: ErrorClassifier, exc: BaseException,
+                     abort_requested: bool) -> Outcome:
+    """An error from migrateToURI3: an abort we asked for, or a failure."""
+    ours = abort_requested or errors.aborted(exc)
+    if errors.is_libvirt_error(exc) and ours:
+        return Outcome.ABORTED
+    return Outcome.FAILED
+
+
+def run_migration(domain: MigratableDomain, dest_uri: str,
+                  params: dict[str, Any], flags: int,
+                  monitor: MigrationMonitor,
+                  fetch_completed_stats: Callable[[], Mapping[str, Any]]
+                  | None = None) -> MigrationReport:
+    """Start ``migrateToURI3`` in a thread and watch it to the end.
+
+    ``fetch_completed_stats`` reads libvirt's completed-job statistics (on
+    the destination they carry the right downtime) once the job completed.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            domain.migrateToURI3(dest_uri, params, flags)
+        except BaseException as exc:  # reported, not lost with the thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=migrate, name='livemig-migrate',
+                              daemon=True)
+    thread.start()
+    try:
+        report = monitor.watch(done.is_set)
+    except BaseException:
+        # Never leave a job running unwatched: it would hold both hosts.
+        try:
+            domain.abortJob()
+        except Exception as exc:
+            monitor.log.warning('Live migration: abort after a monitor '
+                                'error failed: %(error)s', {'error': exc})
+        raise
+    done.wait()
+    thread.join()
+    if not failure:
+        completed = None
+        if fetch_completed_stats is not None:
+            try:
+                completed = fetch_completed_stats()
+            except Exception as exc:
+                monitor.log.warning('Live migration: completed-job '
+                                    'statistics unavailable: %(error)s',
+                                    {'error': exc})
+        return monitor.finish(report, Outcome.COMPLETED,
+                              completed_stats=completed)
+    error = failure[0]
+    outcome = outcome_of_error(monitor.errors, error,
+                               monitor.abort_requested)
+    return monitor.finish(report, outcome, error=str(error))

@@ -1,0 +1,506 @@
+"""The monitor loop against a scripted fake domain."""
+
+import logging
+import threading
+
+import fixtures
+import testtools
+
+from nova_livemig_ext import monitor as m
+from nova_livemig_ext.convergence import controller as c
+from nova_livemig_ext.convergence import model
+
+A = c.Action
+MIB = model.MIB
+
+
+class FakeError(Exception):
+    """Stands in for libvirt.libvirtError."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
+
+    def get_error_code(self):
+        return self.code
+
+
+ERRORS = m.ErrorClassifier((FakeError,))
+
+
+def running(remaining=100 * MIB, iteration=1, processed=0):
+    return {'type': 2, 'memory_total': 320 * MIB,
+            'memory_remaining': remaining, 'memory_processed': processed,
+            'memory_iteration': iteration, 'time_elapsed': 1000}
+
+
+class FakeDomain:
+    """Answers jobStats from a script; records every other call."""
+
+    def __init__(self, script, fail=None, migrate_error=None):
+        self.script = list(script)
+        self.fail = dict(fail or {})
+        self.migrate_error = migrate_error
+        self.calls = []
+        self.paused = False
+        self.script_done = threading.Event()
+
+    def jobStats(self, flags=0):
+        if not self.script:
+            self.script_done.set()
+            raise FakeError('Domain not found: no domain with matching '
+                            'name', 42)
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _call(self, name, *args):
+        self.calls.append((name,) + args)
+        if name in self.fail:
+            raise self.fail[name]
+        return 0
+
+    def migrateSetMaxDowntime(self, downtime, flags=0):
+        return self._call('migrateSetMaxDowntime', downtime, flags)
+
+    def migrateSetMaxSpeed(self, bandwidth, flags=0):
+        return self._call('migrateSetMaxSpeed', bandwidth, flags)
+
+    def migrateStartPostCopy(self, flags=0):
+        return self._call('migrateStartPostCopy', flags)
+
+    def suspend(self):
+        self._call('suspend')
+        self.paused = True
+        return 0
+
+    def resume(self):
+        self._call('resume')
+        self.paused = False
+        return 0
+
+    def abortJob(self):
+        return self._call('abortJob')
+
+    def state(self, flags=0):
+        return [m.VIR_DOMAIN_PAUSED if self.paused else 1, 1]
+
+    def migrateToURI3(self, dconnuri, params, flags=0):
+        self.calls.append(('migrateToURI3', dconnuri, params, flags))
+        self.script_done.wait(10)
+        if self.migrate_error is not None:
+            raise self.migrate_error
+        return 0
+
+
+class ScriptedController:
+    """Returns prepared decisions, one batch per observed sample."""
+
+    def __init__(self, batches=(), start=()):
+        self.batches = list(batches)
+        self.start_decisions = tuple(start)
+        self.acks = []
+        self.observed = []
+
+    def start(self, now_s):
+        return self.start_decisions
+
+    def observe(self, sample, now_s):
+        self.observed.append(sample)
+        return tuple(self.batches.pop(0)) if self.batches else ()
+
+    def acknowledge(self, decision, applied, now_s):
+        self.acks.append((decision.action, applied))
+
+    @property
+    def estimate(self):
+        return c.estimator.Estimate()
+
+    @property
+    def predicted_downtime_ms(self):
+        return 250.0
+
+
+class FakeClock:
+
+    def __init__(self):
+        self.now_s = 1000.0
+
+    def __call__(self):
+        return self.now_s
+
+    def sleep(self, seconds):
+        self.now_s += seconds
+
+
+def decision(action, **fields):
+    return c.Decision(action=action, reason='because %s' % action.value,
+                      rung='test', **fields)
+
+
+class MonitorTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.logger = self.useFixture(fixtures.FakeLogger(
+            name='nova_livemig_ext.monitor', level=logging.INFO))
+
+    def monitor(self, domain, controller, **kwargs):
+        clock = FakeClock()
+        return m.MigrationMonitor(domain, controller, clock, clock.sleep,
+                                  poll_interval_s=0.5, errors=ERRORS,
+                                  **kwargs)
+
+
+class TestApplyingDecisions(MonitorTestCase):
+
+    # (decision, libvirt call)
+    CASES = [
+        (decision(A.SET_DOWNTIME, downtime_ms=650),
+         ('migrateSetMaxDowntime', 650, 0)),
+        (decision(A.SET_SPEED, speed_mib_s=100),
+         ('migrateSetMaxSpeed', 100, 0)),
+        (decision(A.SET_SPEED, speed_mib_s=40, postcopy_speed=True),
+         ('migrateSetMaxSpeed', 40, m.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY)),
+        (decision(A.START_POSTCOPY), ('migrateStartPostCopy', 0)),
+        (decision(A.PAUSE), ('suspend',)),
+        (decision(A.ABORT), ('abortJob',)),
+        (decision(A.NOTE), None),
+    ]
+
+    def test_each_action_makes_its_call(self):
+        for made, call in self.CASES:
+            domain = FakeDomain([running()])
+            controller = ScriptedController([[made]])
+            report = self.monitor(domain, controller).watch(lambda: False)
+            self.assertEqual([] if call is None else [call], domain.calls,
+                             made.action)
+            self.assertEqual([(made.action, True)] if made.has_effect
+                             else [], controller.acks)
+            self.assertEqual((made,), tuple(a.decision
+                                            for a in report.decisions))
+
+    def test_postcopy_speed_flag_matches_libvirt(self):
+        try:
+            import libvirt
+        except ImportError:
+            self.skipTest('libvirt-python is not installed')
+        self.assertEqual(libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY,
+                         m.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY)
+        self.assertEqual(libvirt.VIR_DOMAIN_PAUSED, m.VIR_DOMAIN_PAUSED)
+        self.assertEqual(libvirt.VIR_ERR_NO_DOMAIN, m.VIR_ERR_NO_DOMAIN)
+        self.assertEqual(libvirt.VIR_ERR_OPERATION_INVALID,
+                         m.VIR_ERR_OPERATION_INVALID)
+        self.assertEqual(libvirt.VIR_ERR_OPERATION_ABORTED,
+                         m.VIR_ERR_OPERATION_ABORTED)
+
+    def test_libvirt_error_while_applying_is_logged_and_the_loop_goes_on(self):
+        domain = FakeDomain(
+            [running(), running(), running()],
+            fail={'migrateSetMaxDowntime': FakeError('unsupported', 3)})
+        controller = ScriptedController([
+            [decision(A.SET_DOWNTIME, downtime_ms=500)],
+            [decision(A.SET_SPEED, speed_mib_s=100)]])
+        report = self.monitor(domain, controller).watch(lambda: False)
+        self.assertEqual([(A.SET_DOWNTIME, False), (A.SET_SPEED, True)],
+                         controller.acks)
+        self.assertEqual(3, report.polls)
+        self.assertEqual('unsupported', report.decisions[0].error)
+        self.assertIn('set_downtime failed: unsupported',
+                      self.logger.output)
+        self.assertEqual((('test', 'because set_speed'),),
+                         report.rungs_used)
+
+    def test_other_errors_while_applying_are_bugs(self):
+        domain = FakeDomain([running()],
+                            fail={'suspend': ValueError('bug')})
+        controller = ScriptedController([[decision(A.PAUSE)]])
+        monitor = self.monitor(domain, controller)
+        self.assertRaises(ValueError, monitor.watch, lambda: False)
+
+    def test_one_log_line_per_decision_with_unformatted_arguments(self):
+        records = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record)
+
+        log = logging.getLogger('test_monitor.decisions')
+        log.addHandler(Keep())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        made = c.Decision(action=A.SET_DOWNTIME, reason='plateau',
+                          downtime_ms=650,
+                          measures=(('working_set_mib', 183.5),))
+        domain = FakeDomain([running()])
+        self.monitor(domain, ScriptedController([[made]]),
+                     log=log).watch(lambda: False)
+        lines = [r for r in records if 'decision' not in r.msg
+                 and r.args and isinstance(r.args, dict)
+                 and 'reason' in r.args]
+        self.assertEqual(1, len(lines))
+        self.assertEqual('plateau', lines[0].args['reason'])
+        self.assertEqual({'working_set_mib': 183.5},
+                         lines[0].args['measures'])
+        self.assertIn('set_downtime(650 ms)', lines[0].getMessage())
+
+
+class TestEndOfJob(MonitorTestCase):
+
+    # (error raised by jobStats)
+    SWITCHOVER_ERRORS = [
+        FakeError('Requested operation is not valid: domain is not running',
+                  m.VIR_ERR_OPERATION_INVALID),
+        FakeError('Domain not found: no domain with matching uuid',
+                  m.VIR_ERR_NO_DOMAIN),
+        FakeError('domain is not running'),
+    ]
+
+    def test_switchover_errors_end_the_job_not_the_monitor(self):
+        for error in self.SWITCHOVER_ERRORS:
+            domain = FakeDomain([running(), running(), error, running()])
+            report = self.monitor(domain, ScriptedController()).watch(
+                lambda: False)
+            self.assertEqual(m.EndedBy.DOMAIN_GONE, report.ended_by, error)
+            self.assertEqual(2, report.polls)
+            self.assertEqual(m.Outcome.UNKNOWN, report.outcome)
+
+    def test_other_errors_reading_stats_are_retried(self):
+        domain = FakeDomain([running(), FakeError('internal error', 1),
+                             running()])
+        report = self.monitor(domain, ScriptedController()).watch(
+            lambda: False)
+        self.assertEqual(2, report.polls)
+        self.assertIn('reading job statistics failed', self.logger.output)
+
+    def test_job_done_ends_the_watch(self):
+        domain = FakeDomain([running()] * 10)
+        polls = iter(range(100))
+        report = self.monitor(domain, ScriptedController()).watch(
+            lambda: next(polls) >= 3)
+        self.assertEqual(m.EndedBy.JOB_DONE, report.ended_by)
+        self.assertEqual(3, report.polls)
+
+    def test_not_started_yet_is_not_the_end(self):
+        domain = FakeDomain([{'type': 0}, {'type': 0}, running()])
+        controller = ScriptedController()
+        self.monitor(domain, controller).watch(lambda: False)
+        self.assertEqual(3, len(controller.observed))
+
+    def test_completed_stats_end_the_job(self):
+        domain = FakeDomain([running(iteration=5, processed=400 * MIB),
+                             {'type': 3, 'downtime': 120,
+                              'memory_iteration': 6,
+                              'memory_processed': 420 * MIB}])
+        report = self.monitor(domain, ScriptedController()).watch(
+            lambda: False)
+        self.assertEqual(m.Outcome.COMPLETED, report.outcome)
+        self.assertEqual(m.EndedBy.JOB_FINISHED, report.ended_by)
+        self.assertEqual(120.0, report.downtime_ms)
+        self.assertEqual(6, report.iterations)
+        self.assertEqual(420 * MIB, report.memory_sent_bytes)
+
+    def test_failed_job_resumes_the_source_the_monitor_paused(self):
+        domain = FakeDomain([running(), running()])
+        monitor = self.monitor(domain, ScriptedController([[decision(
+            A.PAUSE)]]))
+        report = monitor.watch(lambda: False)
+        self.assertTrue(domain.paused)
+        report = monitor.finish(report, m.Outcome.FAILED, 'link down')
+        self.assertFalse(domain.paused)
+        self.assertTrue(report.source_resumed)
+        self.assertEqual(('resume',), domain.calls[-1])
+
+    def test_completed_job_is_not_resumed(self):
+        domain = FakeDomain([running()])
+        monitor = self.monitor(domain, ScriptedController([[decision(
+            A.PAUSE)]]))
+        report = monitor.finish(monitor.watch(lambda: False),
+                                m.Outcome.COMPLETED)
+        self.assertFalse(report.source_resumed)
+        self.assertNotIn(('resume',), domain.calls)
+
+    def test_post_copy_source_is_never_resumed(self):
+        domain = FakeDomain([running(), running()])
+        monitor = self.monitor(domain, ScriptedController([
+            [decision(A.PAUSE)], [decision(A.START_POSTCOPY)]]))
+        report = monitor.finish(monitor.watch(lambda: False),
+                                m.Outcome.FAILED, 'destination died')
+        self.assertFalse(report.source_resumed)
+        self.assertTrue(report.switched_to_postcopy)
+        self.assertNotIn(('resume',), domain.calls)
+
+    def test_failed_pause_is_not_resumed(self):
+        domain = FakeDomain([running()],
+                            fail={'suspend': FakeError('no', 1)})
+        monitor = self.monitor(domain, ScriptedController([[decision(
+            A.PAUSE)]]))
+        report = monitor.finish(monitor.watch(lambda: False),
+                                m.Outcome.FAILED)
+        self.assertFalse(report.paused_by_monitor)
+        self.assertFalse(report.source_resumed)
+
+    def test_progress_callback(self):
+        seen = []
+        domain = FakeDomain([running(remaining=50 * MIB), {'type': 0}])
+        monitor = self.monitor(domain, ScriptedController([[decision(
+            A.NOTE)]]), on_sample=seen.append)
+        monitor.watch(lambda: False)
+        self.assertEqual(1, len(seen))
+        self.assertEqual(50 * MIB, seen[0].sample.memory_remaining_bytes)
+        self.assertEqual(A.NOTE, seen[0].decisions[0].action)
+
+
+class TestRunMigration(MonitorTestCase):
+
+    def test_completed_with_libvirt_downtime(self):
+        domain = FakeDomain([running(iteration=2), running(iteration=3)])
+        monitor = self.monitor(domain, ScriptedController())
+        report = m.run_migration(
+            domain, 'qemu+tcp://127.0.0.1:16510/system', {'bandwidth': 0},
+            3, monitor,
+            fetch_completed_stats=lambda: {'type': 3, 'downtime': 366,
+                                           'memory_iteration': 7,
+                                           'memory_processed': 278286781})
+        self.assertEqual(m.Outcome.COMPLETED, report.outcome)
+        self.assertEqual(366.0, report.downtime_ms)
+        self.assertEqual(250.0, report.predicted_downtime_ms)
+        self.assertEqual(7, report.iterations)
+        self.assertEqual(278286781, report.memory_sent_bytes)
+        self.assertEqual(('migrateToURI3',
+                          'qemu+tcp://127.0.0.1:16510/system',
+                          {'bandwidth': 0}, 3), domain.calls[0])
+
+    def test_failed_job_after_pause_resumes_the_source(self):
+        domain = FakeDomain([running(), running()],
+                            migrate_error=FakeError('migration failed', 1))
+        monitor = self.monitor(domain, ScriptedController([[decision(
+            A.PAUSE)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                 monitor)
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertEqual('migration failed', report.error)
+        self.assertTrue(report.source_resumed)
+        self.assertFalse(domain.paused)
+
+    def test_abort_we_asked_for(self):
+        for error in (FakeError('operation aborted: canceled by client',
+                                m.VIR_ERR_OPERATION_ABORTED),
+                      FakeError('operation failed', 9)):
+            domain = FakeDomain([running()], migrate_error=error)
+            monitor = self.monitor(domain, ScriptedController([[decision(
+                A.ABORT)]]))
+            report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                     monitor)
+            self.assertEqual(m.Outcome.ABORTED, report.outcome, error)
+
+    def test_failure_without_our_abort(self):
+        domain = FakeDomain([running()],
+                            migrate_error=FakeError('unable to connect', 38))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                 self.monitor(domain, ScriptedController()))
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertEqual('unable to connect', report.error)
+
+    def test_monitor_crash_aborts_the_job(self):
+        class Broken(ScriptedController):
+            def observe(self, sample, now_s):
+                raise RuntimeError('controller bug')
+
+        domain = FakeDomain([running(), running()])
+        self.assertRaises(RuntimeError, m.run_migration, domain,
+                          'qemu+tcp://h/system', {}, 3,
+                          self.monitor(domain, Broken()))
+        self.assertIn(('abortJob',), domain.calls)
+        domain.script_done.set()
+
+
+class SimDomain:
+    """The pre-copy model behind the libvirt domain calls."""
+
+    def __init__(self, sim):
+        self.sim = sim
+
+    def jobStats(self, flags=0):
+        if not self.sim.running:
+            raise FakeError('Domain not found', m.VIR_ERR_NO_DOMAIN)
+        return self.sim.job_stats()
+
+    def _guard(self, call, *args):
+        try:
+            call(*args)
+        except model.SimulationError as exc:
+            raise FakeError(str(exc), 55)
+        return 0
+
+    def migrateSetMaxDowntime(self, downtime, flags=0):
+        return self._guard(self.sim.set_max_downtime_ms, downtime)
+
+    def migrateSetMaxSpeed(self, bandwidth, flags=0):
+        return self._guard(self.sim.set_max_speed_mib_s, bandwidth,
+                           bool(flags))
+
+    def migrateStartPostCopy(self, flags=0):
+        return self._guard(self.sim.start_postcopy)
+
+    def suspend(self):
+        return self._guard(self.sim.suspend)
+
+    def resume(self):
+        return 0
+
+    def abortJob(self):
+        return self._guard(self.sim.abort)
+
+    def state(self, flags=0):
+        return [1, 1]
+
+
+class TestClosedLoop(MonitorTestCase):
+
+    def test_controller_moves_a_busy_guest_with_post_copy(self):
+        sim = model.PrecopySimulation(
+            model.Workload(320 * MIB, 15 * MIB, 40e6, 200_000_000),
+            model.QemuSettings(postcopy=True))
+        config = c.ControllerConfig(deadline_s=300, postcopy_armed=True,
+                                    postcopy_allowed=True)
+        monitor = m.MigrationMonitor(SimDomain(sim), c.Controller(config),
+                                     lambda: sim.now_s, sim.advance,
+                                     errors=ERRORS)
+        report = monitor.watch(lambda: not sim.running)
+        report = monitor.finish(report, m.Outcome.COMPLETED,
+                                completed_stats=sim.completed_stats())
+        self.assertEqual('completed', sim.phase)
+        self.assertTrue(report.switched_to_postcopy)
+        self.assertEqual({'postcopy'},
+                         {rung for rung, _ in report.rungs_used})
+        self.assertLess(report.total_s, 3 * 320 / 15)
+        self.assertIsNotNone(report.downtime_ms)
+        self.assertIn('switching to post-copy', self.logger.output)
+
+
+class TestErrorClassifier(testtools.TestCase):
+
+    def test_real_libvirt_errors(self):
+        try:
+            import libvirt
+        except ImportError:
+            self.skipTest('libvirt-python is not installed')
+        errors = m.ErrorClassifier()
+        error = libvirt.libvirtError('Domain not found')
+        self.assertTrue(errors.is_libvirt_error(error))
+        self.assertTrue(errors.domain_gone(error))
+        self.assertFalse(errors.is_libvirt_error(ValueError('x')))
+
+    def test_codes_and_texts(self):
+        for error, gone, aborted in [
+                (FakeError('x', m.VIR_ERR_NO_DOMAIN), True, False),
+                (FakeError('x', m.VIR_ERR_OPERATION_INVALID), True, False),
+                (FakeError('operation aborted',
+                           m.VIR_ERR_OPERATION_ABORTED), False, True),
+                (FakeError('internal error', 1), False, False),
+                (FakeError('Domain not found'), True, False)]:
+            self.assertEqual((gone, aborted),
+                             (ERRORS.domain_gone(error),
+                              ERRORS.aborted(error)), str(error))
