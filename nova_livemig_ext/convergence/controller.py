@@ -182,6 +182,9 @@ class DecisionMaker(Protocol):
                     now_s: float) -> None:
         """Learn whether a decision's effect really happened."""
 
+    def force_complete(self, now_s: float) -> tuple[Decision, ...]:
+        """The operator asked to finish now; returns what to do."""
+
     @property
     def estimate(self) -> estimator.Estimate:
         """What the samples said so far."""
@@ -993,6 +996,56 @@ def at_deadline(config: ControllerConfig, state: ControllerState,
     return state, tuple(decisions)
 
 
+def force_complete(config: ControllerConfig, state: ControllerState,
+                   now_s: float) -> Step:
+    """The operator asked to finish now (Nova's force-complete).
+
+    Goes at once to the rung that completes the migration: post-copy when it
+    was armed and is allowed for this instance, otherwise a pause. An
+    operator's explicit request overrides the ladder's order and
+    ``pause_allowed``, as in Nova; it does not override what cannot work
+    (post-copy that was never armed) and never pushes post-copy over a
+    stalled link.
+    """
+    if state.phase is not Phase.PRECOPY:
+        return _note_once(state, 'force-complete-late', now_s,
+                          f'force-complete requested while already '
+                          f'{state.phase.value}; nothing more to do', None,
+                          ())
+    why = 'force-complete requested by the operator'
+    extra: tuple[Measure, ...] = (('requested_at_s',
+                                   round(elapsed_s(state, now_s), 1)),)
+    if (config.postcopy_armed and config.postcopy_allowed
+            and not state.network_stalled):
+        index = (config.ladder.index(RUNG_POSTCOPY)
+                 if RUNG_POSTCOPY in config.ladder else state.rung_index)
+        state = dataclasses.replace(_entered(state, index, now_s),
+                                    postcopy_wait_since_s=None)
+        est = state.estimate
+        state = dataclasses.replace(
+            state, phase=Phase.POSTCOPY,
+            switchover_started_s=elapsed_s(state, now_s),
+            predicted_downtime_ms=None)
+        decisions: list[Decision] = []
+        if config.postcopy_bandwidth_mib_s is not None:
+            decisions.append(_decision(
+                state, now_s, Action.SET_SPEED,
+                f'post-copy bandwidth {config.postcopy_bandwidth_mib_s} '
+                f'MiB/s', RUNG_POSTCOPY,
+                speed_mib_s=config.postcopy_bandwidth_mib_s,
+                postcopy_speed=True))
+        decisions.append(_decision(
+            state, now_s, Action.START_POSTCOPY,
+            f"{why}; switching to post-copy with "
+            f"{_fmt(_mib(est.remaining_bytes), ' MiB')} remaining",
+            RUNG_POSTCOPY, extra))
+        return state, tuple(decisions)
+    index = (config.ladder.index(RUNG_PAUSE)
+             if RUNG_PAUSE in config.ladder else state.rung_index)
+    state = _entered(state, index, now_s)
+    return _pause_decisions(config, state, now_s, why, extra)
+
+
 def after_forced_switchover(config: ControllerConfig, state: ControllerState,
                             now_s: float) -> Step:
     """Enforce the switchover timeout after a pause or post-copy switch."""
@@ -1198,3 +1251,10 @@ class Controller:
     def acknowledge(self, decision: Decision, applied: bool,
                     now_s: float) -> None:
         self._state = acknowledge(self.config, self.state, decision, applied)
+
+    def force_complete(self, now_s: float) -> tuple[Decision, ...]:
+        if self._state is None:
+            self.start(now_s)
+        self._state, decisions = force_complete(self.config, self.state,
+                                                now_s)
+        return decisions

@@ -164,15 +164,14 @@ def run_queued_force_complete(config: UpstreamConfig, state: UpstreamState,
         # accepted the switch: see upstream_acknowledge.
         return state, (_decision(
             config, state, now_s, ctl.Action.START_POSTCOPY,
-            'completion timeout passed, force-complete: switching to '
-            'post-copy', rung=ctl.RUNG_POSTCOPY),)
+            'force-complete: switching to post-copy', rung=ctl.RUNG_POSTCOPY),)
     if state.paused:
         return state, ()
     state = dataclasses.replace(state, paused=True)
     return state, (_decision(
         config, state, now_s, ctl.Action.PAUSE,
-        'completion timeout passed, force-complete without post-copy: '
-        'pausing the guest', rung=ctl.RUNG_PAUSE),)
+        'force-complete without post-copy: pausing the guest',
+        rung=ctl.RUNG_PAUSE),)
 
 
 def upstream_step(config: UpstreamConfig, state: UpstreamState,
@@ -261,3 +260,11 @@ class UpstreamController:
     def acknowledge(self, decision: ctl.Decision, applied: bool,
                     now_s: float) -> None:
         self._state = upstream_acknowledge(self.state, decision, applied)
+
+    def force_complete(self, now_s: float) -> tuple[ctl.Decision, ...]:
+        """Nova queues an operator's force-complete for its next poll."""
+        if self._state is None:
+            self.start(now_s)
+        self._state = dataclasses.replace(self.state,
+                                          force_complete_queued=True)
+        return ()
