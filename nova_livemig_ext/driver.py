@@ -8,6 +8,9 @@ Load it with ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver`` in
 ``[DEFAULT]``.
 """
 
+import logging as std_logging
+import time
+
 from oslo_log import log as logging
 
 from nova.compute import vm_states
@@ -15,11 +18,14 @@ import nova.conf
 from nova import exception
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
+from nova.virt.libvirt import migration as libvirt_migrate
 
 from nova_livemig_ext import conf as livemig_conf
 from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
 from nova_livemig_ext import instance_policy
+from nova_livemig_ext import job as livemig_job
+from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +84,79 @@ def instance_facts(instance, block_migration, has_vpmem):
         hugepage_size_kib=pagesize_kib)
 
 
+class InstanceLog(std_logging.LoggerAdapter):
+    """Every line the monitor logs carries the instance, as Nova's do."""
+
+    def process(self, msg, kwargs):
+        kwargs.setdefault('instance', self.extra['instance'])
+        return msg, kwargs
+
+
+class NovaMigrationMonitor(livemig_monitor.MigrationMonitor):
+    """The shared monitor, plus what Nova's migration record must show."""
+
+    def __init__(self, *args, migration=None, instance=None,
+                 force_requests=None, save_interval_s=5.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.migration = migration
+        self.instance = instance
+        self.force_requests = force_requests
+        self.save_interval_s = save_interval_s
+        self._last_save_s = None
+
+    def apply(self, decision):
+        result = super().apply(decision)
+        if (result.applied and decision.action is
+                livemig_monitor.ctl.Action.START_POSTCOPY
+                and self.migration is not None):
+            self.migration.status = 'running (post-copy)'
+            self.migration.save()
+        return result
+
+    def _observe(self, sample, now_s):
+        while self.force_requests:
+            request = self.force_requests.popleft()
+            if request != 'force-complete':
+                continue
+            self.log.info('Live migration: force-complete requested')
+            for decision in self.controller.force_complete(now_s):
+                self.apply(decision)
+        super()._observe(sample, now_s)
+        if sample.is_active and (
+                self._last_save_s is None
+                or now_s - self._last_save_s >= self.save_interval_s):
+            self._last_save_s = now_s
+            self.save_progress(sample)
+
+    def save_progress(self, sample):
+        """What ``openstack server migration show`` displays."""
+        if self.migration is None:
+            return
+        # Nova's API shows these as null or at least 1 byte: 0 is "none".
+        figures = {
+            'memory_total': sample.memory_total_bytes,
+            'memory_processed': sample.memory_processed_bytes,
+            'memory_remaining': sample.memory_remaining_bytes,
+            'disk_total': sample.disk_total_bytes,
+            'disk_processed': max(0, sample.disk_total_bytes
+                                  - sample.disk_remaining_bytes),
+            'disk_remaining': sample.disk_remaining_bytes,
+        }
+        info = libvirt_guest.JobInfo(
+            type=_libvirt().VIR_DOMAIN_JOB_UNBOUNDED,
+            **{k: v or None for k, v in figures.items()})
+        remaining = 100
+        if sample.memory_total_bytes:
+            remaining = round(sample.memory_remaining_bytes * 100
+                              / sample.memory_total_bytes)
+        try:
+            libvirt_migrate.save_stats(self.instance, self.migration, info,
+                                       remaining)
+        except Exception as e:
+            # Progress is for display: never let it end the watch.
+            self.log.warning('Live migration: saving progress failed: %s', e)
+
+
 def _libvirt():
     # Nova's test fixture swaps the libvirt module inside Nova's driver
     # module; reading it from there keeps us on the same (real or fake) one.
@@ -91,8 +170,10 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         self.livemig_policy = None
         self.livemig_host_facts = None
-        # instance uuid -> (policy, plan) of the migration under way
+        # instance uuid -> (policy, plan, facts) of the migration under way
         self.livemig_jobs = {}
+        # instance uuid -> the error the migrate call raised, if any
+        self.livemig_errors = {}
 
     def init_host(self, host):
         # Options first: a refused configuration must stop nova-compute
@@ -181,13 +262,104 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 block_migration, migrate_data)
         finally:
             self.livemig_jobs.pop(instance.uuid, None)
+            self.livemig_errors.pop(instance.uuid, None)
 
     def _live_migration_operation(self, context, instance, dest,
                                   block_migration, migrate_data, guest,
                                   device_names):
         job = self.livemig_jobs.get(instance.uuid)
-        if job is not None:
-            guest = libvirt_guest.Guest(PlannedDomain(guest._domain, job[1]))
-        return super()._live_migration_operation(
-            context, instance, dest, block_migration, migrate_data, guest,
-            device_names)
+        if job is None:
+            return super()._live_migration_operation(
+                context, instance, dest, block_migration, migrate_data,
+                guest, device_names)
+        guest = libvirt_guest.Guest(PlannedDomain(guest._domain, job[1]))
+        try:
+            super()._live_migration_operation(
+                context, instance, dest, block_migration, migrate_data,
+                guest, device_names)
+        except Exception as e:
+            # Our monitor reads how the job ended from libvirt and tells
+            # Nova (rollback) itself. Re-raising here would make Nova put an
+            # instance whose guest still runs on the source into ERROR.
+            self.livemig_errors[instance.uuid] = e
+
+    def _live_migration_monitor(self, context, instance, guest, dest,
+                                post_method, recover_method,
+                                block_migration, migrate_data, future,
+                                disk_paths):
+        job = self.livemig_jobs.get(instance.uuid)
+        if job is None:
+            return super()._live_migration_monitor(
+                context, instance, guest, dest, post_method, recover_method,
+                block_migration, migrate_data, future, disk_paths)
+        policy, plan, facts = job
+        controller = livemig_job.decision_maker(
+            policy, plan, memory_mib=facts.memory_mib,
+            disk_gib=facts.disk_gib,
+            nova_data_gib=self._live_migration_data_gb(instance, disk_paths))
+        log = InstanceLog(LOG, {'instance': instance})
+        monitor = NovaMigrationMonitor(
+            guest._domain, controller, time.monotonic, time.sleep,
+            poll_interval_s=policy.poll_interval_s, log=log,
+            errors=livemig_monitor.ErrorClassifier((_libvirt().libvirtError,)),
+            migration=migrate_data.migration, instance=instance,
+            force_requests=self.active_migrations.get(instance.uuid),
+            save_interval_s=CONF.libvirt.live_migration_monitor_interval)
+        try:
+            report = monitor.watch(future.done)
+            outcome = self._livemig_outcome(guest, instance, future, report)
+            error = self.livemig_errors.get(instance.uuid)
+            if error is not None and outcome is not (
+                    livemig_monitor.Outcome.COMPLETED):
+                if monitor.errors.aborted(error):
+                    outcome = livemig_monitor.Outcome.CANCELLED
+                LOG.warning('Live migration failed: %s', error,
+                            instance=instance)
+            report = monitor.finish(
+                report, outcome,
+                error=None if error is None else str(error))
+            self.livemig_log_summary(instance, report)
+            if outcome is livemig_monitor.Outcome.COMPLETED:
+                post_method(context, instance, dest, block_migration,
+                            migrate_data)
+            elif outcome is livemig_monitor.Outcome.CANCELLED:
+                recover_method(context, instance, dest, migrate_data,
+                               migration_status='cancelled')
+            else:
+                recover_method(context, instance, dest, migrate_data)
+        finally:
+            self._clear_empty_migration(instance)
+
+    def _livemig_outcome(self, guest, instance, future, report):
+        """How the job ended, as libvirt tells it (Nova's own rules)."""
+        if report.outcome is not livemig_monitor.Outcome.UNKNOWN:
+            return report.outcome
+        lv = _libvirt()
+        info = guest.get_job_info()
+        job_type = info.type
+        if job_type in (lv.VIR_DOMAIN_JOB_NONE, lv.VIR_DOMAIN_JOB_UNBOUNDED):
+            # The source domain left (switchover) or the migrate call
+            # returned: wait for Nova's thread, then ask where the guest is.
+            while not future.done():
+                time.sleep(0.1)
+            job_type = libvirt_migrate.find_job_type(guest, instance)
+        return {
+            lv.VIR_DOMAIN_JOB_COMPLETED: livemig_monitor.Outcome.COMPLETED,
+            lv.VIR_DOMAIN_JOB_CANCELLED: livemig_monitor.Outcome.CANCELLED,
+        }.get(job_type, livemig_monitor.Outcome.FAILED)
+
+    @staticmethod
+    def livemig_log_summary(instance, report):
+        rungs = ', '.join('%s (%s)' % (rung, reason)
+                          for rung, reason in report.rungs_used) or 'none'
+        LOG.info('nova-livemig-ext: live migration %(outcome)s in '
+                 '%(total).1f s, downtime %(downtime)s ms (predicted '
+                 '%(predicted)s ms), %(iterations)s iterations, %(sent)s '
+                 'bytes sent, rungs used: %(rungs)s',
+                 {'outcome': report.outcome.value, 'total': report.total_s,
+                  'downtime': report.downtime_ms,
+                  'predicted': (None if report.predicted_downtime_ms is None
+                                else round(report.predicted_downtime_ms)),
+                  'iterations': report.iterations,
+                  'sent': report.memory_sent_bytes, 'rungs': rungs},
+                 instance=instance)
