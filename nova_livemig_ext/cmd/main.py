@@ -3,6 +3,7 @@
 Subcommands:
 
 * ``flags``: what this host would do with a nova.conf, without libvirt.
+* ``migrate``: live-migrate one libvirt domain under a policy.
 * ``lab``: the real two-host libvirt lab (setup, start, stop, demo, ...).
 """
 
@@ -135,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--paused', action='store_true',
                    help='plan for an instance that is paused')
     p.set_defaults(func=cmd_flags)
+
+    from nova_livemig_ext.cmd import migrate
+    migrate.register(sub)
 
     p = sub.add_parser('lab', help='the real two-host libvirt lab',
                        add_help=False)

@@ -1,0 +1,230 @@
+"""``nova-livemig-ext migrate``: one live migration under a policy.
+
+The same flags, controller and monitor nova-compute uses, driven from the
+command line between two libvirt URIs, with a live progress display and the
+report at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from oslo_config import cfg
+
+from nova_livemig_ext import flags as livemig_flags
+from nova_livemig_ext import hostfacts
+from nova_livemig_ext import job as livemig_job
+from nova_livemig_ext import monitor as livemig_monitor
+from nova_livemig_ext import policy as livemig_policy
+
+EXIT_NOT_COMPLETED = 1
+EXIT_REFUSED = 2
+EXIT_BAD_TARGET = 3
+MIB = 1024 * 1024
+VIR_DOMAIN_PAUSED = 3
+
+
+class MigrateError(Exception):
+    """A problem found before any job started."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_TARGET) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _mib(value: float | None) -> str:
+    return '-' if value is None else '%.1f' % (value / MIB)
+
+
+def progress_line(progress: livemig_monitor.Progress) -> str:
+    """One line of the live display."""
+    est = progress.estimate
+    sample = progress.sample
+    ratio = '-'
+    if est.bandwidth_bytes_s and est.dirty_rate_bytes_s is not None:
+        ratio = '%.2f' % (est.dirty_rate_bytes_s / est.bandwidth_bytes_s)
+    decision = '; '.join('%s%s' % (d.action.value,
+                                   livemig_monitor.decision_argument(d))
+                         for d in progress.decisions if d.has_effect)
+    return ('%6.1fs  iter %-3s remaining %8s MiB  dirty %7s MiB/s  '
+            'bw %7s MiB/s  ratio %5s  throttle %3s%%  %s' % (
+                progress.elapsed_s, sample.iteration or '-',
+                _mib(sample.memory_remaining_bytes),
+                _mib(est.dirty_rate_bytes_s), _mib(est.bandwidth_bytes_s),
+                ratio, est.throttle_pct or 0, decision)).rstrip()
+
+
+def report_dict(report: livemig_monitor.MigrationReport) -> dict[str, Any]:
+    return {
+        'outcome': report.outcome.value,
+        'total_s': round(report.total_s, 2),
+        'downtime_ms': report.downtime_ms,
+        'predicted_downtime_ms': (
+            None if report.predicted_downtime_ms is None
+            else round(report.predicted_downtime_ms, 1)),
+        'iterations': report.iterations,
+        'memory_total_bytes': report.memory_total_bytes,
+        'memory_sent_bytes': report.memory_sent_bytes,
+        'error': report.error,
+        'paused_by_monitor': report.paused_by_monitor,
+        'switched_to_postcopy': report.switched_to_postcopy,
+        'source_resumed': report.source_resumed,
+        'decisions': [
+            {'at_s': a.decision.at_s, 'action': a.decision.action.value,
+             'rung': a.decision.rung, 'downtime_ms': a.decision.downtime_ms,
+             'speed_mib_s': a.decision.speed_mib_s,
+             'reason': a.decision.reason, 'applied': a.applied,
+             'error': a.error}
+            for a in report.decisions],
+    }
+
+
+def print_report(report: livemig_monitor.MigrationReport,
+                 out: TextIO) -> None:
+    print('outcome:     %s' % report.outcome.value, file=out)
+    print('total:       %.1f s' % report.total_s, file=out)
+    print('downtime:    %s ms (libvirt), predicted %s ms' % (
+        report.downtime_ms, None if report.predicted_downtime_ms is None
+        else round(report.predicted_downtime_ms)), file=out)
+    print('iterations:  %s' % report.iterations, file=out)
+    print('memory sent: %s MiB of %s MiB' % (
+        _mib(report.memory_sent_bytes), _mib(report.memory_total_bytes)),
+        file=out)
+    for rung, reason in report.rungs_used:
+        print('rung %s: %s' % (rung, reason), file=out)
+    if report.error:
+        print('error:       %s' % report.error, file=out)
+    if report.source_resumed:
+        print('the guest was resumed on the source', file=out)
+
+
+def _open(libvirt: Any, uri: str, role: str) -> Any:
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise MigrateError('cannot connect to the %s libvirt at %s: %s'
+                           % (role, uri, e.get_error_message()))
+
+
+def _lookup_running(libvirt: Any, conn: Any, name: str, uri: str) -> Any:
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        names = sorted(d.name() for d in conn.listAllDomains())
+        raise MigrateError('no domain %r on %s (domains there: %s)' % (
+            name, uri, ', '.join(names) or 'none'))
+    if not dom.isActive():
+        raise MigrateError('domain %r on %s is not running; start it or '
+                           'migrate it offline with virsh' % (name, uri))
+    return dom
+
+
+def instance_facts(dom: Any) -> livemig_flags.InstanceFacts:
+    """What a bare libvirt domain tells about itself."""
+    state = dom.state()[0]
+    memory_kib = dom.info()[1]
+    return livemig_flags.InstanceFacts(
+        memory_mib=memory_kib // 1024,
+        paused=state == VIR_DOMAIN_PAUSED)
+
+
+def migrate(args: argparse.Namespace, out: TextIO | None = None,
+            err: TextIO | None = None) -> int:
+    import libvirt
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+
+    from nova_livemig_ext.cmd import main as cmd_main
+
+    # Errors are reported once, by us; libvirt would print them again.
+    libvirt.registerErrorHandler(lambda ctx, error: None, None)
+
+    try:
+        conf = cmd_main.load_conf(args.config_file)
+        policy = livemig_policy.policy_from_conf(conf)
+    except livemig_policy.InvalidPolicy as e:
+        print(e, file=err)
+        return EXIT_REFUSED
+    except cfg.Error as e:
+        print('nova-livemig-ext: configuration error: %s' % e, file=err)
+        return EXIT_REFUSED
+    try:
+        src = _open(libvirt, args.source, 'source')
+        dom = _lookup_running(libvirt, src, args.domain, args.source)
+        dest = _open(libvirt, args.dest, 'destination')
+        facts = hostfacts.probe(src, libvirt)
+        livemig_flags.check_policy(policy, facts)
+    except MigrateError as e:
+        print('nova-livemig-ext: %s' % e, file=err)
+        return e.code
+    except livemig_policy.InvalidPolicy as e:
+        print(e, file=err)
+        return EXIT_REFUSED
+
+    inst = instance_facts(dom)
+    plan = livemig_flags.plan_migration(policy, facts, inst)
+    params = dict(plan.params)
+    if args.migrate_uri:
+        params[livemig_flags.PARAM_URI] = args.migrate_uri
+    if args.listen_address:
+        params[livemig_flags.PARAM_LISTEN_ADDRESS] = args.listen_address
+    controller = livemig_job.decision_maker(policy, plan, inst.memory_mib)
+    for note in plan.notes:
+        print('note: %s' % note, file=out)
+    print('migrating %s from %s to %s' % (args.domain, args.source,
+                                          args.dest), file=out)
+    print('flags: %s' % '|'.join(plan.flag_names), file=out)
+    print('ladder: %s, downtime %d..%d ms' % (
+        ','.join(plan.ladder) or '-', policy.initial_downtime_ms,
+        policy.max_downtime_ms), file=out)
+
+    def show(progress: livemig_monitor.Progress) -> None:
+        if not args.quiet:
+            print(progress_line(progress), file=out, flush=True)
+
+    monitor = livemig_monitor.MigrationMonitor(
+        dom, controller, time.monotonic, time.sleep,
+        poll_interval_s=policy.poll_interval_s, on_sample=show,
+        errors=livemig_monitor.ErrorClassifier((libvirt.libvirtError,)))
+
+    def completed_stats() -> dict[str, Any]:
+        arrived = dest.lookupByName(args.domain)
+        return dict(arrived.jobStats(
+            libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+
+    report = livemig_monitor.run_migration(
+        dom, args.dest, params, plan.flags, monitor,
+        fetch_completed_stats=completed_stats)
+    print_report(report, out)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report_dict(report), f, indent=2)
+    return (0 if report.outcome is livemig_monitor.Outcome.COMPLETED
+            else EXIT_NOT_COMPLETED)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        'migrate', help='live-migrate a libvirt domain under a policy, '
+        'with the controller nova-compute uses')
+    p.add_argument('domain', help='libvirt domain name')
+    p.add_argument('--from', dest='source', required=True,
+                   help='source libvirt URI, e.g. qemu+tcp://host/system')
+    p.add_argument('--to', dest='dest', required=True,
+                   help='destination libvirt URI')
+    p.add_argument('--config-file', action='append', default=[],
+                   help='nova.conf with [livemig_ext] (repeatable; '
+                   'defaults apply without one)')
+    p.add_argument('--migrate-uri', help='where the migration stream goes, '
+                   'e.g. tcp://192.0.2.2 (VIR_MIGRATE_PARAM_URI)')
+    p.add_argument('--listen-address', help='address the destination QEMU '
+                   'listens on (VIR_MIGRATE_PARAM_LISTEN_ADDRESS)')
+    p.add_argument('--json', help='write the report to this file')
+    p.add_argument('--quiet', action='store_true',
+                   help='no progress lines, only the report')
+    p.set_defaults(func=migrate)

@@ -1,0 +1,321 @@
+"""``nova-livemig-ext plan``: predict a migration before starting it.
+
+.. code-block:: console
+
+   $ nova-livemig-ext plan --memory 32GiB --bandwidth 1Gbit/s
+   $ nova-livemig-ext plan --memory 16GiB --bandwidth 10Gbit/s \\
+         --dirty-rate 400MB/s --working-set 25% \\
+         --config-file /etc/nova/nova.conf
+   $ nova-livemig-ext plan --trace tests/traces/non-converging.json
+
+Prints total time, downtime and data sent for a paused copy, pre-copy,
+pre-copy with auto-converge and post-copy, then the ladder the controller
+would climb under the host's policy (``--config-file``, read as nova-compute
+reads it) or the defaults.  Exits 2 on input it cannot read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from nova_livemig_ext.convergence import estimator
+from nova_livemig_ext.convergence import samples
+from nova_livemig_ext import planner
+from nova_livemig_ext import policy as livemig_policy
+
+EXIT_BAD_INPUT = 2
+# Working sets shrinking by less than this per pass count as not shrinking
+# (the controller's default min_pass_progress_fraction).
+STALLED_SHRINK_FRACTION = 0.05
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``plan`` subcommand to ``nova-livemig-ext``'s parser."""
+    p = subparsers.add_parser(
+        'plan', help='predict time, downtime and data sent for a migration '
+        'and the ladder the controller would climb (touches nothing)',
+        description='Predict a live migration before starting it.')
+    p.add_argument('--memory', help='guest memory, e.g. 32GiB or 512MiB')
+    p.add_argument('--bandwidth', help='migration link, e.g. 1Gbit/s, '
+                   '10Gbit/s, 110MiB/s or 120MB/s')
+    p.add_argument('--dirty-rate', default=None,
+                   help='how fast the guest writes memory, e.g. 40MB/s '
+                   '(default: 0)')
+    p.add_argument('--working-set', default=None,
+                   help='memory the guest keeps rewriting: a size (4GiB) '
+                   'or a share of memory (25%%) (default: all memory)')
+    p.add_argument('--downtime-limit', default=None,
+                   help='downtime limit, e.g. 300ms or 0.5s (default: the '
+                   "policy's initial downtime)")
+    p.add_argument('--trace', default=None,
+                   help='a recorded trace (tests/traces format): memory, '
+                   'bandwidth, dirty rate and working set as measured in it; '
+                   'the options above override single values')
+    p.add_argument('--link-efficiency', type=float,
+                   default=planner.DEFAULT_LINK_EFFICIENCY,
+                   help='share of a rate given in bits (a line rate) that '
+                   'carries migration data (default: %(default)s)')
+    p.add_argument('--config-file', action='append', default=[],
+                   help='nova.conf for the policy (repeatable; default: the '
+                   "extension's defaults)")
+    p.add_argument('--json', action='store_true',
+                   help='print the predictions as JSON')
+    p.set_defaults(func=cmd_plan)
+    return p
+
+
+class InputError(Exception):
+    """Input the command cannot use, said in one line."""
+
+
+def parse_downtime_ms(text: str) -> float:
+    """'300ms', '0.5s' or '300' (milliseconds) -> ms."""
+    stripped = text.strip().lower()
+    try:
+        if stripped.endswith('ms'):
+            value = float(stripped[:-2])
+        elif stripped.endswith('s'):
+            value = float(stripped[:-1]) * 1000.0
+        else:
+            value = float(stripped)
+    except ValueError:
+        raise InputError(f'cannot read downtime limit {text!r}: use 300ms '
+                         f'or 0.5s') from None
+    if value <= 0:
+        raise InputError(f'downtime limit {text!r} must be positive')
+    return value
+
+
+def payload_rate_bytes_s(text: str, what: str, efficiency: float) -> float:
+    """A rate in bytes/s; a bit rate is a line rate, less framing."""
+    rate = planner.parse_rate_bytes_s(text, what)
+    if planner.is_bit_rate(text):
+        rate *= efficiency
+    return rate
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """What a recorded trace says about the guest and the link."""
+
+    memory_bytes: float
+    bandwidth_bytes_s: float
+    dirty_rate_bytes_s: float
+    working_set_bytes: float
+    source: str
+
+
+def measured_from_trace(trace: Mapping[str, Any], source: str) -> Measured:
+    """Feed the recorded samples to the estimator and read its numbers.
+
+    Memory is what the first pass really sent (zero pages cost nothing on
+    the wire); the working set is the largest remainder after a sync.
+    """
+    entries = trace.get('trace') or trace.get('samples') or []
+    est = estimator.Estimate()
+    bulk_bytes = 0
+    for entry in entries:
+        sample = samples.sample_from_job_stats(entry['stats'])
+        if not sample.is_active:
+            continue
+        if sample.iteration is not None and sample.iteration >= 2 and (
+                not bulk_bytes):
+            bulk_bytes = sample.memory_processed_bytes
+        est = estimator.update_estimate(est, sample, float(entry['t']))
+    if est.bandwidth_bytes_s is None or not est.memory_total_bytes:
+        raise InputError(f'{source}: no running-job samples to measure')
+    dirty = est.dirty_rate_bytes_s or 0.0
+    # QEMU counts a page once per pass, so a guest rewriting its working
+    # set faster than the link carries it reports about the link rate; the
+    # working sets that do not shrink tell the truth (the estimator's
+    # convergence ratio).
+    ratio = estimator.convergence_ratio(est)
+    shrink = estimator.observed_shrink_ratio(est)
+    if shrink is not None and shrink >= 1 - STALLED_SHRINK_FRACTION:
+        ratio = max(ratio or 0.0, 1.0)
+    if ratio is not None:
+        dirty = max(dirty, ratio * est.bandwidth_bytes_s)
+    working_set = est.largest_working_set_bytes or (
+        dirty * (bulk_bytes or est.memory_total_bytes)
+        / est.bandwidth_bytes_s)
+    memory = float(bulk_bytes or est.memory_total_bytes)
+    return Measured(memory_bytes=memory,
+                    bandwidth_bytes_s=est.bandwidth_bytes_s,
+                    dirty_rate_bytes_s=dirty,
+                    working_set_bytes=min(float(working_set), memory),
+                    source=source)
+
+
+def load_policy(config_files: list[str]) -> livemig_policy.MigrationPolicy:
+    if not config_files:
+        return livemig_policy.MigrationPolicy()
+    from nova_livemig_ext.cmd import main as cmd_main
+    conf = cmd_main.load_conf(config_files)
+    return livemig_policy.policy_from_conf(conf)
+
+
+def build_scenario(args: argparse.Namespace,
+                   policy: livemig_policy.MigrationPolicy
+                   ) -> tuple[planner.Scenario, str]:
+    """The scenario from the options (and the trace, if any)."""
+    efficiency = args.link_efficiency
+    if not 0 < efficiency <= 1:
+        raise InputError('--link-efficiency must be in (0, 1]')
+    measured = None
+    if args.trace:
+        try:
+            with open(args.trace) as f:
+                trace = json.load(f)
+        except (OSError, ValueError) as e:
+            raise InputError(f'cannot read trace {args.trace}: {e}') from None
+        measured = measured_from_trace(trace, args.trace)
+    if args.memory:
+        memory = planner.parse_size_bytes(args.memory, 'memory')
+    elif measured:
+        memory = measured.memory_bytes
+    else:
+        raise InputError('--memory is required (or --trace)')
+    if args.bandwidth:
+        bandwidth = payload_rate_bytes_s(args.bandwidth, 'bandwidth',
+                                         efficiency)
+    elif measured:
+        bandwidth = measured.bandwidth_bytes_s
+    else:
+        raise InputError('--bandwidth is required (or --trace)')
+    if args.dirty_rate:
+        dirty = payload_rate_bytes_s(args.dirty_rate, 'dirty rate', 1.0)
+    else:
+        dirty = measured.dirty_rate_bytes_s if measured else 0.0
+    if args.working_set:
+        working_set: float | None = planner.parse_working_set_bytes(
+            args.working_set, memory)
+    else:
+        working_set = (min(measured.working_set_bytes, memory)
+                       if measured else None)
+    limit = (parse_downtime_ms(args.downtime_limit) if args.downtime_limit
+             else float(policy.initial_downtime_ms))
+    try:
+        scenario = planner.Scenario(
+            memory_bytes=memory, bandwidth_bytes_s=bandwidth,
+            dirty_rate_bytes_s=dirty, working_set_bytes=working_set,
+            downtime_limit_ms=limit)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    return scenario, (f'measured in {measured.source}' if measured else '')
+
+
+def _size(value: float | None) -> str:
+    if value is None:
+        return '-'
+    if value >= planner.GIB:
+        return f'{value / planner.GIB:.1f} GiB'
+    return f'{value / planner.MIB:.0f} MiB'
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return 'never'
+    if value >= 3600:
+        return f'{value / 3600:.1f} h'
+    return f'{value:.1f} s' if value < 100 else f'{value:.0f} s'
+
+
+def _downtime(value: float | None) -> str:
+    if value is None:
+        return '-'
+    return f'{value:.0f} ms' if value < 1000 else _seconds(value / 1000.0)
+
+
+def print_plan(out: TextIO, scenario: planner.Scenario,
+               predictions: tuple[planner.Prediction, ...],
+               ladder: planner.LadderPrediction,
+               policy: livemig_policy.MigrationPolicy, source: str) -> None:
+    rate_mib_s = scenario.bandwidth_bytes_s / planner.MIB
+    print(f'guest: {_size(scenario.memory_bytes)} to send, dirty rate '
+          f'{scenario.dirty_rate_bytes_s / planner.MIB:.1f} MiB/s over a '
+          f'working set of {_size(scenario.working_set)}'
+          + (f' ({source})' if source else ''), file=out)
+    print(f'link: {rate_mib_s:.1f} MiB/s of migration data; one pass of '
+          f'memory takes {_seconds(scenario.bulk_pass_s)}; dirty ratio '
+          f'{scenario.dirty_ratio:.2f}; downtime limit '
+          f'{scenario.downtime_limit_ms:.0f} ms', file=out)
+    print('', file=out)
+    header = (f"{'method':<26} {'total':>9} {'downtime':>10} "
+              f"{'data sent':>10} {'passes':>6}  note")
+    print(header, file=out)
+    print('-' * len(header), file=out)
+    for p in predictions:
+        print(f'{p.method:<26} {_seconds(p.total_s):>9} '
+              f'{_downtime(p.downtime_ms):>10} {_size(p.data_bytes):>10} '
+              f"{p.passes if p.passes is not None else '-':>6}  {p.note}",
+              file=out)
+    print('', file=out)
+    print(f"our controller, ladder {','.join(ladder.ladder) or '(none)'}, "
+          f'downtime {policy.initial_downtime_ms} to '
+          f'{policy.max_downtime_ms} ms, deadline '
+          f'{_seconds(ladder.deadline_s)}:', file=out)
+    ending = (f'completes in {_seconds(ladder.total_s)} with '
+              f'{_downtime(ladder.downtime_ms)} of downtime'
+              if ladder.outcome == 'completed' else
+              f'{ladder.outcome} after {_seconds(ladder.total_s)}')
+    print(f"  rungs reached: {', '.join(ladder.rungs_reached) or 'none'}; "
+          f'{ending}', file=out)
+    for step in ladder.steps:
+        print(f"  at {step.at_s:7.1f} s  {step.rung or '-':<13} "
+              f'{step.action:<14} {step.reason}', file=out)
+
+
+def plan_as_dict(scenario: planner.Scenario,
+                 predictions: tuple[planner.Prediction, ...],
+                 ladder: planner.LadderPrediction) -> dict[str, Any]:
+    return {'scenario': dataclasses.asdict(scenario),
+            'predictions': [dataclasses.asdict(p) for p in predictions],
+            'controller': dataclasses.asdict(ladder)}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.config_file)
+        scenario, source = build_scenario(args, policy)
+    except (InputError, planner.UnitError) as e:
+        print(f'nova-livemig-ext plan: error: {e}', file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except livemig_policy.InvalidPolicy as e:
+        print(e, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # oslo.config errors, without importing it here
+        if type(e).__module__.startswith('oslo_config'):
+            print(f'nova-livemig-ext plan: configuration error: {e}',
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+    predictions = planner.predict_all(
+        scenario, policy.auto_converge_initial_pct,
+        policy.auto_converge_increment_pct)
+    ladder = planner.predict_ladder(scenario, policy)
+    if args.json:
+        json.dump(plan_as_dict(scenario, predictions, ladder), sys.stdout,
+                  indent=1)
+        print()
+    else:
+        print_plan(sys.stdout, scenario, predictions, ladder, policy, source)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``plan`` on its own (the same as ``nova-livemig-ext plan``)."""
+    parser = argparse.ArgumentParser(prog='nova-livemig-ext')
+    sub = parser.add_subparsers(dest='command', required=True)
+    register(sub)
+    args = parser.parse_args(['plan'] + list(
+        sys.argv[1:] if argv is None else argv))
+    return int(args.func(args))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""``nova-livemig-ext migrate``: errors before the job, and the display.
+
+libvirt's own test driver (``test:///``, in-process, real libvirt) gives
+real connections and domains; the migrations themselves are exercised in
+the lab by the e2e tests.
+"""
+
+import contextlib
+import io
+import os
+import tempfile
+
+import fixtures
+import testtools
+
+from nova_livemig_ext.cmd import main as cmd
+from nova_livemig_ext.cmd import migrate
+from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import estimator
+from nova_livemig_ext.convergence import samples
+from nova_livemig_ext import monitor
+
+NODE = """<node>
+  <domain type='test'>
+    <name>busy</name><memory>327680</memory>
+    <os><type>hvm</type></os>
+  </domain>
+  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>stopped</name><memory>65536</memory>
+    <os><type>hvm</type></os>
+    <test:runstate>5</test:runstate>
+  </domain>
+</node>
+"""
+
+
+class MigrateErrorsTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.node = os.path.join(tmp, 'node.xml')
+        with open(self.node, 'w') as f:
+            f.write(NODE)
+        self.uri = 'test://%s' % self.node
+
+    def run_cmd(self, *argv, conf=None):
+        args = ['migrate', *argv]
+        if conf is not None:
+            with tempfile.NamedTemporaryFile('w', suffix='.conf',
+                                             delete=False) as f:
+                f.write(conf)
+            self.addCleanup(os.unlink, f.name)
+            args += ['--config-file', f.name]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cmd.main(args)
+        return rc, out.getvalue(), err.getvalue()
+
+    def test_bad_uri(self):
+        rc, _, err = self.run_cmd('busy', '--from',
+                                  'qemu+tcp://127.0.0.1:1/system',
+                                  '--to', self.uri)
+        self.assertEqual(migrate.EXIT_BAD_TARGET, rc)
+        self.assertIn('cannot connect to the source libvirt at '
+                      'qemu+tcp://127.0.0.1:1/system', err)
+
+    def test_unknown_domain_lists_what_is_there(self):
+        rc, _, err = self.run_cmd('nope', '--from', self.uri, '--to',
+                                  self.uri)
+        self.assertEqual(migrate.EXIT_BAD_TARGET, rc)
+        self.assertIn("no domain 'nope'", err)
+        self.assertIn('busy', err)
+
+    def test_domain_not_running(self):
+        rc, _, err = self.run_cmd('stopped', '--from', self.uri, '--to',
+                                  self.uri)
+        self.assertEqual(migrate.EXIT_BAD_TARGET, rc)
+        self.assertIn("domain 'stopped'", err)
+        self.assertIn('is not running', err)
+
+    def test_refused_policy(self):
+        rc, _, err = self.run_cmd(
+            'busy', '--from', self.uri, '--to', self.uri,
+            conf='[livemig_ext]\nladder = downtime,postcopy,abort\n')
+        self.assertEqual(migrate.EXIT_REFUSED, rc)
+        self.assertIn('permit_post_copy', err)
+
+    def test_bad_destination(self):
+        rc, _, err = self.run_cmd('busy', '--from', self.uri, '--to',
+                                  'qemu+tcp://127.0.0.1:1/system')
+        self.assertEqual(migrate.EXIT_BAD_TARGET, rc)
+        self.assertIn('destination libvirt', err)
+
+
+class DisplayTest(testtools.TestCase):
+
+    def test_progress_line(self):
+        sample = samples.JobSample(
+            job_type=samples.JobType.UNBOUNDED, iteration=4,
+            memory_remaining_bytes=180 * migrate.MIB)
+        est = estimator.Estimate(bandwidth_bytes_s=15.0 * migrate.MIB,
+                                 dirty_rate_bytes_s=30.0 * migrate.MIB,
+                                 throttle_pct=20)
+        decision = ctl.Decision(ctl.Action.SET_DOWNTIME, 'stall',
+                                downtime_ms=400)
+        line = migrate.progress_line(monitor.Progress(
+            12.34, sample, est, (decision,)))
+        self.assertEqual(
+            '  12.3s  iter 4   remaining    180.0 MiB  dirty    30.0 MiB/s'
+            '  bw    15.0 MiB/s  ratio  2.00  throttle  20%  '
+            'set_downtime(400 ms)', line)
