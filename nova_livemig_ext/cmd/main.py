@@ -111,11 +111,6 @@ def cmd_flags(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import cli as lab_cli
-    return int(lab_cli.main(args.lab_args) or 0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='nova-livemig-ext',
@@ -140,14 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     from nova_livemig_ext.cmd import migrate
     migrate.register(sub)
 
-    p = sub.add_parser('lab', help='the real two-host libvirt lab',
-                       add_help=False)
-    p.add_argument('lab_args', nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_lab)
+    # Handled in main() before parsing; listed here for --help.
+    sub.add_parser('lab', help='the real two-host libvirt lab: setup, '
+                   'start, stop, status, boot, migrate, ... (see lab '
+                   '--help)', add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['lab']:
+        # The lab has its own parser (and its own --help).
+        from nova_livemig_ext.lab import cli as lab_cli
+        return int(lab_cli.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 
