@@ -136,9 +136,11 @@ class TestRecordedTraces(testtools.TestCase):
         self.assertEqual([], effects(decisions))
         self.assertEqual(1, len([d for d in decisions
                                  if d.rung == 'auto_converge']))
-        self.assertEqual(99, max(
+        # QEMU throttled by itself, past its first step (initial 50%,
+        # increment 20% in this recording): the rung really was in effect.
+        self.assertGreaterEqual(max(
             entry['stats'].get('auto_converge_throttle', 0)
-            for entry in entries(trace)))
+            for entry in entries(trace)), 70)
 
     def test_downtime_raised_predicted_pause(self):
         # At the recorder's action the controller's estimate of a forced
