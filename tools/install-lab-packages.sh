@@ -16,7 +16,7 @@ fi
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 export DEBIAN_FRONTEND=noninteractive
 
-common_pkgs=(busybox-static cpio gcc pkg-config iproute2 kmod python3-venv)
+common_pkgs=(busybox-static cpio gcc pkg-config iproute2 kmod python3-venv shellcheck)
 virt_pkgs=(qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu
            libvirt-clients libvirt-dev)
 
