@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from nova_livemig_ext import native
 from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import estimator
 from nova_livemig_ext.convergence import samples
@@ -187,11 +187,15 @@ class MigrationReport:
     def rungs_used(self) -> tuple[tuple[str, str], ...]:
         """(rung, reason) of every decision that used a rung and took.
 
-        Notes count: auto-converge is used by waiting for QEMU's throttle.
+        Only auto-converge's note counts among notes: that rung is used by
+        waiting for QEMU's throttle. Other notes (an abort announced for the
+        deadline, a post-copy switch awaited) change nothing by themselves.
         """
-        return tuple((a.decision.rung, a.decision.reason)
-                     for a in self.decisions
-                     if a.applied and a.decision.rung is not None)
+        return tuple(
+            (a.decision.rung, a.decision.reason) for a in self.decisions
+            if a.applied and a.decision.rung is not None
+            and (a.decision.has_effect
+                 or a.decision.rung == ctl.RUNG_AUTO_CONVERGE))
 
 
 def log_decision(log: Logger, decision: ctl.Decision) -> None:
@@ -465,7 +469,7 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
     ``fetch_completed_stats`` reads libvirt's completed-job statistics (on
     the destination they carry the right downtime) once the job completed.
     """
-    done = threading.Event()
+    done = native.threading_module().Event()
     failure: list[BaseException] = []
 
     def migrate() -> None:
@@ -476,8 +480,10 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
         finally:
             done.set()
 
-    thread = threading.Thread(target=migrate, name='livemig-migrate',
-                              daemon=True)
+    # A real OS thread even under eventlet: migrateToURI3 blocks the thread
+    # that calls it, and a green one would freeze the watcher too.
+    thread = native.threading_module().Thread(
+        target=migrate, name='livemig-migrate', daemon=True)
     thread.start()
     try:
         report = monitor.watch(done.is_set)

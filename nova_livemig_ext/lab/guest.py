@@ -16,7 +16,8 @@ from xml.sax.saxutils import escape
 
 from nova_livemig_ext.lab.config import HostSpec, LabConfig
 from nova_livemig_ext.lab.errors import LabError
-from nova_livemig_ext.lab import native, system
+from nova_livemig_ext import native
+from nova_livemig_ext.lab import system
 
 GUEST_MEMORY_MIB = 320
 QEMU_BINARY = "/usr/bin/qemu-system-x86_64"

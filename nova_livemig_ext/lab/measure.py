@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab import native, network, system
+from nova_livemig_ext import native
+from nova_livemig_ext.lab import network, system
 from nova_livemig_ext.lab.config import HostSpec, LabConfig
 from nova_livemig_ext.lab.errors import LabError
 
@@ -349,10 +350,16 @@ def completed_job_stats(host: HostSpec, name: str) -> dict[str, Any] | None:
         conn.close()
 
 
+# Runs the migration call instead of run_migration (the controller's monitor
+# does, in nova_livemig_ext.lab.controlled): (dom, dest_uri, params, flags).
+Runner = Callable[[Any, str, Mapping[str, Any], int], MigrationRun]
+
+
 def migrate_and_measure(config: LabConfig, guest: lab_guest.Guest, flags: int,
                         params: Mapping[str, Any] | None = None, on_poll: OnPoll | None = None,
                         settle_s: float = SETTLE_S, timeout_s: float | None = 300.0,
-                        poll_interval_s: float = POLL_INTERVAL_S) -> MigrationResult:
+                        poll_interval_s: float = POLL_INTERVAL_S,
+                        runner: Runner | None = None) -> MigrationResult:
     """Migrate ``guest`` to the other host over the shaped link and measure it."""
     import libvirt
     if flags & libvirt.VIR_MIGRATE_POSTCOPY and not system.userfaultfd_available():
@@ -365,8 +372,11 @@ def migrate_and_measure(config: LabConfig, guest: lab_guest.Guest, flags: int,
     conn = libvirt.open(source.uri)
     try:
         dom = conn.lookupByName(guest.name)
-        run = run_migration(dom, destination_uri(destination, flags), all_params, flags,
-                            on_poll, poll_interval_s, timeout_s)
+        if runner is not None:
+            run = runner(dom, destination_uri(destination, flags), all_params, flags)
+        else:
+            run = run_migration(dom, destination_uri(destination, flags), all_params, flags,
+                                on_poll, poll_interval_s, timeout_s)
     finally:
         conn.close()
     final = destination if _domain_active_on(destination, guest.name) else source
