@@ -429,7 +429,7 @@ Related options:
 * ``completion_timeout_max_s``
 """),
     cfg.IntOpt('completion_timeout_max_s',
-               default=3600,
+               default=14400,
                min=10,
                max=604800,
                help="""
@@ -437,7 +437,9 @@ Absolute cap of a migration's deadline, in seconds.
 
 Possible values:
 
-* 10 to 604800. Default 3600.
+* 10 to 604800. Default 14400 (4 h): a 256 GiB guest over 1 Gbit/s needs
+  about 2400 s for its first pass alone, and post-copy needs as long again
+  to finish; a lower cap aborts such guests whatever the ladder.
 
 Related options:
 

@@ -59,7 +59,7 @@ class MigrationPolicy:
     stall_window_s: int = 60
     stall_passes: int = 2
     completion_timeout_s_per_gib: int = 120
-    completion_timeout_max_s: int = 3600
+    completion_timeout_max_s: int = 14400
     switchover_timeout_s: int = 60
     poll_interval_s: float = 0.5
     upstream: UpstreamSettings = UpstreamSettings()

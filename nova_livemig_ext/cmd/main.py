@@ -4,6 +4,7 @@ Subcommands:
 
 * ``flags``: what this host would do with a nova.conf, without libvirt.
 * ``migrate``: live-migrate one libvirt domain under a policy.
+* ``plan``: predict a migration before starting it.
 * ``lab``: the real two-host libvirt lab (setup, start, stop, demo, ...).
 """
 
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nova_livemig_ext.cmd import migrate
     migrate.register(sub)
+
+    from nova_livemig_ext.cmd import plan
+    plan.register(sub)
 
     # Handled in main() before parsing; listed here for --help.
     sub.add_parser('lab', help='the real two-host libvirt lab: setup, '

@@ -36,7 +36,7 @@ STALLED_SHRINK_FRACTION = 0.05
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``plan`` subcommand to ``nova-livemig-ext``'s parser."""
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         'plan', help='predict time, downtime and data sent for a migration '
         'and the ladder the controller would climb (touches nothing)',
         description='Predict a live migration before starting it.')

@@ -1,0 +1,564 @@
+"""A pre-copy migration simulator that follows QEMU's RAM migration loop.
+
+What it reproduces (QEMU 10, ``migration/migration.c`` and
+``migration/ram.c``), because each of these shapes how long a migration
+takes and how many iterations it needs:
+
+* setup syncs the dirty bitmap once (``memory_iteration`` starts at 1) with
+  every page dirty; the bulk pass sends only non-zero pages at link speed,
+  zero pages go as a flag and cost nothing;
+* while the unsent remainder is above ``bandwidth × downtime-limit`` QEMU
+  keeps sending; once it falls below, it syncs the bitmap (iteration + 1)
+  and adds what the guest dirtied since the last sync, counted once per
+  page (at most the writable working set).  If the new remainder still
+  fits, it stops the guest and copies it: the downtime;
+* the bandwidth QEMU compares with is its own measurement, which the sync
+  itself (no data moves while the bitmap is scanned) drags down when passes
+  are short: the reason a tail of short passes adds iterations;
+* auto-converge: at a sync at least a second after the last rate period,
+  if the bytes dirtied in the period exceed ``throttle-trigger-threshold``
+  (50 %) of the bytes sent, a counter goes up; the second time the vCPUs
+  are throttled to ``cpu-throttle-initial`` and then raised by
+  ``cpu-throttle-increment`` up to 99 %.  While throttling, QEMU 9.2 and
+  later also sync every 5 s (``CPU_THROTTLE_DIRTY_SYNC_TIMESLICE_MS``) so
+  the throttle follows the guest;
+* post-copy: the switch syncs once more, stops the source briefly and the
+  rest is pulled at link speed while the guest runs on the destination;
+* pause: the guest stops dirtying, the copy ends at the next sync and the
+  downtime runs from the pause;
+* a migration started without ``VIR_MIGRATE_LIVE`` is a pause from t = 0.
+
+Time advances from event to event (pass ends, syncs, bursts, polls), not in
+fixed steps, so a 256 GiB guest costs no more to simulate than a 1 GiB one.
+The methods a policy uses are the libvirt ones the monitor calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import samples
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+MS_PER_S = 1000.0
+
+# QEMU updates its dirty rate and the throttle at syncs this far apart.
+RATE_PERIOD_S = 1.0
+# QEMU measures its bandwidth over windows of this length.
+RATE_WINDOW_S = 0.1
+# Step through passes shorter than a rate window in steps this long.
+SHORT_PASS_STEP_S = 0.01
+# QEMU sends in 100 ms slices and checks the remainder between them: on
+# average it syncs half a slice's worth below the threshold.
+CHECK_SLACK_S = 0.05
+# While the vCPUs are throttled QEMU syncs at least this often.
+THROTTLE_SYNC_PERIOD_S = 5.0
+# Device state and the final handshake, added to every switchover.
+SWITCHOVER_OVERHEAD_MS = 15.0
+# Scanning the dirty bitmap: a fixed part plus a part per GiB of guest
+# memory.  Under KVM the kernel's dirty log makes it a few milliseconds per
+# GiB; the lab's TCG guests sync far slower (benchmarks/calibration.py).
+SYNC_BASE_S = 0.005
+SYNC_PER_GIB_S = 0.001
+MAX_THROTTLE_PCT = 99
+# Steady state: this many identical passes in a row may be skipped over.
+STEADY_PASSES = 3
+
+
+class SimulationError(Exception):
+    """An operation the simulated QEMU refuses (like a libvirtError)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """The guest and the link."""
+
+    memory_bytes: int
+    bandwidth_bytes_s: float
+    dirty_rate_bytes_s: float
+    working_set_bytes: int
+    # Share of guest memory that is not zero pages (sent in the bulk pass).
+    touched_fraction: float = 1.0
+    # Bursty writer: the same mean rate, written in bursts of
+    # ``burst_duty`` of every ``burst_period_s`` (0 = steady).
+    burst_period_s: float = 0.0
+    burst_duty: float = 0.25
+    # How fast the guest could write with a whole CPU: a writer paced
+    # below it keeps its pace under a light throttle (the lab's guest
+    # program does), a CPU-bound one (None) slows down in proportion.
+    write_capacity_bytes_s: float | None = None
+    # Dirty-bitmap sync time, fixed part (see SYNC_BASE_S).
+    sync_base_s: float = SYNC_BASE_S
+    name: str = ''
+
+    def __post_init__(self) -> None:
+        if self.memory_bytes <= 0 or self.bandwidth_bytes_s <= 0:
+            raise ValueError('memory and bandwidth must be positive')
+        if self.dirty_rate_bytes_s < 0 or self.working_set_bytes < 0:
+            raise ValueError('dirty rate and working set must not be '
+                             'negative')
+        if not 0 < self.touched_fraction <= 1:
+            raise ValueError('touched_fraction must be in (0, 1]')
+        if self.burst_period_s < 0 or not 0 < self.burst_duty <= 1:
+            raise ValueError('bad burst shape')
+
+    @property
+    def bursty(self) -> bool:
+        return self.burst_period_s > 0 and self.burst_duty < 1
+
+    def dirty_bytes_s(self, at_s: float) -> float:
+        """The guest's write rate at ``at_s`` (before any throttle)."""
+        if not self.bursty:
+            return self.dirty_rate_bytes_s
+        phase = math.fmod(at_s, self.burst_period_s) / self.burst_period_s
+        if phase < self.burst_duty:
+            return self.dirty_rate_bytes_s / self.burst_duty
+        return 0.0
+
+    def next_rate_change_s(self, at_s: float) -> float:
+        """When the write rate next changes (inf for a steady writer)."""
+        if not self.bursty:
+            return math.inf
+        period = self.burst_period_s
+        start = math.floor(at_s / period) * period
+        for edge in (start + self.burst_duty * period, start + period,
+                     start + period + self.burst_duty * period):
+            if edge > at_s + 1e-9:
+                return edge
+        return start + 2 * period
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """What the job is started with (flags and migrateToURI3 params)."""
+
+    live: bool = True
+    downtime_limit_ms: float = 300.0
+    max_speed_bytes_s: float | None = None
+    auto_converge: bool = False
+    throttle_initial_pct: int = 20
+    throttle_increment_pct: int = 10
+    throttle_trigger_pct: int = 50
+    postcopy: bool = False
+
+
+class Migration:
+    """One simulated migration job, answering like libvirt's jobStats."""
+
+    def __init__(self, workload: Workload, settings: JobSettings) -> None:
+        self.workload = workload
+        self.settings = settings
+        self.now_s = 0.0
+        self.phase = 'precopy'
+        self.downtime_limit_ms = settings.downtime_limit_ms
+        self.max_speed_bytes_s = settings.max_speed_bytes_s
+        self.remaining_bytes = float(workload.memory_bytes)
+        self.processed_bytes = 0.0
+        self.iteration = 1
+        self.bulk = True
+        self.throttle_pct = 0
+        self.max_throttle_pct = 0
+        self.throttle_s = 0.0
+        self.paused_at_s: float | None = 0.0 if not settings.live else None
+        self.downtime_ms: float | None = None
+        self.finished_at_s: float | None = None
+        self.postcopy_started_s: float | None = None
+        self.postcopy_s = 0.0
+        self.reported_dirty_bytes_s = 0.0
+        self.sync_s = workload.sync_base_s + SYNC_PER_GIB_S * (
+            workload.memory_bytes / GIB)
+        self._dirtied = 0.0
+        self._last_sync_s = 0.0
+        self._sending_s = 0.0
+        self._period_started_s = 0.0
+        self._period_dirty = 0.0
+        self._period_sent = 0.0
+        self._high_periods = 0
+        # (at_s, remaining after the sync, processed) of the last syncs,
+        # to recognise a steady state.
+        self._syncs: list[tuple[float, float, float]] = []
+
+    # -- rates --------------------------------------------------------------
+
+    def bandwidth_bytes_s(self) -> float:
+        link = self.workload.bandwidth_bytes_s
+        if self.max_speed_bytes_s is not None and self.phase == 'precopy':
+            return min(link, self.max_speed_bytes_s)
+        return link
+
+    def guest_dirty_bytes_s(self) -> float:
+        if self.paused_at_s is not None or self.phase != 'precopy':
+            return 0.0
+        rate = self.workload.dirty_bytes_s(self.now_s)
+        running = 1 - self.throttle_pct / 100.0
+        capacity = self.workload.write_capacity_bytes_s
+        if capacity is None:
+            return rate * running
+        return min(rate, capacity * running)
+
+    def qemu_bandwidth_bytes_s(self) -> float:
+        """QEMU's own bandwidth figure, measured over 100 ms windows.
+
+        A window that holds a sync moved no data while the bitmap was
+        scanned, so right after a sync the figure is low; a window of pure
+        sending gives the link rate.
+        """
+        sending = self._sending_s
+        if sending >= RATE_WINDOW_S:
+            return self.bandwidth_bytes_s()
+        if sending <= 0:
+            return 0.0
+        return self.bandwidth_bytes_s() * sending / (sending + self.sync_s)
+
+    def threshold_bytes(self) -> float:
+        return self.qemu_bandwidth_bytes_s() * self.downtime_limit_ms / (
+            MS_PER_S)
+
+    def _sync_point_bytes(self) -> float:
+        return max(self.threshold_bytes()
+                   - self.bandwidth_bytes_s() * CHECK_SLACK_S, 0.0)
+
+    @property
+    def running(self) -> bool:
+        return self.phase in ('precopy', 'postcopy')
+
+    # -- time ---------------------------------------------------------------
+
+    def advance(self, duration_s: float) -> None:
+        """Let the job run for ``duration_s`` simulated seconds."""
+        end_s = self.now_s + duration_s
+        guard = 0
+        while self.running and self.now_s < end_s - 1e-9:
+            self._advance_once(end_s)
+            guard += 1
+            if guard > 1_000_000:
+                raise RuntimeError('simulation does not advance')
+        if not self.running:
+            self.now_s = max(self.now_s, end_s)
+        else:
+            self.now_s = end_s
+
+    def _advance_once(self, end_s: float) -> None:
+        bandwidth = self.bandwidth_bytes_s()
+        if self.phase == 'postcopy':
+            dt = min(end_s - self.now_s, self.remaining_bytes / bandwidth)
+            self._send(bandwidth * dt, dt)
+            self.postcopy_s += dt
+            if self.remaining_bytes <= 1:
+                self._finish(SWITCHOVER_OVERHEAD_MS)
+            return
+        if self._skip_steady_passes(end_s):
+            return
+        # The bulk pass also drops zero pages, at no cost on the wire.
+        scale = 1.0 / self.workload.touched_fraction if self.bulk else 1.0
+        drain = bandwidth * scale
+        to_sync = self._time_to_sync_s(bandwidth, drain)
+        next_event = min(end_s,
+                         self.workload.next_rate_change_s(self.now_s))
+        if self.throttle_pct > 0:
+            next_event = min(next_event,
+                             self._last_sync_s + THROTTLE_SYNC_PERIOD_S)
+        dt = next_event - self.now_s
+        if to_sync <= dt:
+            self._send(bandwidth * to_sync, to_sync, scale)
+            if self._sync_point_bytes() >= self.remaining_bytes - 1:
+                self._sync()
+            return
+        self._send(bandwidth * dt, dt, scale)
+        if (self.throttle_pct > 0 and self.now_s >= self._last_sync_s
+                + THROTTLE_SYNC_PERIOD_S - 1e-9):
+            self._sync()
+
+    def _time_to_sync_s(self, bandwidth: float, drain: float) -> float:
+        """Sending time until the remainder falls to QEMU's sync point.
+
+        Once a pass has sent for a whole rate window QEMU's figure is the
+        link rate; in a shorter pass it rises as the pass goes on, so the
+        pass is walked in small steps.
+        """
+        full_point = max(bandwidth * (self.downtime_limit_ms / MS_PER_S
+                                      - CHECK_SLACK_S), 0.0)
+        to_full = max(0.0, (self.remaining_bytes - full_point) / drain)
+        if self._sending_s + to_full >= RATE_WINDOW_S:
+            return to_full
+        to_now = max(0.0, (self.remaining_bytes - self._sync_point_bytes())
+                     / drain)
+        return min(to_now, SHORT_PASS_STEP_S) if to_now > 0 else 0.0
+
+    def _send(self, size_bytes: float, dt_s: float,
+              scale: float = 1.0) -> None:
+        size_bytes = min(size_bytes, self.remaining_bytes / scale)
+        self.remaining_bytes = max(0.0,
+                                   self.remaining_bytes - size_bytes * scale)
+        self.processed_bytes += size_bytes
+        self._period_sent += size_bytes
+        self._sending_s += dt_s
+        self._dirtied += self.guest_dirty_bytes_s() * dt_s
+        if self.phase == 'precopy' and self.paused_at_s is None:
+            self.throttle_s += self.throttle_pct / 100.0 * dt_s
+        self.now_s += dt_s
+
+    def _dirty_set_bytes(self) -> float:
+        return min(self._dirtied, float(self.workload.working_set_bytes))
+
+    def _sync(self) -> None:
+        """A dirty-bitmap sync: the remainder grows by the dirtied pages."""
+        dirty = self._dirty_set_bytes()
+        cap = max(float(self.workload.working_set_bytes),
+                  self.remaining_bytes)
+        self.remaining_bytes = min(self.remaining_bytes + dirty, cap)
+        # The scan takes time; the guest keeps writing meanwhile.
+        self._dirtied = self.guest_dirty_bytes_s() * self.sync_s
+        self.now_s += self.sync_s
+        self._period_dirty += dirty
+        self.iteration += 1
+        self.bulk = False
+        self._last_sync_s = self.now_s
+        self._syncs.append((self.now_s, self.remaining_bytes,
+                            self.processed_bytes))
+        del self._syncs[:-STEADY_PASSES - 1]
+        if self.now_s - self._period_started_s >= RATE_PERIOD_S:
+            self._close_rate_period()
+        if self.remaining_bytes <= self.threshold_bytes():
+            self._stop_and_copy()
+            return
+        self._sending_s = 0.0
+
+    def _close_rate_period(self) -> None:
+        period_s = self.now_s - self._period_started_s
+        self.reported_dirty_bytes_s = self._period_dirty / period_s
+        if self.settings.auto_converge and self._period_dirty > (
+                self._period_sent * self.settings.throttle_trigger_pct
+                / 100.0):
+            self._high_periods += 1
+            if self._high_periods >= 2:
+                self._high_periods = 0
+                self._throttle_up()
+        self._period_started_s = self.now_s
+        self._period_dirty = 0.0
+        self._period_sent = 0.0
+
+    def _throttle_up(self) -> None:
+        if self.throttle_pct == 0:
+            self.throttle_pct = self.settings.throttle_initial_pct
+        else:
+            self.throttle_pct = self.throttle_pct + (
+                self.settings.throttle_increment_pct)
+        self.throttle_pct = min(self.throttle_pct, MAX_THROTTLE_PCT)
+        self.max_throttle_pct = max(self.max_throttle_pct, self.throttle_pct)
+
+    def _skip_steady_passes(self, end_s: float) -> bool:
+        """Jump over passes that repeat exactly (nothing can change them).
+
+        Only for a steady writer whose throttle can no longer move and
+        whose last passes left the same remainder at the same interval.
+        """
+        if (self.workload.bursty or self.paused_at_s is not None
+                or len(self._syncs) <= STEADY_PASSES):
+            return False
+        if self.settings.auto_converge and (
+                self.throttle_pct < MAX_THROTTLE_PCT):
+            return False
+        times = [t for t, _, _ in self._syncs]
+        rems = [r for _, r, _ in self._syncs]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        if max(gaps) - min(gaps) > 1e-6 * max(gaps) or (
+                max(rems) - min(rems) > 1e-6 * max(rems)):
+            return False
+        if self.now_s - times[-1] > 1e-9:
+            return False
+        pass_s = gaps[-1]
+        passes = int((end_s - self.now_s) / pass_s) - 1
+        if passes < 1:
+            return False
+        sent = self._syncs[-1][2] - self._syncs[-2][2]
+        self.now_s += passes * pass_s
+        self.iteration += passes
+        self.processed_bytes += passes * sent
+        if self.paused_at_s is None:
+            self.throttle_s += passes * pass_s * self.throttle_pct / 100.0
+        self._last_sync_s = self.now_s
+        self._period_started_s = self.now_s
+        self._syncs = [(t + passes * pass_s, r, p + passes * sent)
+                       for t, r, p in self._syncs]
+        return True
+
+    def _stop_and_copy(self) -> None:
+        bandwidth = self.workload.bandwidth_bytes_s
+        copy_ms = self.remaining_bytes / bandwidth * MS_PER_S
+        self.processed_bytes += self.remaining_bytes
+        self.remaining_bytes = 0.0
+        paused_ms = (0.0 if self.paused_at_s is None
+                     else (self.now_s - self.paused_at_s) * MS_PER_S)
+        self.now_s += copy_ms / MS_PER_S
+        # The completion syncs once more.
+        self.iteration += 1
+        self._finish(paused_ms + copy_ms + SWITCHOVER_OVERHEAD_MS)
+
+    def _finish(self, downtime_ms: float) -> None:
+        self.phase = 'completed'
+        if self.downtime_ms is None:
+            self.downtime_ms = downtime_ms
+        self.finished_at_s = self.now_s
+
+    # -- what libvirt lets a policy do ------------------------------------
+
+    def set_max_downtime_ms(self, downtime_ms: float) -> None:
+        self._require_running()
+        self.downtime_limit_ms = downtime_ms
+
+    def set_max_speed_mib_s(self, speed_mib_s: float,
+                            postcopy: bool = False) -> None:
+        self._require_running()
+        if not postcopy:
+            self.max_speed_bytes_s = speed_mib_s * MIB
+
+    def start_postcopy(self) -> None:
+        self._require_running()
+        if not self.settings.postcopy:
+            raise SimulationError('post-copy was not enabled for this job')
+        if self.phase == 'postcopy':
+            raise SimulationError('already in post-copy')
+        cap = max(float(self.workload.working_set_bytes),
+                  self.remaining_bytes)
+        self.remaining_bytes = min(
+            self.remaining_bytes + self._dirty_set_bytes(), cap)
+        self._dirtied = 0.0
+        self.iteration += 1
+        self.phase = 'postcopy'
+        self.postcopy_started_s = self.now_s
+        # The source stops, sends the device state and the discard bitmap.
+        self.downtime_ms = SWITCHOVER_OVERHEAD_MS + self.sync_s * MS_PER_S
+        self.now_s += self.sync_s
+        if self.remaining_bytes <= 1:
+            self._finish(self.downtime_ms)
+
+    def suspend(self) -> None:
+        self._require_running()
+        if self.paused_at_s is None:
+            self.paused_at_s = self.now_s
+
+    def abort(self) -> None:
+        if self.phase == 'postcopy':
+            raise SimulationError('cannot abort a migration in post-copy')
+        self._require_running()
+        self.phase = 'aborted'
+        self.finished_at_s = self.now_s
+
+    def _require_running(self) -> None:
+        if not self.running:
+            raise SimulationError('no migration job is running')
+
+    # -- what libvirt reports -----------------------------------------------
+
+    def job_stats(self) -> dict[str, int | float]:
+        """A ``virDomain.jobStats()`` dict for the running job."""
+        if not self.running:
+            return {'type': 0}
+        total = self.workload.memory_bytes
+        bandwidth = self.bandwidth_bytes_s()
+        stats: dict[str, int | float] = {
+            'type': 2,
+            'time_elapsed': int(self.now_s * MS_PER_S),
+            'data_total': total,
+            'data_processed': int(self.processed_bytes),
+            'data_remaining': int(self.remaining_bytes),
+            'memory_total': total,
+            'memory_processed': int(self.processed_bytes),
+            'memory_remaining': int(self.remaining_bytes),
+            'memory_bps': int(bandwidth),
+            'memory_dirty_rate': int(self.reported_dirty_bytes_s / 4096),
+            'memory_page_size': 4096,
+            'memory_iteration': self.iteration,
+            'setup_time': 1,
+        }
+        stats['downtime'] = int(self.remaining_bytes / bandwidth * MS_PER_S)
+        if self.settings.auto_converge:
+            stats['auto_converge_throttle'] = self.throttle_pct
+        if self.phase == 'postcopy':
+            stats['memory_postcopy_requests'] = int(self.postcopy_s * 10)
+        return stats
+
+
+# ---------------------------------------------------------------------------
+# A policy driving the simulation, as the monitor drives a libvirt domain.
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """How one simulated migration ended under one policy."""
+
+    outcome: str  # completed, aborted or running (out of time)
+    total_s: float
+    downtime_ms: float | None
+    iterations: int
+    data_sent_bytes: float
+    throttle_s: float
+    max_throttle_pct: int
+    postcopy_s: float
+    actions: tuple[str, ...]
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome == 'completed'
+
+
+def apply_decision(migration: Migration, decision: ctl.Decision) -> None:
+    """Do to the simulated job what the monitor does to a domain."""
+    action = decision.action
+    if action is ctl.Action.SET_DOWNTIME:
+        assert decision.downtime_ms is not None
+        migration.set_max_downtime_ms(decision.downtime_ms)
+    elif action is ctl.Action.SET_SPEED:
+        assert decision.speed_mib_s is not None
+        migration.set_max_speed_mib_s(decision.speed_mib_s,
+                                      postcopy=decision.postcopy_speed)
+    elif action is ctl.Action.START_POSTCOPY:
+        migration.start_postcopy()
+    elif action is ctl.Action.PAUSE:
+        migration.suspend()
+    elif action is ctl.Action.ABORT:
+        migration.abort()
+
+
+def drive(migration: Migration, decider: ctl.DecisionMaker,
+          poll_interval_s: float, max_s: float) -> RunResult:
+    """Poll, decide and apply until the job ends or ``max_s`` passes."""
+    actions: list[str] = []
+
+    def apply_all(batch: tuple[ctl.Decision, ...]) -> None:
+        for decision in batch:
+            if not decision.has_effect:
+                continue
+            try:
+                apply_decision(migration, decision)
+            except SimulationError:
+                decider.acknowledge(decision, False, migration.now_s)
+                continue
+            actions.append(f'{migration.now_s:.1f}s {decision.action.value}'
+                           + (f' {decision.downtime_ms}ms'
+                              if decision.downtime_ms else ''))
+            decider.acknowledge(decision, True, migration.now_s)
+
+    apply_all(decider.start(migration.now_s))
+    while migration.running and migration.now_s < max_s:
+        sample = samples.sample_from_job_stats(migration.job_stats())
+        apply_all(decider.observe(sample, migration.now_s))
+        if migration.running:
+            migration.advance(min(poll_interval_s,
+                                  max_s - migration.now_s + 1e-6))
+    outcome = migration.phase
+    if outcome in ('precopy', 'postcopy'):
+        outcome = 'running'
+    end_s = (migration.finished_at_s if migration.finished_at_s is not None
+             else migration.now_s)
+    return RunResult(
+        outcome=outcome, total_s=end_s, downtime_ms=migration.downtime_ms,
+        iterations=migration.iteration,
+        data_sent_bytes=migration.processed_bytes,
+        throttle_s=migration.throttle_s,
+        max_throttle_pct=migration.max_throttle_pct,
+        postcopy_s=migration.postcopy_s, actions=tuple(actions))

@@ -1,0 +1,309 @@
+"""Tests for nova_livemig_ext.planner and the ``plan`` command."""
+
+import contextlib
+import io
+import os
+import tempfile
+
+import testtools
+
+from nova_livemig_ext.cmd import plan as cmd_plan
+from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext import planner as p
+from nova_livemig_ext import policy as livemig_policy
+
+GIB = p.GIB
+MIB = p.MIB
+TRACES = os.path.join(os.path.dirname(__file__), '..', 'traces')
+GBIT_PAYLOAD = 1e9 / 8 * p.DEFAULT_LINK_EFFICIENCY
+
+
+class TestUnits(testtools.TestCase):
+
+    SIZES = [
+        ('32GiB', 32 * GIB),
+        ('512 MiB', 512 * MIB),
+        ('1.5TiB', 1.5 * 1024 * GIB),
+        ('4GB', 4e9),
+        ('2g', 2 * GIB),
+        ('100 B', 100),
+    ]
+    RATES = [
+        ('1Gbit/s', 125e6),
+        ('10 Gbit/s', 1.25e9),
+        ('100Mbit/s', 12.5e6),
+        ('10Gbps', 1.25e9),
+        ('110MiB/s', 110 * MIB),
+        ('120MB/s', 120e6),
+        ('1GiB/s', GIB),
+        ('40 mb/s', 40e6),
+    ]
+    BAD_RATES = [
+        ('1GiB', 'a size; a rate needs "/s"'),
+        ('110', 'has no unit'),
+        ('fast', 'cannot read'),
+        ('3 furlongs/s', "unknown unit 'furlongs/s'"),
+        ('', 'cannot read'),
+    ]
+    BAD_SIZES = [
+        ('32', 'has no unit'),
+        ('32 GiB/s', "unknown unit 'GiB/s'"),
+        ('lots', 'cannot read'),
+    ]
+
+    def test_sizes(self):
+        for text, expected in self.SIZES:
+            self.assertAlmostEqual(expected, p.parse_size_bytes(text),
+                                   msg=text)
+
+    def test_rates(self):
+        for text, expected in self.RATES:
+            self.assertAlmostEqual(expected, p.parse_rate_bytes_s(text),
+                                   msg=text)
+
+    def test_bad_rates_say_what_is_accepted(self):
+        for text, fragment in self.BAD_RATES:
+            e = self.assertRaises(p.UnitError, p.parse_rate_bytes_s, text,
+                                  'bandwidth')
+            self.assertIn(fragment, str(e), text)
+            if 'cannot read' not in fragment:
+                self.assertIn('Gbit/s', str(e))
+
+    def test_bad_sizes(self):
+        for text, fragment in self.BAD_SIZES:
+            e = self.assertRaises(p.UnitError, p.parse_size_bytes, text,
+                                  'memory')
+            self.assertIn(fragment, str(e), text)
+
+    def test_bit_rates(self):
+        for text, bits in [('1Gbit/s', True), ('10Gbps', True),
+                           ('110MiB/s', False), ('40MB/s', False)]:
+            self.assertEqual(bits, p.is_bit_rate(text), text)
+
+    def test_working_set(self):
+        cases = [('25%', 8 * GIB), ('100%', 32 * GIB), ('4GiB', 4 * GIB),
+                 ('0%', 0)]
+        for text, expected in cases:
+            self.assertAlmostEqual(expected,
+                                   p.parse_working_set_bytes(text, 32 * GIB))
+        self.assertRaises(p.UnitError, p.parse_working_set_bytes, '120%',
+                          32 * GIB)
+
+    def test_scenario_validation(self):
+        for kwargs in [dict(memory_bytes=0, bandwidth_bytes_s=1),
+                       dict(memory_bytes=1, bandwidth_bytes_s=0),
+                       dict(memory_bytes=GIB, bandwidth_bytes_s=1,
+                            working_set_bytes=2 * GIB),
+                       dict(memory_bytes=GIB, bandwidth_bytes_s=1,
+                            dirty_rate_bytes_s=-1)]:
+            self.assertRaises(ValueError, p.Scenario, **kwargs)
+
+
+def scenario(memory_gib=32, link=GBIT_PAYLOAD, ratio=0.0, ws=None,
+             limit_ms=300.0):
+    return p.Scenario(
+        memory_bytes=memory_gib * GIB, bandwidth_bytes_s=link,
+        dirty_rate_bytes_s=ratio * link,
+        working_set_bytes=None if ws is None else ws * memory_gib * GIB,
+        downtime_limit_ms=limit_ms)
+
+
+class TestPredictions(testtools.TestCase):
+
+    def test_paused_32gib_over_1gbit_is_about_300s_down(self):
+        pred = p.predict_paused(scenario())
+        self.assertTrue(280 <= pred.downtime_ms / 1000 <= 320,
+                        pred.downtime_ms)
+        self.assertAlmostEqual(pred.total_s, pred.downtime_ms / 1000,
+                               delta=0.1)
+        self.assertEqual(32 * GIB, pred.data_bytes)
+
+    # (ratio, working set share, converges, total / (M/B) range)
+    PRECOPY = [
+        (0.0, None, True, (1.0, 1.01)),
+        (0.5, None, True, (1.9, 2.0)),
+        (0.25, 0.1, True, (1.1, 1.3)),
+        (0.9, None, True, (5.0, 10.0)),
+        (1.0, 0.5, False, None),
+        (2.0, 1.0, False, None),
+        (2.0, 0.001, True, (1.0, 1.01)),
+    ]
+
+    def test_precopy(self):
+        for ratio, ws, converges, window in self.PRECOPY:
+            s = scenario(ratio=ratio, ws=ws)
+            pred = p.predict_precopy(s)
+            self.assertEqual(converges, pred.converges, (ratio, ws))
+            if not converges:
+                self.assertIsNone(pred.total_s)
+                self.assertIn('never converges', pred.note)
+                continue
+            low, high = window
+            self.assertTrue(low <= pred.total_s / s.bulk_pass_s <= high,
+                            (ratio, ws, pred.total_s / s.bulk_pass_s))
+            self.assertLessEqual(pred.downtime_ms,
+                                 s.downtime_limit_ms
+                                 + p.SWITCHOVER_OVERHEAD_MS)
+
+    def test_auto_converge_throttles_a_busy_guest_to_convergence(self):
+        s = scenario(memory_gib=4, ratio=2.0, ws=1.0)
+        self.assertFalse(p.predict_precopy(s).converges)
+        pred = p.predict_auto_converge(s, 20, 10)
+        self.assertTrue(pred.converges)
+        self.assertGreaterEqual(pred.max_throttle_pct, 50)
+        self.assertGreater(pred.slowdown_s, 0)
+
+    def test_auto_converge_idle_guest_never_throttles(self):
+        pred = p.predict_auto_converge(scenario(ratio=0.0), 20, 10)
+        self.assertEqual(0, pred.max_throttle_pct)
+        self.assertEqual(0, pred.slowdown_s)
+
+    def test_postcopy_after_the_bulk_pass(self):
+        s = scenario(memory_gib=8, ratio=2.0, ws=0.25)
+        pred = p.predict_postcopy(s)
+        pull_s = 2 * GIB / s.bandwidth_bytes_s
+        self.assertAlmostEqual(s.bulk_pass_s + pull_s, pred.total_s)
+        self.assertAlmostEqual(pull_s, pred.slowdown_s)
+        self.assertEqual(10 * GIB, pred.data_bytes)
+
+    def test_predict_all_order(self):
+        methods = [x.method for x in p.predict_all(scenario())]
+        self.assertEqual(['paused copy', 'pre-copy',
+                          'pre-copy + auto-converge', 'post-copy'], methods)
+
+
+POSTCOPY_POLICY = livemig_policy.MigrationPolicy().replace(
+    permit_post_copy=True,
+    ladder=('downtime', 'auto_converge', 'postcopy', 'abort'))
+
+
+class TestLadder(testtools.TestCase):
+
+    def test_config_follows_the_policy(self):
+        config = p.controller_config_for(POSTCOPY_POLICY, 64 * GIB)
+        self.assertEqual(('downtime', 'auto_converge', 'postcopy', 'abort'),
+                         config.ladder)
+        self.assertTrue(config.postcopy_armed)
+        self.assertTrue(config.auto_converge_armed)
+        self.assertFalse(config.pause_allowed)
+        self.assertEqual(7680, config.deadline_s)  # 120 s/GiB
+        self.assertEqual(240, p.controller_config_for(
+            POSTCOPY_POLICY, 2 * GIB).deadline_s)
+        self.assertEqual(14400, p.controller_config_for(  # capped
+            POSTCOPY_POLICY, 256 * GIB).deadline_s)
+
+    def test_defaults_do_not_arm_postcopy(self):
+        config = p.controller_config_for(livemig_policy.MigrationPolicy(),
+                                         GIB)
+        self.assertFalse(config.postcopy_armed)
+        self.assertTrue(config.auto_converge_armed)
+
+    # (ratio, working set, policy, outcome, rungs that must be reached)
+    LADDERS = [
+        (0.0, None, livemig_policy.MigrationPolicy(), 'completed', ()),
+        (2.0, 1.0, livemig_policy.MigrationPolicy(), 'aborted',
+         (ctl.RUNG_ABORT,)),
+        (2.0, 1.0, POSTCOPY_POLICY, 'completed', (ctl.RUNG_POSTCOPY,)),
+    ]
+
+    def test_ladders(self):
+        for ratio, ws, policy, outcome, rungs in self.LADDERS:
+            s = scenario(memory_gib=2, ratio=ratio, ws=ws)
+            pred = p.predict_ladder(s, policy)
+            self.assertEqual(outcome, pred.outcome, (ratio, ws))
+            for rung in rungs:
+                self.assertIn(rung, pred.rungs_reached)
+            if rungs:
+                self.assertTrue(any(step.rung == rungs[0]
+                                    for step in pred.steps))
+            self.assertLessEqual(pred.total_s, pred.deadline_s + 61)
+
+
+def run_plan(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cmd_plan.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+class TestPlanCommand(testtools.TestCase):
+
+    def test_seed_question(self):
+        code, out, _ = run_plan('--memory', '32GiB', '--bandwidth',
+                                '1Gbit/s')
+        self.assertEqual(0, code)
+        paused = [line for line in out.splitlines()
+                  if line.startswith('paused copy')][0]
+        self.assertEqual(['299', 's', '299', 's'], paused.split()[2:6])
+        self.assertIn('our controller, ladder downtime,auto_converge,abort',
+                      out)
+
+    BAD = [
+        (('--memory', '32GiB', '--bandwidth', '1GiB'), 'a rate needs'),
+        (('--memory', '32', '--bandwidth', '1Gbit/s'), 'has no unit'),
+        (('--bandwidth', '1Gbit/s'), '--memory is required'),
+        (('--memory', '1GiB', '--bandwidth', '1Gbit/s', '--downtime-limit',
+          'soon'), 'cannot read downtime limit'),
+        (('--memory', '1GiB', '--bandwidth', '1Gbit/s', '--working-set',
+          '2GiB'), 'working set must be'),
+        (('--trace', '/nonexistent.json'), 'cannot read trace'),
+    ]
+
+    def test_bad_input_exits_2_with_one_line(self):
+        for argv, fragment in self.BAD:
+            code, out, err = run_plan(*argv)
+            self.assertEqual(2, code, argv)
+            self.assertIn(fragment, err, argv)
+            self.assertTrue(err.startswith('nova-livemig-ext plan: error:'))
+            self.assertEqual('', out)
+
+    def test_trace_measures_a_guest_that_never_converges(self):
+        path = os.path.join(TRACES, 'non-converging.json')
+        if not os.path.exists(path):
+            self.skipTest('no recorded trace')
+        code, out, _ = run_plan('--trace', path)
+        self.assertEqual(0, code)
+        self.assertIn('measured in', out)
+        precopy = [line for line in out.splitlines()
+                   if line.startswith('pre-copy ')][0]
+        self.assertIn('never converges', precopy)
+
+    def test_json(self):
+        code, out, _ = run_plan('--memory', '1GiB', '--bandwidth',
+                                '10Gbit/s', '--json')
+        self.assertEqual(0, code)
+        self.assertIn('"predictions"', out)
+
+    def test_config_file_policy(self):
+        _need_nova(self)
+        with tempfile.NamedTemporaryFile('w', suffix='.conf',
+                                         delete=False) as f:
+            f.write('[livemig_ext]\npermit_post_copy = true\n'
+                    'ladder = downtime,postcopy,abort\n'
+                    'max_downtime_ms = 400\n')
+        self.addCleanup(os.unlink, f.name)
+        code, out, err = run_plan('--memory', '2GiB', '--bandwidth',
+                                  '1Gbit/s', '--dirty-rate', '250MB/s',
+                                  '--config-file', f.name)
+        self.assertEqual(0, code, err)
+        self.assertIn('ladder downtime,postcopy,abort', out)
+        self.assertIn('300 to 400 ms', out)
+        self.assertIn('postcopy', out.split('rungs reached:')[1])
+
+    def test_refused_config_exits_2(self):
+        _need_nova(self)
+        with tempfile.NamedTemporaryFile('w', suffix='.conf',
+                                         delete=False) as f:
+            f.write('[livemig_ext]\nladder = postcopy,abort\n')
+        self.addCleanup(os.unlink, f.name)
+        code, _, err = run_plan('--memory', '2GiB', '--bandwidth',
+                                '1Gbit/s', '--config-file', f.name)
+        self.assertEqual(2, code)
+        self.assertIn('permit_post_copy', err)
+
+
+def _need_nova(test):
+    try:
+        import nova.conf.libvirt  # noqa: F401
+    except ImportError:
+        test.skipTest('nova is not installed')
