@@ -11,23 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${NOVA_LIVEMIG_VENV:-.venv}
-PY=${PYTHON:-python3}
-
 if [ "$(id -u)" -eq 0 ]; then
     bash tools/install-lab-packages.sh
 fi
+bash tools/setup-venv.sh
+VENV=${NOVA_LIVEMIG_VENV:-.venv}
 
-stamp="$VENV/.installed-$(cat requirements.txt test-requirements.txt setup.cfg | sha1sum | cut -c1-12)"
-if [ ! -f "$stamp" ]; then
-    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q -U pip
-    "$VENV/bin/pip" install -q -r requirements.txt -r test-requirements.txt
-    "$VENV/bin/pip" install -q -e .
-    touch "$stamp"
-fi
-
-if [ "$(id -u)" -eq 0 ] && "$VENV/bin/python" -c 'import nova_livemig_ext.lab' 2>/dev/null; then
+if [ "$(id -u)" -eq 0 ]; then
     "$VENV/bin/nova-livemig-ext" lab setup
 fi
 

@@ -1,8 +1,8 @@
-"""Command line of the lab: ``python -m nova_livemig_ext.lab <command>``.
+"""Command line of the lab: ``nova-livemig-ext lab <command>``.
 
 Commands: setup, start, stop, status, boot, migrate, fetch-old-qemu,
-link-rate, link-cut, link-restore, record-traces.  ``main(argv)`` returns the exit status so that
-a console script can wrap it.
+link-rate, link-cut, link-restore, record-traces, demo. ``main(argv)``
+returns the exit status so that a console script can wrap it.
 """
 from __future__ import annotations
 
@@ -109,6 +109,11 @@ def _cmd_record_traces(cfg: lab_config.LabConfig, args: argparse.Namespace) -> i
     return 0
 
 
+def _cmd_demo(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
+    from nova_livemig_ext.lab import demo
+    return demo.main(cfg, Path(args.output))
+
+
 COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespace], int]]] = {
     "setup": ("install packages, fetch the guest kernel, build the initramfs", _cmd_setup),
     "start": ("start the shaped link and both libvirt hosts", _cmd_start),
@@ -122,6 +127,8 @@ COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespac
     "link-cut": ("take the link down (a real network fault)", _cmd_link_cut),
     "link-restore": ("bring the link back up", _cmd_link_restore),
     "record-traces": ("record the jobStats traces under tests/traces", _cmd_record_traces),
+    "demo": ("paused copy vs upstream Nova vs nova-livemig-ext on a memory-busy guest",
+             _cmd_demo),
 }
 
 
@@ -161,6 +168,9 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
                                   "$NOVA_LIVEMIG_LAB_EMULATOR or /usr/bin/qemu-system-x86_64)")
     if name == "link-rate":
         command.add_argument("mbit", type=int)
+    if name == "demo":
+        command.add_argument("--output", default="lab-demo",
+                             help="where remaining.png and results.json go")
     if name == "record-traces":
         traces_dir = Path(__file__).resolve().parents[2] / "tests" / "traces"
         command.add_argument("--output", default=str(traces_dir))
