@@ -9,9 +9,15 @@ from nova.virt.libvirt import driver as libvirt_driver
 
 from nova_livemig_ext import driver as livemig_driver
 from nova_livemig_ext import flags as lf
+from nova_livemig_ext import policy as lp
 from tests import fixtures as lm_fixtures
 
 DRIVER = 'livemig_ext.LibvirtLiveMigExtDriver'
+DOMAIN_XML = """<domain type='kvm'>
+  <name>planned</name><uuid>6c0b1f2e-4e8a-4f0e-9d7e-1b2c3d4e5f60</uuid>
+  <memory>524288</memory><vcpu>1</vcpu>
+  <os><type>hvm</type></os>
+</domain>"""
 
 
 class DriverTestBase(test.NoDBTestCase):
@@ -122,3 +128,69 @@ class InitHostRefusesTest(DriverTestBase):
         self.flags(group='livemig_ext', native_tls=False)
         self.assert_refused(['[livemig_ext] native_tls',
                              '[libvirt] live_migration_with_native_tls'])
+
+
+class PlannedDomainTest(DriverTestBase):
+    """What Nova's Guest.migrate hands libvirt, for each class of policy."""
+
+    HOST = lf.HostFacts(libvirt_version=lf.version_int(11, 3),
+                        qemu_version=lf.version_int(10, 1),
+                        userfaultfd=True)
+    # (policy changes, instance, flags that must be set, params expected)
+    CASES = [
+        ({}, {}, ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_AUTO_CONVERGE'),
+         {'bandwidth': 0, 'auto_converge.initial': 20,
+          'auto_converge.increment': 10}),
+        (dict(permit_post_copy=True, postcopy_bandwidth_mib_s=30,
+              bandwidth_mib_s=100, ladder=('downtime', 'postcopy', 'abort')),
+         {}, ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_POSTCOPY'),
+         {'bandwidth': 100, 'bandwidth.postcopy': 30}),
+        (dict(parallel_connections=4, compression='zstd',
+              compression_level=5, ladder=('downtime', 'abort')), {},
+         ('VIR_MIGRATE_PARALLEL', 'VIR_MIGRATE_COMPRESSED'),
+         {'bandwidth': 0, 'parallel.connections': 4,
+          'compression': 'zstd', 'compression.zstd.level': 5}),
+        (dict(copy_mode='paused', ladder=('abort',)), {}, (),
+         {'bandwidth': 0}),
+        (dict(permit_post_copy=True, ladder=('downtime', 'postcopy',
+                                             'abort')),
+         dict(has_pci_passthrough=True), ('VIR_MIGRATE_LIVE',),
+         {'bandwidth': 0}),
+    ]
+
+    def test_flags_and_params_reach_migrateToURI3(self):
+        from nova.tests.fixtures import libvirt as fakelibvirt
+        from nova.virt.libvirt import guest as libvirt_guest
+
+        calls = []
+        self.useFixture(test.fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.migrateToURI3',
+            lambda dom, uri, params, flags: calls.append(
+                (uri, params, flags))))
+        conn = fakelibvirt.Connection('qemu:///system')
+        dom = conn.createXML(DOMAIN_XML, 0)
+        nova_flags = (lf.FLAG_VALUES['VIR_MIGRATE_LIVE']
+                      | lf.FLAG_VALUES['VIR_MIGRATE_PEER2PEER']
+                      | lf.FLAG_VALUES['VIR_MIGRATE_NON_SHARED_INC'])
+        for changes, instance, must, params in self.CASES:
+            plan = lf.plan_migration(
+                lp.MigrationPolicy().replace(**changes), self.HOST,
+                lf.InstanceFacts(**instance))
+            guest = libvirt_guest.Guest(
+                livemig_driver.PlannedDomain(dom, plan))
+            # Nova's own call, as _live_migration_operation makes it.
+            guest.migrate('qemu+tcp://dest/system', flags=nova_flags,
+                          migrate_uri='tcp://dest', bandwidth=0,
+                          destination_xml='<domain/>', parallel=8)
+            uri, sent, flags = calls.pop()
+            self.assertEqual('qemu+tcp://dest/system', uri)
+            for name in must:
+                self.assertTrue(flags & lf.FLAG_VALUES[name], (changes, name))
+            self.assertEqual(plan.flags, flags, changes)
+            # Nova's own parameters stay; ours replace bandwidth/parallel.
+            self.assertEqual('tcp://dest', sent['migrate_uri'])
+            self.assertEqual('<domain/>', sent['destination_xml'])
+            ours = {k: v for k, v in sent.items()
+                    if k not in ('migrate_uri', 'destination_xml',
+                                 'persistent_xml')}
+            self.assertEqual(params, ours, changes)
