@@ -39,25 +39,22 @@ import dataclasses
 import math
 
 from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import model
 from nova_livemig_ext.convergence import samples
+# Shared with the model: QEMU syncs CHECK_SLACK_S of sending below the
+# threshold, and every switchover costs SWITCHOVER_OVERHEAD_MS.
+from nova_livemig_ext.convergence.model import (
+    CHECK_SLACK_S, GIB, MS_PER_S, SWITCHOVER_OVERHEAD_MS)
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-MS_PER_S = 1000.0
+# For the policies and the tests, which size workloads in MiB.
+MIB = model.MIB
 
-# QEMU updates its dirty rate and the throttle at syncs this far apart.
-RATE_PERIOD_S = 1.0
 # QEMU measures its bandwidth over windows of this length.
 RATE_WINDOW_S = 0.1
 # Step through passes shorter than a rate window in steps this long.
 SHORT_PASS_STEP_S = 0.01
-# QEMU sends in 100 ms slices and checks the remainder between them: on
-# average it syncs half a slice's worth below the threshold.
-CHECK_SLACK_S = 0.05
 # While the vCPUs are throttled QEMU syncs at least this often.
 THROTTLE_SYNC_PERIOD_S = 5.0
-# Device state and the final handshake, added to every switchover.
-SWITCHOVER_OVERHEAD_MS = 15.0
 # Scanning the dirty bitmap: a fixed part plus a part per GiB of guest
 # memory.  Under KVM the kernel's dirty log makes it a few milliseconds per
 # GiB; the lab's TCG guests sync far slower (benchmarks/calibration.py).
@@ -68,18 +65,16 @@ MAX_THROTTLE_PCT = 99
 STEADY_PASSES = 3
 
 
-class SimulationError(Exception):
-    """An operation the simulated QEMU refuses (like a libvirtError)."""
+# An operation the simulated QEMU refuses (like a libvirtError).
+SimulationError = model.SimulationError
+# Do to the simulated job what the monitor does to a domain.
+apply_decision = model.apply_decision
 
 
 @dataclasses.dataclass(frozen=True)
-class Workload:
+class Workload(model.WorkloadBase):
     """The guest and the link."""
 
-    memory_bytes: int
-    bandwidth_bytes_s: float
-    dirty_rate_bytes_s: float
-    working_set_bytes: int
     # Share of guest memory that is not zero pages (sent in the bulk pass).
     touched_fraction: float = 1.0
     # Bursty writer: the same mean rate, written in bursts of
@@ -144,56 +139,35 @@ class JobSettings:
     throttle_trigger_pct: int = 50
     postcopy: bool = False
 
+    @property
+    def throttle_max_pct(self) -> int:
+        return MAX_THROTTLE_PCT
 
-class Migration:
+
+class Migration(model.PrecopyJob[Workload, JobSettings]):
     """One simulated migration job, answering like libvirt's jobStats."""
 
+    SETUP_TIME_MS = 1
+
     def __init__(self, workload: Workload, settings: JobSettings) -> None:
-        self.workload = workload
-        self.settings = settings
-        self.now_s = 0.0
-        self.phase = 'precopy'
-        self.downtime_limit_ms = settings.downtime_limit_ms
-        self.max_speed_bytes_s = settings.max_speed_bytes_s
-        self.remaining_bytes = float(workload.memory_bytes)
-        self.processed_bytes = 0.0
-        self.iteration = 1
+        super().__init__(workload, settings)
         self.bulk = True
-        self.throttle_pct = 0
-        self.max_throttle_pct = 0
         self.throttle_s = 0.0
-        self.paused_at_s: float | None = 0.0 if not settings.live else None
-        self.downtime_ms: float | None = None
-        self.finished_at_s: float | None = None
-        self.postcopy_started_s: float | None = None
+        if not settings.live:
+            self.paused_at_s = 0.0
         self.postcopy_s = 0.0
-        self.reported_dirty_bytes_s = 0.0
         self.sync_s = workload.sync_base_s + SYNC_PER_GIB_S * (
             workload.memory_bytes / GIB)
-        self._dirtied = 0.0
         self._last_sync_s = 0.0
         self._sending_s = 0.0
-        self._period_started_s = 0.0
-        self._period_dirty = 0.0
-        self._period_sent = 0.0
-        self._high_periods = 0
+        self._steps = 0
         # (at_s, remaining after the sync, processed) of the last syncs,
         # to recognise a steady state.
         self._syncs: list[tuple[float, float, float]] = []
 
     # -- rates --------------------------------------------------------------
 
-    def bandwidth_bytes_s(self) -> float:
-        link = self.workload.bandwidth_bytes_s
-        if self.max_speed_bytes_s is not None and self.phase == 'precopy':
-            return min(link, self.max_speed_bytes_s)
-        return link
-
-    def guest_dirty_bytes_s(self) -> float:
-        if self.paused_at_s is not None or self.phase != 'precopy':
-            return 0.0
-        rate = self.workload.dirty_bytes_s(self.now_s)
-        running = 1 - self.throttle_pct / 100.0
+    def _throttled(self, rate: float, running: float) -> float:
         capacity = self.workload.write_capacity_bytes_s
         if capacity is None:
             return rate * running
@@ -213,35 +187,23 @@ class Migration:
             return 0.0
         return self.bandwidth_bytes_s() * sending / (sending + self.sync_s)
 
-    def threshold_bytes(self) -> float:
-        return self.qemu_bandwidth_bytes_s() * self.downtime_limit_ms / (
-            MS_PER_S)
-
-    def _sync_point_bytes(self) -> float:
-        return max(self.threshold_bytes()
-                   - self.bandwidth_bytes_s() * CHECK_SLACK_S, 0.0)
-
-    @property
-    def running(self) -> bool:
-        return self.phase in ('precopy', 'postcopy')
-
     # -- time ---------------------------------------------------------------
 
     def advance(self, duration_s: float) -> None:
         """Let the job run for ``duration_s`` simulated seconds."""
         end_s = self.now_s + duration_s
-        guard = 0
-        while self.running and self.now_s < end_s - 1e-9:
-            self._advance_once(end_s)
-            guard += 1
-            if guard > 1_000_000:
-                raise RuntimeError('simulation does not advance')
-        if not self.running:
-            self.now_s = max(self.now_s, end_s)
-        else:
+        self._steps = 0
+        super().advance(duration_s)
+        if self.running:
             self.now_s = end_s
 
     def _advance_once(self, end_s: float) -> None:
+        self._next_event(end_s)
+        self._steps += 1
+        if self._steps > 1_000_000:
+            raise RuntimeError('simulation does not advance')
+
+    def _next_event(self, end_s: float) -> None:
         bandwidth = self.bandwidth_bytes_s()
         if self.phase == 'postcopy':
             dt = min(end_s - self.now_s, self.remaining_bytes / bandwidth)
@@ -264,7 +226,7 @@ class Migration:
         dt = next_event - self.now_s
         if to_sync <= dt:
             self._send(bandwidth * to_sync, to_sync, scale)
-            if self._sync_point_bytes() >= self.remaining_bytes - 1:
+            if self.sync_point_bytes() >= self.remaining_bytes - 1:
                 self._sync()
             return
         self._send(bandwidth * dt, dt, scale)
@@ -284,71 +246,34 @@ class Migration:
         to_full = max(0.0, (self.remaining_bytes - full_point) / drain)
         if self._sending_s + to_full >= RATE_WINDOW_S:
             return to_full
-        to_now = max(0.0, (self.remaining_bytes - self._sync_point_bytes())
+        to_now = max(0.0, (self.remaining_bytes - self.sync_point_bytes())
                      / drain)
         return min(to_now, SHORT_PASS_STEP_S) if to_now > 0 else 0.0
 
     def _send(self, size_bytes: float, dt_s: float,
               scale: float = 1.0) -> None:
-        size_bytes = min(size_bytes, self.remaining_bytes / scale)
-        self.remaining_bytes = max(0.0,
-                                   self.remaining_bytes - size_bytes * scale)
-        self.processed_bytes += size_bytes
-        self._period_sent += size_bytes
+        super()._send(size_bytes, dt_s, scale)
         self._sending_s += dt_s
-        self._dirtied += self.guest_dirty_bytes_s() * dt_s
         if self.phase == 'precopy' and self.paused_at_s is None:
             self.throttle_s += self.throttle_pct / 100.0 * dt_s
-        self.now_s += dt_s
 
-    def _dirty_set_bytes(self) -> float:
-        return min(self._dirtied, float(self.workload.working_set_bytes))
-
-    def _sync(self) -> None:
-        """A dirty-bitmap sync: the remainder grows by the dirtied pages."""
-        dirty = self._dirty_set_bytes()
-        cap = max(float(self.workload.working_set_bytes),
-                  self.remaining_bytes)
-        self.remaining_bytes = min(self.remaining_bytes + dirty, cap)
+    def _scan_bitmap(self) -> None:
         # The scan takes time; the guest keeps writing meanwhile.
         self._dirtied = self.guest_dirty_bytes_s() * self.sync_s
         self.now_s += self.sync_s
-        self._period_dirty += dirty
-        self.iteration += 1
+
+    def _record_sync(self) -> None:
         self.bulk = False
         self._last_sync_s = self.now_s
         self._syncs.append((self.now_s, self.remaining_bytes,
                             self.processed_bytes))
         del self._syncs[:-STEADY_PASSES - 1]
-        if self.now_s - self._period_started_s >= RATE_PERIOD_S:
-            self._close_rate_period()
-        if self.remaining_bytes <= self.threshold_bytes():
-            self._stop_and_copy()
-            return
+
+    def _next_pass(self) -> None:
         self._sending_s = 0.0
 
-    def _close_rate_period(self) -> None:
-        period_s = self.now_s - self._period_started_s
-        self.reported_dirty_bytes_s = self._period_dirty / period_s
-        if self.settings.auto_converge and self._period_dirty > (
-                self._period_sent * self.settings.throttle_trigger_pct
-                / 100.0):
-            self._high_periods += 1
-            if self._high_periods >= 2:
-                self._high_periods = 0
-                self._throttle_up()
-        self._period_started_s = self.now_s
-        self._period_dirty = 0.0
-        self._period_sent = 0.0
-
-    def _throttle_up(self) -> None:
-        if self.throttle_pct == 0:
-            self.throttle_pct = self.settings.throttle_initial_pct
-        else:
-            self.throttle_pct = self.throttle_pct + (
-                self.settings.throttle_increment_pct)
-        self.throttle_pct = min(self.throttle_pct, MAX_THROTTLE_PCT)
-        self.max_throttle_pct = max(self.max_throttle_pct, self.throttle_pct)
+    def _initial_throttle_pct(self) -> int:
+        return min(self.settings.throttle_initial_pct, MAX_THROTTLE_PCT)
 
     def _skip_steady_passes(self, end_s: float) -> bool:
         """Jump over passes that repeat exactly (nothing can change them).
@@ -386,101 +311,29 @@ class Migration:
                        for t, r, p in self._syncs]
         return True
 
+    def _switchover_bytes_s(self) -> float:
+        return self.workload.bandwidth_bytes_s
+
     def _stop_and_copy(self) -> None:
-        bandwidth = self.workload.bandwidth_bytes_s
-        copy_ms = self.remaining_bytes / bandwidth * MS_PER_S
-        self.processed_bytes += self.remaining_bytes
-        self.remaining_bytes = 0.0
-        paused_ms = (0.0 if self.paused_at_s is None
-                     else (self.now_s - self.paused_at_s) * MS_PER_S)
-        self.now_s += copy_ms / MS_PER_S
         # The completion syncs once more.
         self.iteration += 1
-        self._finish(paused_ms + copy_ms + SWITCHOVER_OVERHEAD_MS)
-
-    def _finish(self, downtime_ms: float) -> None:
-        self.phase = 'completed'
-        if self.downtime_ms is None:
-            self.downtime_ms = downtime_ms
-        self.finished_at_s = self.now_s
+        super()._stop_and_copy()
 
     # -- what libvirt lets a policy do ------------------------------------
 
-    def set_max_downtime_ms(self, downtime_ms: float) -> None:
-        self._require_running()
-        self.downtime_limit_ms = downtime_ms
-
-    def set_max_speed_mib_s(self, speed_mib_s: float,
-                            postcopy: bool = False) -> None:
-        self._require_running()
-        if not postcopy:
-            self.max_speed_bytes_s = speed_mib_s * MIB
-
     def start_postcopy(self) -> None:
-        self._require_running()
-        if not self.settings.postcopy:
-            raise SimulationError('post-copy was not enabled for this job')
-        if self.phase == 'postcopy':
-            raise SimulationError('already in post-copy')
-        cap = max(float(self.workload.working_set_bytes),
-                  self.remaining_bytes)
-        self.remaining_bytes = min(
-            self.remaining_bytes + self._dirty_set_bytes(), cap)
-        self._dirtied = 0.0
+        super().start_postcopy()
         self.iteration += 1
-        self.phase = 'postcopy'
-        self.postcopy_started_s = self.now_s
         # The source stops, sends the device state and the discard bitmap.
         self.downtime_ms = SWITCHOVER_OVERHEAD_MS + self.sync_s * MS_PER_S
         self.now_s += self.sync_s
         if self.remaining_bytes <= 1:
             self._finish(self.downtime_ms)
 
-    def suspend(self) -> None:
-        self._require_running()
-        if self.paused_at_s is None:
-            self.paused_at_s = self.now_s
-
-    def abort(self) -> None:
-        if self.phase == 'postcopy':
-            raise SimulationError('cannot abort a migration in post-copy')
-        self._require_running()
-        self.phase = 'aborted'
-        self.finished_at_s = self.now_s
-
-    def _require_running(self) -> None:
-        if not self.running:
-            raise SimulationError('no migration job is running')
-
     # -- what libvirt reports -----------------------------------------------
 
-    def job_stats(self) -> dict[str, int | float]:
-        """A ``virDomain.jobStats()`` dict for the running job."""
-        if not self.running:
-            return {'type': 0}
-        total = self.workload.memory_bytes
-        bandwidth = self.bandwidth_bytes_s()
-        stats: dict[str, int | float] = {
-            'type': 2,
-            'time_elapsed': int(self.now_s * MS_PER_S),
-            'data_total': total,
-            'data_processed': int(self.processed_bytes),
-            'data_remaining': int(self.remaining_bytes),
-            'memory_total': total,
-            'memory_processed': int(self.processed_bytes),
-            'memory_remaining': int(self.remaining_bytes),
-            'memory_bps': int(bandwidth),
-            'memory_dirty_rate': int(self.reported_dirty_bytes_s / 4096),
-            'memory_page_size': 4096,
-            'memory_iteration': self.iteration,
-            'setup_time': 1,
-        }
-        stats['downtime'] = int(self.remaining_bytes / bandwidth * MS_PER_S)
-        if self.settings.auto_converge:
-            stats['auto_converge_throttle'] = self.throttle_pct
-        if self.phase == 'postcopy':
-            stats['memory_postcopy_requests'] = int(self.postcopy_s * 10)
-        return stats
+    def _postcopy_requests(self) -> int:
+        return int(self.postcopy_s * 10)
 
 
 # ---------------------------------------------------------------------------
@@ -506,24 +359,6 @@ class RunResult:
         return self.outcome == 'completed'
 
 
-def apply_decision(migration: Migration, decision: ctl.Decision) -> None:
-    """Do to the simulated job what the monitor does to a domain."""
-    action = decision.action
-    if action is ctl.Action.SET_DOWNTIME:
-        assert decision.downtime_ms is not None
-        migration.set_max_downtime_ms(decision.downtime_ms)
-    elif action is ctl.Action.SET_SPEED:
-        assert decision.speed_mib_s is not None
-        migration.set_max_speed_mib_s(decision.speed_mib_s,
-                                      postcopy=decision.postcopy_speed)
-    elif action is ctl.Action.START_POSTCOPY:
-        migration.start_postcopy()
-    elif action is ctl.Action.PAUSE:
-        migration.suspend()
-    elif action is ctl.Action.ABORT:
-        migration.abort()
-
-
 def drive(migration: Migration, decider: ctl.DecisionMaker,
           poll_interval_s: float, max_s: float) -> RunResult:
     """Poll, decide and apply until the job ends or ``max_s`` passes."""
@@ -533,15 +368,11 @@ def drive(migration: Migration, decider: ctl.DecisionMaker,
         for decision in batch:
             if not decision.has_effect:
                 continue
-            try:
-                apply_decision(migration, decision)
-            except SimulationError:
-                decider.acknowledge(decision, False, migration.now_s)
-                continue
-            actions.append(f'{migration.now_s:.1f}s {decision.action.value}'
-                           + (f' {decision.downtime_ms}ms'
-                              if decision.downtime_ms else ''))
-            decider.acknowledge(decision, True, migration.now_s)
+            if model.apply_and_acknowledge(migration, decider, decision):
+                actions.append(
+                    f'{migration.now_s:.1f}s {decision.action.value}'
+                    + (f' {decision.downtime_ms}ms'
+                       if decision.downtime_ms else ''))
 
     apply_all(decider.start(migration.now_s))
     while migration.running and migration.now_s < max_s:
@@ -550,13 +381,9 @@ def drive(migration: Migration, decider: ctl.DecisionMaker,
         if migration.running:
             migration.advance(min(poll_interval_s,
                                   max_s - migration.now_s + 1e-6))
-    outcome = migration.phase
-    if outcome in ('precopy', 'postcopy'):
-        outcome = 'running'
-    end_s = (migration.finished_at_s if migration.finished_at_s is not None
-             else migration.now_s)
     return RunResult(
-        outcome=outcome, total_s=end_s, downtime_ms=migration.downtime_ms,
+        outcome=migration.outcome, total_s=migration.ended_at_s,
+        downtime_ms=migration.downtime_ms,
         iterations=migration.iteration,
         data_sent_bytes=migration.processed_bytes,
         throttle_s=migration.throttle_s,

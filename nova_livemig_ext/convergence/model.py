@@ -22,7 +22,9 @@ the controller's questions, not byte for byte:
 * a pause stops the dirtying; the copy then ends at the next sync;
 * link changes at given times model a network stall.
 
-Time is simulated; nothing here reads a clock.
+Time is simulated; nothing here reads a clock.  The loop itself
+(:class:`PrecopyJob`) and :func:`apply_decision` also serve the calibrated
+benchmark simulator (``benchmarks/simulator.py``), which refines the hooks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import samples
@@ -47,6 +50,8 @@ MAX_STEP_S = 0.1
 # QEMU sends in rate-limit slices of 100 ms (BUFFER_DELAY) and checks the
 # remainder between them: on average half a slice below the threshold.
 CHECK_SLACK_S = 0.05
+# What jobStats reports as memory_page_size unless the workload says.
+PAGE_SIZE_BYTES = 4096
 
 
 class SimulationError(Exception):
@@ -54,14 +59,28 @@ class SimulationError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Workload:
-    """The guest and the link."""
+class WorkloadBase:
+    """The guest and the link: what every simulated job needs."""
 
     memory_bytes: int
     bandwidth_bytes_s: float
     dirty_rate_bytes_s: float
     working_set_bytes: int
-    page_size_bytes: int = 4096
+
+    def link_bytes_s(self, at_s: float) -> float:
+        """The link's rate at ``at_s``."""
+        return self.bandwidth_bytes_s
+
+    def dirty_bytes_s(self, at_s: float) -> float:
+        """The guest's write rate at ``at_s`` (before any throttle)."""
+        return self.dirty_rate_bytes_s
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload(WorkloadBase):
+    """The guest and the link."""
+
+    page_size_bytes: int = PAGE_SIZE_BYTES
     # Dirty rate × (1 + fraction × sin(2πt / period)): bursty guests.
     dirty_wave_fraction: float = 0.0
     dirty_wave_period_s: float = 60.0
@@ -102,11 +121,45 @@ class QemuSettings:
     postcopy: bool = False
 
 
-class PrecopySimulation:
-    """One migration job, advanced by the caller's simulated time."""
+class JobParameters(Protocol):
+    """The start parameters a simulated job reads (read-only)."""
 
-    def __init__(self, workload: Workload,
-                 settings: QemuSettings = QemuSettings()) -> None:
+    @property
+    def downtime_limit_ms(self) -> float: ...
+    @property
+    def max_speed_bytes_s(self) -> float | None: ...
+    @property
+    def auto_converge(self) -> bool: ...
+    @property
+    def throttle_initial_pct(self) -> int: ...
+    @property
+    def throttle_increment_pct(self) -> int: ...
+    @property
+    def throttle_max_pct(self) -> int: ...
+    @property
+    def throttle_trigger_pct(self) -> int: ...
+    @property
+    def postcopy(self) -> bool: ...
+
+
+W = TypeVar('W', bound=WorkloadBase)
+S = TypeVar('S', bound=JobParameters)
+
+
+class PrecopyJob(Generic[W, S]):
+    """QEMU's pre-copy loop as every simulated job shares it.
+
+    Syncs, rate periods, auto-converge, stop-and-copy, post-copy, the
+    operations libvirt offers and the jobStats it answers.  How time
+    advances is the subclass's (``_advance_once``), and so are the hooks
+    a more faithful simulation refines (the bitmap scan, QEMU's own
+    bandwidth figure, the writer under a throttle, ...).
+    """
+
+    # What jobStats reports as setup_time.
+    SETUP_TIME_MS = 5
+
+    def __init__(self, workload: W, settings: S) -> None:
         self.workload = workload
         self.settings = settings
         self.now_s = 0.0
@@ -117,21 +170,17 @@ class PrecopySimulation:
         self.processed_bytes = 0.0
         self.iteration = 1
         self.throttle_pct = 0
+        self.max_throttle_pct = 0
         self.paused_at_s: float | None = None
         self.downtime_ms: float | None = None
         self.finished_at_s: float | None = None
         self.postcopy_started_s: float | None = None
-        self.postcopy_requests = 0
-        self.reported_dirty_pages_s = 0.0
-        self._dirtied_since_sync = 0.0
+        self.reported_dirty_bytes_s = 0.0
+        self._dirtied = 0.0
         self._period_started_s = 0.0
-        self._period_dirty_bytes = 0.0
-        self._period_sent_bytes = 0.0
-        self._high_dirty_periods = 0
-        self.max_throttle_pct = 0
-        # (at_s, new iteration, remaining right after the sync): the truth
-        # the estimator's working set is checked against.
-        self.syncs: list[tuple[float, int, float]] = []
+        self._period_dirty = 0.0
+        self._period_sent = 0.0
+        self._high_periods = 0
 
     # -- rates ------------------------------------------------------------
 
@@ -145,10 +194,19 @@ class PrecopySimulation:
         if self.paused_at_s is not None or self.phase != 'precopy':
             return 0.0
         rate = self.workload.dirty_bytes_s(self.now_s)
-        return rate * (1 - self.throttle_pct / 100.0)
+        return self._throttled(rate, 1 - self.throttle_pct / 100.0)
+
+    def _throttled(self, rate: float, running: float) -> float:
+        """The write rate when the vCPUs run ``running`` of the time."""
+        return rate * running
+
+    def qemu_bandwidth_bytes_s(self) -> float:
+        """The bandwidth QEMU compares the remainder with."""
+        return self.bandwidth_bytes_s()
 
     def threshold_bytes(self) -> float:
-        return self.bandwidth_bytes_s() * self.downtime_limit_ms / MS_PER_S
+        return self.qemu_bandwidth_bytes_s() * self.downtime_limit_ms / (
+            MS_PER_S)
 
     def sync_point_bytes(self) -> float:
         """QEMU syncs once the remainder is this low."""
@@ -159,87 +217,107 @@ class PrecopySimulation:
     def running(self) -> bool:
         return self.phase in ('precopy', 'postcopy')
 
+    @property
+    def outcome(self) -> str:
+        """completed, aborted or running (not over yet)."""
+        return 'running' if self.running else self.phase
+
+    @property
+    def ended_at_s(self) -> float:
+        """When the job ended, or now if it has not."""
+        return (self.finished_at_s if self.finished_at_s is not None
+                else self.now_s)
+
     # -- time -------------------------------------------------------------
 
     def advance(self, duration_s: float) -> None:
         """Let the job run for ``duration_s`` simulated seconds."""
         end_s = self.now_s + duration_s
         while self.running and self.now_s < end_s - 1e-9:
-            self._advance_once(min(MAX_STEP_S, end_s - self.now_s))
+            self._advance_once(end_s)
         if not self.running:
             self.now_s = max(self.now_s, end_s)
 
-    def _advance_once(self, dt_s: float) -> None:
-        bandwidth = self.bandwidth_bytes_s()
-        if self.phase == 'postcopy':
-            self._send(min(bandwidth * dt_s, self.remaining_bytes), dt_s)
-            self.postcopy_requests += 1
-            if self.remaining_bytes <= 0:
-                self._finish(SWITCHOVER_OVERHEAD_MS)
-            return
-        sync_point = self.sync_point_bytes()
-        if bandwidth > 0 and self.remaining_bytes - bandwidth * dt_s <= (
-                sync_point):
-            to_sync_s = max(0.0, (self.remaining_bytes - sync_point)
-                            / bandwidth)
-            self._send(bandwidth * to_sync_s, to_sync_s)
-            self._sync()
-            return
-        self._send(bandwidth * dt_s, dt_s)
+    def _advance_once(self, end_s: float) -> None:
+        raise NotImplementedError
 
-    def _send(self, size_bytes: float, dt_s: float) -> None:
-        size_bytes = min(size_bytes, self.remaining_bytes)
-        self.remaining_bytes -= size_bytes
+    def _send(self, size_bytes: float, dt_s: float,
+              scale: float = 1.0) -> None:
+        """Send ``size_bytes``; each clears ``scale`` of the remainder."""
+        size_bytes = min(size_bytes, self.remaining_bytes / scale)
+        self.remaining_bytes = max(0.0,
+                                   self.remaining_bytes - size_bytes * scale)
         self.processed_bytes += size_bytes
-        self._period_sent_bytes += size_bytes
-        self._dirtied_since_sync += self.guest_dirty_bytes_s() * dt_s
+        self._period_sent += size_bytes
+        self._dirtied += self.guest_dirty_bytes_s() * dt_s
         self.now_s += dt_s
 
     def _dirty_set_bytes(self) -> float:
-        return min(self._dirtied_since_sync,
-                   float(self.workload.working_set_bytes))
+        return min(self._dirtied, float(self.workload.working_set_bytes))
 
-    def _sync(self) -> None:
-        dirty = self._dirty_set_bytes()
+    def _add_dirty(self, dirty_bytes: float) -> None:
+        """The remainder takes the dirtied pages (each page once)."""
         cap = max(float(self.workload.working_set_bytes),
                   self.remaining_bytes)
-        self.remaining_bytes = min(self.remaining_bytes + dirty, cap)
-        self._dirtied_since_sync = 0.0
-        self._period_dirty_bytes += dirty
+        self.remaining_bytes = min(self.remaining_bytes + dirty_bytes, cap)
+
+    def _sync(self) -> None:
+        """A dirty-bitmap sync: the remainder grows by the dirtied pages."""
+        dirty = self._dirty_set_bytes()
+        self._add_dirty(dirty)
+        self._scan_bitmap()
+        self._period_dirty += dirty
         self.iteration += 1
-        self.syncs.append((self.now_s, self.iteration, self.remaining_bytes))
-        period_s = self.now_s - self._period_started_s
-        if period_s >= RATE_PERIOD_S:
-            self._close_rate_period(period_s)
+        self._record_sync()
+        if self.now_s - self._period_started_s >= RATE_PERIOD_S:
+            self._close_rate_period()
         if self.remaining_bytes <= self.threshold_bytes():
             self._stop_and_copy()
+        else:
+            self._next_pass()
 
-    def _close_rate_period(self, period_s: float) -> None:
-        self.reported_dirty_pages_s = (
-            self._period_dirty_bytes / period_s
-            / self.workload.page_size_bytes)
-        if self.settings.auto_converge and self._period_dirty_bytes > (
-                self._period_sent_bytes
-                * self.settings.throttle_trigger_pct / 100.0):
-            self._high_dirty_periods += 1
-            if self._high_dirty_periods >= 2:
-                self._high_dirty_periods = 0
+    def _scan_bitmap(self) -> None:
+        """The sync's scan; here it takes no time."""
+        self._dirtied = 0.0
+
+    def _record_sync(self) -> None:
+        """Note a sync that just happened."""
+
+    def _next_pass(self) -> None:
+        """A sync that did not stop the guest starts the next pass."""
+
+    def _close_rate_period(self) -> None:
+        period_s = self.now_s - self._period_started_s
+        self.reported_dirty_bytes_s = self._period_dirty / period_s
+        if self.settings.auto_converge and self._period_dirty > (
+                self._period_sent * self.settings.throttle_trigger_pct
+                / 100.0):
+            self._high_periods += 1
+            if self._high_periods >= 2:
+                self._high_periods = 0
                 self._throttle_up()
         self._period_started_s = self.now_s
-        self._period_dirty_bytes = 0.0
-        self._period_sent_bytes = 0.0
+        self._period_dirty = 0.0
+        self._period_sent = 0.0
 
     def _throttle_up(self) -> None:
         if self.throttle_pct == 0:
-            self.throttle_pct = self.settings.throttle_initial_pct
+            self.throttle_pct = self._initial_throttle_pct()
         else:
             self.throttle_pct = min(
                 self.throttle_pct + self.settings.throttle_increment_pct,
                 self.settings.throttle_max_pct)
         self.max_throttle_pct = max(self.max_throttle_pct, self.throttle_pct)
 
+    def _initial_throttle_pct(self) -> int:
+        return self.settings.throttle_initial_pct
+
+    def _switchover_bytes_s(self) -> float:
+        """The rate the stopped guest's remainder is copied at."""
+        return self.bandwidth_bytes_s()
+
     def _stop_and_copy(self) -> None:
-        bandwidth = self.bandwidth_bytes_s()
+        bandwidth = self._switchover_bytes_s()
         copy_ms = (self.remaining_bytes / bandwidth * MS_PER_S
                    if bandwidth > 0 else 0.0)
         self.processed_bytes += self.remaining_bytes
@@ -251,7 +329,8 @@ class PrecopySimulation:
 
     def _finish(self, downtime_ms: float) -> None:
         self.phase = 'completed'
-        self.downtime_ms = downtime_ms
+        if self.downtime_ms is None:
+            self.downtime_ms = downtime_ms
         self.finished_at_s = self.now_s
 
     # -- the operations libvirt offers -----------------------------------
@@ -272,11 +351,8 @@ class PrecopySimulation:
             raise SimulationError('post-copy was not enabled for this job')
         if self.phase == 'postcopy':
             raise SimulationError('already in post-copy')
-        cap = max(float(self.workload.working_set_bytes),
-                  self.remaining_bytes)
-        self.remaining_bytes = min(
-            self.remaining_bytes + self._dirty_set_bytes(), cap)
-        self._dirtied_since_sync = 0.0
+        self._add_dirty(self._dirty_set_bytes())
+        self._dirtied = 0.0
         self.phase = 'postcopy'
         self.postcopy_started_s = self.now_s
 
@@ -298,12 +374,19 @@ class PrecopySimulation:
 
     # -- what libvirt would report ---------------------------------------
 
+    def _page_size_bytes(self) -> int:
+        return PAGE_SIZE_BYTES
+
+    def _postcopy_requests(self) -> int:
+        raise NotImplementedError
+
     def job_stats(self) -> dict[str, int | float]:
         """A ``virDomain.jobStats()`` dict for the running job."""
         if not self.running:
             return {samples.KEY_TYPE: int(samples.JobType.NONE)}
         bandwidth = self.bandwidth_bytes_s()
         total = self.workload.memory_bytes
+        page_size = self._page_size_bytes()
         stats: dict[str, int | float] = {
             samples.KEY_TYPE: int(samples.JobType.UNBOUNDED),
             samples.KEY_TIME_ELAPSED_MS: int(self.now_s * MS_PER_S),
@@ -314,10 +397,11 @@ class PrecopySimulation:
             samples.KEY_MEMORY_PROCESSED: int(self.processed_bytes),
             samples.KEY_MEMORY_REMAINING: int(self.remaining_bytes),
             samples.KEY_MEMORY_BPS: int(bandwidth),
-            samples.KEY_MEMORY_DIRTY_RATE: int(self.reported_dirty_pages_s),
-            samples.KEY_MEMORY_PAGE_SIZE: self.workload.page_size_bytes,
+            samples.KEY_MEMORY_DIRTY_RATE: int(
+                self.reported_dirty_bytes_s / page_size),
+            samples.KEY_MEMORY_PAGE_SIZE: page_size,
             samples.KEY_MEMORY_ITERATION: self.iteration,
-            samples.KEY_SETUP_TIME_MS: 5,
+            samples.KEY_SETUP_TIME_MS: self.SETUP_TIME_MS,
         }
         if bandwidth > 0:
             stats[samples.KEY_DOWNTIME_MS] = int(
@@ -325,8 +409,53 @@ class PrecopySimulation:
         if self.settings.auto_converge:
             stats[samples.KEY_AUTO_CONVERGE_THROTTLE] = self.throttle_pct
         if self.phase == 'postcopy':
-            stats[samples.KEY_MEMORY_POSTCOPY_REQS] = self.postcopy_requests
+            stats[samples.KEY_MEMORY_POSTCOPY_REQS] = (
+                self._postcopy_requests())
         return stats
+
+
+class PrecopySimulation(PrecopyJob[Workload, QemuSettings]):
+    """One migration job, advanced by the caller's simulated time."""
+
+    def __init__(self, workload: Workload,
+                 settings: QemuSettings = QemuSettings()) -> None:
+        super().__init__(workload, settings)
+        self.postcopy_requests = 0
+        # (at_s, new iteration, remaining right after the sync): the truth
+        # the estimator's working set is checked against.
+        self.syncs: list[tuple[float, int, float]] = []
+
+    @property
+    def reported_dirty_pages_s(self) -> float:
+        return self.reported_dirty_bytes_s / self.workload.page_size_bytes
+
+    def _advance_once(self, end_s: float) -> None:
+        dt_s = min(MAX_STEP_S, end_s - self.now_s)
+        bandwidth = self.bandwidth_bytes_s()
+        if self.phase == 'postcopy':
+            self._send(min(bandwidth * dt_s, self.remaining_bytes), dt_s)
+            self.postcopy_requests += 1
+            if self.remaining_bytes <= 0:
+                self._finish(SWITCHOVER_OVERHEAD_MS)
+            return
+        sync_point = self.sync_point_bytes()
+        if bandwidth > 0 and self.remaining_bytes - bandwidth * dt_s <= (
+                sync_point):
+            to_sync_s = max(0.0, (self.remaining_bytes - sync_point)
+                            / bandwidth)
+            self._send(bandwidth * to_sync_s, to_sync_s)
+            self._sync()
+            return
+        self._send(bandwidth * dt_s, dt_s)
+
+    def _record_sync(self) -> None:
+        self.syncs.append((self.now_s, self.iteration, self.remaining_bytes))
+
+    def _page_size_bytes(self) -> int:
+        return self.workload.page_size_bytes
+
+    def _postcopy_requests(self) -> int:
+        return self.postcopy_requests
 
     def completed_stats(self) -> dict[str, int | float]:
         """What ``jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED)`` would say."""
@@ -376,7 +505,8 @@ class SimulationRun:
         return seen
 
 
-def apply_decision(sim: PrecopySimulation, decision: ctl.Decision) -> None:
+def apply_decision(sim: PrecopyJob[Any, Any],
+                   decision: ctl.Decision) -> None:
     """Do to the simulation what the monitor does to a libvirt domain."""
     action = decision.action
     if action is ctl.Action.SET_DOWNTIME:
@@ -394,6 +524,19 @@ def apply_decision(sim: PrecopySimulation, decision: ctl.Decision) -> None:
         sim.abort()
 
 
+def apply_and_acknowledge(sim: PrecopyJob[Any, Any],
+                          decider: ctl.DecisionMaker,
+                          decision: ctl.Decision) -> bool:
+    """Apply ``decision`` and tell ``decider`` whether it took."""
+    try:
+        apply_decision(sim, decision)
+    except SimulationError:
+        decider.acknowledge(decision, False, sim.now_s)
+        return False
+    decider.acknowledge(decision, True, sim.now_s)
+    return True
+
+
 def simulate(sim: PrecopySimulation, decider: ctl.DecisionMaker,
              poll_interval_s: float, max_s: float,
              on_poll: Callable[[PrecopySimulation], None] | None = None
@@ -406,13 +549,8 @@ def simulate(sim: PrecopySimulation, decider: ctl.DecisionMaker,
     def apply_all(batch: tuple[ctl.Decision, ...]) -> None:
         for decision in batch:
             decisions.append(decision)
-            try:
-                apply_decision(sim, decision)
-            except SimulationError:
+            if not apply_and_acknowledge(sim, decider, decision):
                 failed.append(decision)
-                decider.acknowledge(decision, False, sim.now_s)
-            else:
-                decider.acknowledge(decision, True, sim.now_s)
 
     apply_all(decider.start(sim.now_s))
     while sim.running and sim.now_s < max_s:
@@ -422,12 +560,9 @@ def simulate(sim: PrecopySimulation, decider: ctl.DecisionMaker,
         if on_poll is not None:
             on_poll(sim)
         sim.advance(poll_interval_s)
-    outcome = sim.phase if sim.phase != 'precopy' else 'running'
-    if sim.phase == 'postcopy':
-        outcome = 'running'
-    end_s = sim.finished_at_s if sim.finished_at_s is not None else sim.now_s
     return SimulationRun(
-        outcome=outcome, total_s=end_s, downtime_ms=sim.downtime_ms,
+        outcome=sim.outcome, total_s=sim.ended_at_s,
+        downtime_ms=sim.downtime_ms,
         iterations=sim.iteration, max_throttle_pct=sim.max_throttle_pct,
         decisions=tuple(decisions), failed_decisions=tuple(failed),
         samples=tuple(seen))
