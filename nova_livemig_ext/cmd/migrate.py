@@ -156,7 +156,7 @@ def migrate(args: argparse.Namespace, out: TextIO | None = None,
     try:
         src = _open(libvirt, args.source, 'source')
         dom = _lookup_running(libvirt, src, args.domain, args.source)
-        dest = _open(libvirt, args.dest, 'destination')
+        dest = _open(libvirt, args.dest_connect or args.dest, 'destination')
         facts = hostfacts.probe(src, libvirt)
         livemig_flags.check_policy(policy, facts)
     except MigrateError as e:
@@ -220,6 +220,9 @@ def register(sub: Any) -> None:
     p.add_argument('--config-file', action='append', default=[],
                    help='nova.conf with [livemig_ext] (repeatable; '
                    'defaults apply without one)')
+    p.add_argument('--dest-connect', help='how this command reaches the '
+                   'destination libvirt, when not by the --to URI the source '
+                   'dials (peer-to-peer), e.g. a local UNIX socket URI')
     p.add_argument('--migrate-uri', help='where the migration stream goes, '
                    'e.g. tcp://192.0.2.2 (VIR_MIGRATE_PARAM_URI)')
     p.add_argument('--listen-address', help='address the destination QEMU '

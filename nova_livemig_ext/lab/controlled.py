@@ -53,6 +53,9 @@ class ControlledMigration:
     report: livemig_monitor.MigrationReport
     plan: livemig_flags.MigrationPlan
     progress: tuple[livemig_monitor.Progress, ...]
+    # CPU time of the thread that ran the monitor (polls, controller,
+    # libvirt calls): what steering one migration costs the host.
+    monitor_cpu_s: float
 
 
 def _plan(config: LabConfig, guest: lab_guest.Guest, policy: MigrationPolicy
@@ -83,6 +86,7 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
         raise LabError("post-copy needs userfaultfd, which this kernel does not offer")
     progress: list[livemig_monitor.Progress] = []
     reports: list[livemig_monitor.MigrationReport] = []
+    cpu_s: list[float] = []
 
     def collect(update: livemig_monitor.Progress) -> None:
         progress.append(update)
@@ -98,8 +102,10 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
             recorded, controller, time.monotonic, native.time_module().sleep,
             poll_interval_s=policy.poll_interval_s, on_sample=collect,
             errors=livemig_monitor.ErrorClassifier((libvirt.libvirtError,)))
+        cpu_started_s = time.thread_time()
         report = livemig_monitor.run_migration(recorded, dest_uri, dict(params), flags,
                                                monitor)
+        cpu_s.append(time.thread_time() - cpu_started_s)
         reports.append(report)
         error = None
         if report.outcome is not livemig_monitor.Outcome.COMPLETED:
@@ -112,4 +118,4 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
     report = reports[0]
     if result.completed_stats:
         report = livemig_monitor.with_completed_stats(report, result.completed_stats)
-    return ControlledMigration(result, report, plan, tuple(progress))
+    return ControlledMigration(result, report, plan, tuple(progress), cpu_s[0])

@@ -33,10 +33,10 @@ MIB = 1024 * 1024
 WORKING_SET_MB = 120
 DIRTY_RATE_MB_S = 40
 MAX_DOWNTIME_MS = 500
-# A 320 MiB guest: 200 s/GiB is a 62.5 s deadline. Nova counts at least
-# 2 GiB of RAM, so 31 s/GiB gives upstream the same 62 s.
-PER_GIB_S = 200
-UPSTREAM_PER_GIB_S = 31
+# A 320 MiB guest: 280 s/GiB is an 87.5 s deadline. Nova counts at least
+# 2 GiB of RAM, so 44 s/GiB gives upstream the same 88 s.
+PER_GIB_S = 280
+UPSTREAM_PER_GIB_S = 44
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +45,31 @@ class Scenario:
     policy: MigrationPolicy
 
 
-def scenarios() -> tuple[Scenario, ...]:
-    ours = MigrationPolicy().replace(
-        ladder=("downtime", "auto_converge", "abort"), max_downtime_ms=MAX_DOWNTIME_MS,
+def ours_policy() -> MigrationPolicy:
+    """The lab's policy: auto-converge, then post-copy; downtime up to 500 ms.
+
+    QEMU's auto-converge usually converges this guest in about 50 s; when
+    it has not after its chance (4 throttled passes), post-copy finishes.
+    """
+    return MigrationPolicy().replace(
+        ladder=("downtime", "auto_converge", "postcopy", "abort"), permit_post_copy=True,
+        max_downtime_ms=MAX_DOWNTIME_MS,
         auto_converge_initial_pct=50, auto_converge_increment_pct=20,
         completion_timeout_s_per_gib=PER_GIB_S)
+
+
+def upstream_policy_same_deadline() -> MigrationPolicy:
+    """Nova 34's algorithm with the deadline ours has (abort at the timeout)."""
+    return upstream_policy(MigrationPolicy(mode="upstream", upstream=UpstreamSettings(
+        completion_timeout_s_per_gib=UPSTREAM_PER_GIB_S, timeout_action="abort")))
+
+
+def scenarios() -> tuple[Scenario, ...]:
     return (
         Scenario("paused copy", MigrationPolicy().replace(
             copy_mode="paused", ladder=("abort",), completion_timeout_s_per_gib=PER_GIB_S)),
-        Scenario("upstream Nova 34", upstream_policy(MigrationPolicy(
-            mode="upstream", upstream=UpstreamSettings(
-                completion_timeout_s_per_gib=UPSTREAM_PER_GIB_S, timeout_action="abort")))),
-        Scenario("nova-livemig-ext", ours),
+        Scenario("upstream Nova 34", upstream_policy_same_deadline()),
+        Scenario("nova-livemig-ext", ours_policy()),
     )
 
 

@@ -11,25 +11,19 @@ from __future__ import annotations
 import testtools.content
 
 from nova_livemig_ext import monitor
-from nova_livemig_ext.lab import controlled, measure
-from nova_livemig_ext.policy import MigrationPolicy, UpstreamSettings, upstream_policy
+from nova_livemig_ext.lab import controlled, demo, measure
+from nova_livemig_ext.policy import MigrationPolicy
 from tests.e2e import base
 
-WORKING_SET_MB = 120
-FAST_DIRTY_RATE_MB_S = 40
+WORKING_SET_MB = demo.WORKING_SET_MB
+FAST_DIRTY_RATE_MB_S = demo.DIRTY_RATE_MB_S
 SLOW_DIRTY_RATE_MB_S = 4
-MAX_DOWNTIME_MS = 500
-# 320 MiB guest: 200 s/GiB gives a 62.5 s deadline.
-PER_GIB_S = 200
-DEADLINE_S = 62.5
+MAX_DOWNTIME_MS = demo.MAX_DOWNTIME_MS
+# 320 MiB guest at 280 s/GiB: an 87.5 s deadline (upstream: 88 s).
+DEADLINE_S = 87.5
 
-OURS = MigrationPolicy().replace(
-    ladder=("downtime", "auto_converge", "abort"), max_downtime_ms=MAX_DOWNTIME_MS,
-    auto_converge_initial_pct=50, auto_converge_increment_pct=20,
-    completion_timeout_s_per_gib=PER_GIB_S)
-# Nova counts at least 2 GiB of RAM: 31 s/GiB x 2 GiB = 62 s, the same deadline.
-UPSTREAM = upstream_policy(MigrationPolicy(mode="upstream", upstream=UpstreamSettings(
-    completion_timeout_s_per_gib=31, timeout_action="abort")))
+OURS = demo.ours_policy()
+UPSTREAM = demo.upstream_policy_same_deadline()
 
 
 class TestControllerInTheLab(base.LabTestCase):
@@ -53,11 +47,16 @@ class TestControllerInTheLab(base.LabTestCase):
         done = self.migrate(OURS, FAST_DIRTY_RATE_MB_S)
         self.assertIs(monitor.Outcome.COMPLETED, done.report.outcome, done.report.error)
         self.assertIntact(done.result, "b")
-        self.assertIsNotNone(done.report.downtime_ms)
-        assert done.report.downtime_ms is not None
-        self.assertLessEqual(done.report.downtime_ms, MAX_DOWNTIME_MS * 1.1)
         self.assertLessEqual(done.report.total_s, 3 * self.memory_over_bandwidth_s(done))
         self.assertIn("auto_converge", {rung for rung, _ in done.report.rungs_used})
+        if done.report.switched_to_postcopy:
+            # libvirt 11.3 reports no downtime after post-copy; the guest ran
+            # on the destination from the switch on (its pause is recorded).
+            self.assertIsNone(done.report.downtime_ms)
+        else:
+            self.assertIsNotNone(done.report.downtime_ms)
+            assert done.report.downtime_ms is not None
+            self.assertLessEqual(done.report.downtime_ms, MAX_DOWNTIME_MS * 1.1)
         self.assertNoQemu(self.cfg.host_a, within_s=15)
 
     def test_upstream_does_not_complete_within_the_same_deadline(self) -> None:
