@@ -103,14 +103,14 @@ def _row(scenario: Scenario, done: controlled.ControlledMigration) -> Row:
 
 
 def table(rows: list[Row]) -> str:
-    head = (f"{'run':18} {'outcome':10} {'total':>8} {'downtime':>10} "
+    head = (f"{'run':17} {'outcome':10} {'total':>6} {'downtime':>9} "
             f"{'guest pause':>12}  guest")
     lines = [head, "-" * len(head)]
     for r in rows:
         downtime = "-" if r.downtime_ms is None else f"{r.downtime_ms:.0f} ms"
         intact = "intact" if r.guest_intact else "DAMAGED"
-        lines.append(f"{r.name:18} {r.outcome:10} {r.total_s:7.1f}s {downtime:>10} "
-                     f"{r.guest_pause_s:11.2f}s  {intact} on host {r.guest_on}")
+        lines.append(f"{r.name:17} {r.outcome:10} {r.total_s:5.1f}s {downtime:>9} "
+                     f"{r.guest_pause_s:11.2f}s  {intact}, {r.guest_on}")
     return "\n".join(lines)
 
 
