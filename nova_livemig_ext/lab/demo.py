@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from nova_livemig_ext import monitor as livemig_monitor
-from nova_livemig_ext.lab import controlled, hosts, image, network
+from nova_livemig_ext.lab import controlled, hosts, image, network, traces
 from nova_livemig_ext.lab import guest as lab_guest
 from nova_livemig_ext.lab.config import LabConfig
 from nova_livemig_ext.lab.lock import LabLock
@@ -30,8 +30,9 @@ from nova_livemig_ext.policy import MigrationPolicy, UpstreamSettings, upstream_
 
 LOG = logging.getLogger(__name__)
 MIB = 1024 * 1024
-WORKING_SET_MB = 120
-DIRTY_RATE_MB_S = 40
+# The lab's memory-busy workload, the one the traces were recorded with.
+WORKING_SET_MB = traces.WORKING_SET_MB
+DIRTY_RATE_MB_S = traces.FAST_DIRTY_RATE_MB_S
 MAX_DOWNTIME_MS = 500
 # A 320 MiB guest: 280 s/GiB is an 87.5 s deadline. Nova counts at least
 # 2 GiB of RAM, so 44 s/GiB gives upstream the same 88 s.
