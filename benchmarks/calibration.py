@@ -17,9 +17,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from benchmarks import policies
 from benchmarks import simulator as sim
 from nova_livemig_ext.convergence import controller as ctl
-from nova_livemig_ext.convergence import estimator
 from nova_livemig_ext.convergence import samples
 
 TRACES_DIR = os.path.join(os.path.dirname(__file__), '..', 'tests',
@@ -65,23 +65,12 @@ class Comparison:
                 / self.real_iterations)
 
 
-class Replay:
+class Replay(policies.Watcher):
     """A decision maker that repeats the recorder's actions at their times."""
 
     def __init__(self, actions: list[Mapping[str, Any]]) -> None:
+        super().__init__()
         self._pending = sorted(actions, key=lambda a: float(a['t']))
-        self._estimate = estimator.Estimate()
-
-    @property
-    def estimate(self) -> estimator.Estimate:
-        return self._estimate
-
-    @property
-    def predicted_downtime_ms(self) -> float | None:
-        return None
-
-    def start(self, now_s: float) -> tuple[ctl.Decision, ...]:
-        return ()
 
     def observe(self, sample: samples.JobSample,
                 now_s: float) -> tuple[ctl.Decision, ...]:
@@ -89,18 +78,9 @@ class Replay:
         while self._pending and float(self._pending[0]['t']) <= now_s + 1e-9:
             action = self._pending.pop(0)
             downtime = action.get('downtime_ms')
-            due.append(ctl.Decision(
-                action=ACTION_NAMES[action['action']],
-                reason='recorded', at_s=now_s,
-                downtime_ms=int(downtime) if downtime else None))
+            due.append(self.decide(ACTION_NAMES[action['action']], 'recorded',
+                                   now_s, int(downtime) if downtime else None))
         return tuple(due)
-
-    def acknowledge(self, decision: ctl.Decision, applied: bool,
-                    now_s: float) -> None:
-        return None
-
-    def force_complete(self, now_s: float) -> tuple[ctl.Decision, ...]:
-        return ()
 
 
 def load_traces(directory: str = TRACES_DIR) -> dict[str, dict[str, Any]]:

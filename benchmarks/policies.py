@@ -77,8 +77,8 @@ class Policy:
         return max(self.poll_s, self.decision_period_s(workload))
 
 
-class _Watcher:
-    """Base for the peers' monitors: keeps an estimate for the interface."""
+class Watcher:
+    """Base for the peers' monitors and the trace replay: no predictions."""
 
     def __init__(self) -> None:
         self._estimate = estimator.Estimate()
@@ -111,7 +111,7 @@ class _Watcher:
                             downtime_ms=downtime_ms)
 
 
-class KubeVirt(_Watcher):
+class KubeVirt(Watcher):
     """KubeVirt's virt-launcher migration monitor with its defaults."""
 
     def __init__(self, memory_bytes: int, completion_s_per_gib: float = 150,
@@ -154,7 +154,7 @@ OVIRT_MAX_TIME_PER_GIB_S = 64.0
 OVIRT_POLL_S = 10.0
 
 
-class OVirt(_Watcher):
+class OVirt(Watcher):
     """VDSM's migration monitor running an engine convergence schedule."""
 
     def __init__(self, memory_bytes: int,
@@ -218,7 +218,7 @@ PROXMOX_POLL_S = 1.0
 PROXMOX_FAST_POLL_S = 0.1
 
 
-class Proxmox(_Watcher):
+class Proxmox(Watcher):
     """qemu-server's live-migration loop (QemuMigrate phase 2)."""
 
     def __init__(self) -> None:
