@@ -459,6 +459,30 @@ Possible values:
 
 * 1 to 3600. Default 60.
 """),
+    cfg.IntOpt('postcopy_recovery_timeout_s',
+               default=1800,
+               min=10,
+               max=86400,
+               help="""
+How long, in seconds, to keep trying to resume a post-copy migration whose
+migration stream failed (QEMU's state ``postcopy-paused``) before giving up
+and asking for an operator.
+
+After the switch to post-copy the newest memory of the guest is on the
+destination and the rest on the source: neither half can run alone, so
+nothing is ever destroyed or resumed. While the stream is broken the monitor
+retries the migration with ``VIR_MIGRATE_POSTCOPY_RESUME`` (same flags and
+parameters), with backoff. When this time runs out both halves are left
+untouched, the migration record is set to ``error`` and the instance to
+ERROR, and the log names the command that resumes it by hand
+(``nova-livemig-ext recover``). Both halves stay recoverable after that.
+
+Possible values:
+
+* 10 to 86400. Default 1800 (30 min): a guest whose migration link is down
+  is unreachable in any case; a longer wait costs only a watching thread,
+  a shorter one only alerts the operator sooner.
+"""),
     cfg.FloatOpt('poll_interval_s',
                  default=0.5,
                  min=0.1,

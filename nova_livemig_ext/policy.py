@@ -61,6 +61,7 @@ class MigrationPolicy:
     completion_timeout_s_per_gib: int = 120
     completion_timeout_max_s: int = 14400
     switchover_timeout_s: int = 60
+    postcopy_recovery_timeout_s: int = 1800
     poll_interval_s: float = 0.5
     upstream: UpstreamSettings = UpstreamSettings()
 
@@ -169,6 +170,7 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         completion_timeout_s_per_gib=own.completion_timeout_s_per_gib,
         completion_timeout_max_s=own.completion_timeout_max_s,
         switchover_timeout_s=own.switchover_timeout_s,
+        postcopy_recovery_timeout_s=own.postcopy_recovery_timeout_s,
         poll_interval_s=own.poll_interval_s,
         upstream=upstream)
     if policy.mode == 'upstream':
