@@ -482,6 +482,11 @@ Possible values:
 * 10 to 86400. Default 1800 (30 min): a guest whose migration link is down
   is unreachable in any case; a longer wait costs only a watching thread,
   a shorter one only alerts the operator sooner.
+
+Related options:
+
+* ``permit_post_copy``, ``ladder``: post-copy must be permitted and on the
+  ladder (or used by force-complete) for this to matter.
 """),
     cfg.FloatOpt('poll_interval_s',
                  default=0.5,
