@@ -1,45 +1,74 @@
-"""Migration policies side by side, each from its documented algorithm.
+"""Migration policies side by side, each as its platform really runs it.
 
-Every policy answers two questions for a workload: what the job starts
-with (:class:`~benchmarks.simulator.JobSettings`: flags and parameters) and
-who watches it (a decision maker with the controller's interface:
-``start`` / ``observe`` / ``acknowledge``).
+Every policy answers three questions for a workload: what the job starts
+with (:class:`~benchmarks.simulator.JobSettings`: flags, parameters,
+channels, bandwidth cap), who watches it (a decision maker with the
+controller's interface: ``start`` / ``observe`` / ``acknowledge``) and how
+many guests one host migrates at once when it is drained.
 
-* ``nova34``: upstream Nova 34 with its defaults, the project's own
-  :class:`~nova_livemig_ext.convergence.upstream.UpstreamController`
-  (downtime ramp from 50 to 500 ms over 75 s/GiB steps, abort after
-  800 s/GiB).
-* ``nova34-postcopy``: the same with ``live_migration_permit_post_copy``
-  and ``live_migration_timeout_action = force_complete``: post-copy at the
-  completion timeout.
-* ``kubevirt``: KubeVirt's migration defaults: ``completionTimeoutPerGiB``
-  150 s, ``progressTimeout`` 150 s, no post-copy, no auto-converge, no
-  bandwidth cap, QEMU's default downtime limit (300 ms).  The job is
-  cancelled when the memory copy has made no progress (no new low of the
-  remaining data) for the progress timeout, or when the completion time
-  passes.  Its monitor polls every 400 ms.
-* ``ovirt-minimal-downtime`` and ``ovirt-postcopy``: oVirt's engine
-  migration policies as VDSM executes them: auto-converge armed, an
-  initial downtime of 100 ms, then one schedule item per new iteration
-  seen once its stalling limit is passed (Minimal downtime: 150, 200, 300,
-  400, 500 ms at limits 1, 2, 3, 4, 6, then abort; Post-copy: 150, 200 ms
-  at limits 1, 2, then post-copy, then abort).  VDSM's monitor polls every
-  10 s and aborts any migration after ``migration_max_time_per_gib_mem``
-  (64 s/GiB) unless it runs in post-copy.
-* ``proxmox``: ``qm migrate --online``: downtime limit ``migrate_downtime``
-  0.1 s, no bandwidth limit; every poll (1 s, 0.1 s once the remainder is
-  below a poll's worth) that sees the remainder grow counts, and after
-  more than five the limit doubles.  It never gives up.  (Proxmox also
-  turns on XBZRLE compression; the simulator does not model compression,
-  which only helps guests rewriting few bytes per page.)
-* ``ours``: the project's :class:`~nova_livemig_ext.convergence.controller
-  .Controller`, configured from the policy defaults with post-copy
-  permitted and the ladder ``downtime,auto_converge,postcopy,abort``.
+Two tiers per platform: its defaults, and the same platform with the
+capabilities it offers for hard guests switched on (auto-converge,
+post-copy).  Each peer's class and entry cite the release and the source
+behaviour it models; the facts were read from the peers' sources:
+
+* Nova 34.0.0 (``nova/virt/libvirt/driver.py`` ``_live_migration_monitor``
+  and ``nova/virt/libvirt/migration.py``; ``nova/conf/libvirt.py``,
+  ``nova/conf/compute.py``): polls every 0.5 s; downtime steps from
+  ``live_migration_downtime`` / ``steps`` up to 500 ms, ``steps`` 10,
+  ``delay`` 75 s per GiB of data; ``live_migration_completion_timeout``
+  800 s per GiB of data (RAM and disks, each at least 2 GiB), then
+  ``live_migration_timeout_action`` = ``abort``;
+  ``max_concurrent_live_migrations`` = 1.  With
+  ``live_migration_permit_post_copy`` Nova does not set auto-converge even
+  when ``live_migration_permit_auto_converge`` is on
+  (``_handle_live_migration_auto_converge``), and ``force_complete`` at the
+  timeout switches to post-copy.
+* KubeVirt main (``pkg/virt-launcher/virtwrap/live-migration-source.go``,
+  ``handleLegacyConvergence``; ``pkg/virt-config/virt-config.go``;
+  ``pkg/virt-handler`` ``configureParallelMigrationThreads``): polls every
+  400 ms; progress means the remaining data fell since the previous poll
+  (``progressWatermark`` is the previous poll's value); abort after
+  ``progressTimeout`` 150 s without progress; completion timeout
+  ``completionTimeoutPerGiB`` 150 s x ceil(bytes / 10^9)
+  (``ScaledValue(resource.Giga)``); no bandwidth cap; 8 multifd channels
+  unless post-copy is allowed (or the VMI has a CPU limit); with
+  ``allowPostCopy`` (``allowWorkloadDisruption`` follows it) post-copy
+  starts at the completion timeout; ``parallelOutboundMigrationsPerNode``
+  2.  The newer stall detector (VEP 248) is behind a feature gate and not
+  modelled.
+* oVirt engine 4.5 (``packaging/dbscripts/upgrade/pre_upgrade/
+  0000_config.sql`` ``MigrationPolicies`` for 4.7 clusters,
+  ``MigrateVmCommand.getMaxBandwidth``) executed by VDSM
+  (``lib/vdsm/virt/migration.py`` ``MonitorThread``): "Minimal downtime"
+  (the default) arms auto-converge, starts at 100 ms and steps 150, 200,
+  300, 400, 500 ms at stalling limits 1, 2, 3, 4, 6 new iterations, then
+  aborts; "Suspend workload if needed" ends with 5000 ms, then abort
+  (and compression, not modelled); "Post-copy migration" steps 150, 200 ms
+  then starts post-copy.  The engine caps each migration at the link speed
+  divided by the policy's ``maxMigrations`` (2, 1, 2), which is also how
+  many leave a host at once.  VDSM polls every 10 s
+  (``migration_monitor_interval``) and aborts after
+  ``migration_max_time_per_gib_mem`` 64 s/GiB unless in post-copy.
+* Proxmox VE qemu-server (``src/PVE/QemuMigrate.pm`` ``phase2``,
+  ``src/PVE/QemuMigrate/Helpers.pm`` ``set_migration_caps``): auto-converge
+  and XBZRLE on (XBZRLE not modelled), ``migrate_downtime`` 0.1 s,
+  ``max-bandwidth`` 16 GiB/s (no cap); polls every second, and every
+  100 ms from the first poll whose remainder is below the average amount
+  sent per poll (it never goes back); a poll seeing the remainder grow (or
+  zero) counts, and after more than five the downtime limit doubles, with
+  no cap of its own: QEMU refuses limits above 2000 s.  It never gives up.
+  Drains through HA maintenance mode run ``max_workers`` 4 at once.
+
+Baselines: a paused (non-live) copy, post-copy right after the first pass
+(libvirt's ``--postcopy-after-precopy``), and QEMU's auto-converge alone
+(300 ms, nobody watching).  Ours: the project's controller as shipped
+(``MigrationPolicy()`` defaults) and with post-copy permitted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 from benchmarks import simulator as sim
@@ -53,6 +82,13 @@ from nova_livemig_ext import policy as livemig_policy
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 QEMU_DEFAULT_DOWNTIME_MS = 300.0
+# QEMU's downtime-limit upper bound (MAX_MIGRATE_DOWNTIME_SECONDS).
+QEMU_MAX_DOWNTIME_MS = 2000 * 1000
+
+TIER_DEFAULT = 'defaults'
+TIER_CAPABLE = 'capabilities on'
+TIER_BASELINE = 'baseline'
+TIER_OURS = 'ours'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +106,11 @@ class Policy:
     # How often a poll can change its mind: a policy deciding on wall-clock
     # steps alone may be polled more coarsely in the simulation.
     decision_period_s: Callable[[sim.Workload], float] | None = None
+    tier: str = TIER_DEFAULT
+    # Guests one host migrates at once when it is drained.
+    host_concurrency: int = 1
+    # The release and source whose behaviour this entry models.
+    source: str = ''
 
     def poll_for(self, workload: sim.Workload) -> float:
         if self.decision_period_s is None:
@@ -96,6 +137,10 @@ class Watcher:
         self.started_s = now_s
         return ()
 
+    def observe(self, sample: samples.JobSample,
+                now_s: float) -> tuple[ctl.Decision, ...]:
+        return ()
+
     def acknowledge(self, decision: ctl.Decision, applied: bool,
                     now_s: float) -> None:
         return None
@@ -111,47 +156,110 @@ class Watcher:
                             downtime_ms=downtime_ms)
 
 
-class KubeVirt(Watcher):
-    """KubeVirt's virt-launcher migration monitor with its defaults."""
+# ---------------------------------------------------------------------------
+# KubeVirt
+# ---------------------------------------------------------------------------
 
-    def __init__(self, memory_bytes: int, completion_s_per_gib: float = 150,
-                 progress_timeout_s: float = 150) -> None:
+KUBEVIRT_POLL_S = 0.4               # monitorSleepPeriodMS
+KUBEVIRT_PROGRESS_TIMEOUT_S = 150   # MigrationProgressTimeout
+KUBEVIRT_COMPLETION_PER_GB_S = 150  # MigrationCompletionTimeoutPerGiB
+KUBEVIRT_MULTIFD_CHANNELS = 8       # parallelMultifdMigrationThreads
+KUBEVIRT_OUTBOUND_PER_NODE = 2      # ParallelOutboundMigrationsPerNode
+
+
+def kubevirt_data_gb(memory_bytes: float) -> int:
+    """KubeVirt's data size: memory in units of 10^9 bytes, rounded up."""
+    return math.ceil(memory_bytes / 1e9)
+
+
+class KubeVirt(Watcher):
+    """virt-launcher's migration monitor (``handleLegacyConvergence``).
+
+    Per poll: progress is remembered when the remaining data is below the
+    previous poll's; in post-copy nothing is done; past the completion
+    timeout with ``allowWorkloadDisruption`` it starts post-copy (when
+    allowed) or pauses the guest and doubles the timeout; otherwise 150 s
+    without progress, or the completion timeout, abort the job.
+    """
+
+    def __init__(self, memory_bytes: int, *, allow_postcopy: bool = False,
+                 allow_workload_disruption: bool | None = None,
+                 completion_s_per_gb: float = KUBEVIRT_COMPLETION_PER_GB_S,
+                 progress_timeout_s: float = KUBEVIRT_PROGRESS_TIMEOUT_S
+                 ) -> None:
         super().__init__()
-        self.acceptable_s = completion_s_per_gib * memory_bytes / GIB
+        self.acceptable_s = completion_s_per_gb * kubevirt_data_gb(
+            memory_bytes)
         self.progress_timeout_s = progress_timeout_s
-        self.lowest_remaining: int | None = None
+        self.allow_postcopy = allow_postcopy
+        self.allow_disruption = (allow_postcopy
+                                 if allow_workload_disruption is None
+                                 else allow_workload_disruption)
+        self.watermark = 0
         self.last_progress_s = 0.0
-        self.aborted = False
+        self.in_postcopy = False
+        self.paused = False
+        self.done = False
+
+    def start(self, now_s: float) -> tuple[ctl.Decision, ...]:
+        self.last_progress_s = now_s
+        return super().start(now_s)
+
+    def acknowledge(self, decision: ctl.Decision, applied: bool,
+                    now_s: float) -> None:
+        if decision.action is ctl.Action.START_POSTCOPY and applied:
+            self.in_postcopy = True
 
     def observe(self, sample: samples.JobSample,
                 now_s: float) -> tuple[ctl.Decision, ...]:
-        if self.aborted or not sample.is_active:
+        if self.done or not sample.is_active:
             return ()
         remaining = sample.data_remaining_bytes
-        if self.lowest_remaining is None or remaining < self.lowest_remaining:
-            self.lowest_remaining = remaining
+        if self.watermark == 0 or remaining < self.watermark:
             self.last_progress_s = now_s
-        elapsed = now_s - self.started_s
-        if now_s - self.last_progress_s > self.progress_timeout_s:
-            self.aborted = True
+        self.watermark = remaining
+        elapsed = int(now_s - self.started_s)
+        if self.in_postcopy:
+            return ()
+        if (self.allow_disruption and not self.paused
+                and elapsed > self.acceptable_s):
+            if self.allow_postcopy:
+                return (self.decide(ctl.Action.START_POSTCOPY,
+                                    'completion timeout', now_s),)
+            self.paused = True
+            self.acceptable_s *= 2
+            return (self.decide(ctl.Action.PAUSE, 'completion timeout',
+                                now_s),)
+        if int(now_s - self.last_progress_s) > self.progress_timeout_s:
+            self.done = True
             return (self.decide(ctl.Action.ABORT, 'no progress', now_s),)
         if elapsed > self.acceptable_s:
-            self.aborted = True
+            self.done = True
             return (self.decide(ctl.Action.ABORT, 'completion timeout',
                                 now_s),)
         return ()
 
 
-# oVirt's schedules: (stalling limit, action, downtime ms); limit None is a
+# ---------------------------------------------------------------------------
+# oVirt
+# ---------------------------------------------------------------------------
+
+# Engine schedules: (stalling limit, action, downtime ms); limit None is a
 # "last item", run at the next new iteration after the others.
 OVIRT_MINIMAL_DOWNTIME = ((1, 'downtime', 150), (2, 'downtime', 200),
                           (3, 'downtime', 300), (4, 'downtime', 400),
                           (6, 'downtime', 500), (None, 'abort', 0))
+OVIRT_SUSPEND_WORKLOAD = ((1, 'downtime', 150), (2, 'downtime', 200),
+                          (3, 'downtime', 300), (4, 'downtime', 400),
+                          (6, 'downtime', 500), (None, 'downtime', 5000),
+                          (None, 'abort', 0))
 OVIRT_POSTCOPY = ((1, 'downtime', 150), (2, 'downtime', 200),
                   (None, 'postcopy', 0), (None, 'abort', 0))
 OVIRT_INITIAL_DOWNTIME_MS = 100
 OVIRT_MAX_TIME_PER_GIB_S = 64.0
 OVIRT_POLL_S = 10.0
+# Each policy's maxMigrations: the engine divides the link by it.
+OVIRT_MAX_MIGRATIONS = {'minimal': 2, 'suspend': 1, 'postcopy': 2}
 
 
 class OVirt(Watcher):
@@ -213,9 +321,14 @@ class OVirt(Watcher):
         return (self.decide(ctl.Action.ABORT, 'schedule', now_s),)
 
 
+# ---------------------------------------------------------------------------
+# Proxmox VE
+# ---------------------------------------------------------------------------
+
 PROXMOX_DOWNTIME_MS = 100
 PROXMOX_POLL_S = 1.0
 PROXMOX_FAST_POLL_S = 0.1
+PROXMOX_HA_MAX_WORKERS = 4
 
 
 class Proxmox(Watcher):
@@ -228,33 +341,71 @@ class Proxmox(Watcher):
         self.counter = 0
         self.polls = 0
         self.fast = False
-        self.last_processed = 0
+        self.last_transferred = 0
 
     def start(self, now_s: float) -> tuple[ctl.Decision, ...]:
         super().start(now_s)
         return (self.decide(ctl.Action.SET_DOWNTIME, 'migrate_downtime',
                             now_s, self.downtime_ms),)
 
+    def next_poll_s(self, base_s: float) -> float:
+        """1 s, and 100 ms from the first poll near the end of a pass.
+
+        ``base_s`` is the simulation's poll for this guest (coarser for
+        big guests); the fast poll keeps a tenth of it.
+        """
+        if not self.fast:
+            return max(PROXMOX_POLL_S, base_s)
+        return max(PROXMOX_FAST_POLL_S, base_s / 10)
+
     def observe(self, sample: samples.JobSample,
                 now_s: float) -> tuple[ctl.Decision, ...]:
         if not sample.is_active:
             return ()
         self.polls += 1
+        average = self.last_transferred / self.polls
+        transferred = sample.memory_processed_bytes
+        if transferred == self.last_transferred:
+            return ()
         remaining = sample.data_remaining_bytes
-        average = self.last_processed / self.polls
         if average and remaining < average:
             self.fast = True
-        grew = self.last_remaining is not None and (
-            remaining > self.last_remaining)
+        grew = self.last_remaining is not None and self.last_remaining > 0 \
+            and remaining > self.last_remaining
         if grew or remaining == 0:
             self.counter += 1
         self.last_remaining = remaining
-        self.last_processed = sample.memory_processed_bytes
+        self.last_transferred = transferred
         if self.counter > 5:
             self.counter = 0
             self.downtime_ms *= 2
+            if self.downtime_ms > QEMU_MAX_DOWNTIME_MS:
+                # migrate-set-parameters fails; Proxmox logs it and goes on.
+                return ()
             return (self.decide(ctl.Action.SET_DOWNTIME, 'auto-increased',
                                 now_s, self.downtime_ms),)
+        return ()
+
+
+# ---------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------
+
+class PostcopyAfterFirstPass(Watcher):
+    """libvirt's ``--postcopy-after-precopy``: switch after iteration 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.switched = False
+
+    def observe(self, sample: samples.JobSample,
+                now_s: float) -> tuple[ctl.Decision, ...]:
+        if self.switched or not sample.is_active:
+            return ()
+        if sample.iteration is not None and sample.iteration >= 2:
+            self.switched = True
+            return (self.decide(ctl.Action.START_POSTCOPY, 'first pass done',
+                                now_s),)
         return ()
 
 
@@ -264,13 +415,16 @@ class Proxmox(Watcher):
 
 def _plain(downtime_ms: float = QEMU_DEFAULT_DOWNTIME_MS, *,
            auto_converge: bool = False, postcopy: bool = False,
-           initial_pct: int = 20, increment_pct: int = 10
+           live: bool = True, channels: int = 1,
+           link_share: int | None = None
            ) -> Callable[[sim.Workload], sim.JobSettings]:
     def settings(workload: sim.Workload) -> sim.JobSettings:
+        cap = (None if link_share is None
+               else workload.line_rate_bytes_s / link_share)
         return sim.JobSettings(
-            downtime_limit_ms=downtime_ms, auto_converge=auto_converge,
-            postcopy=postcopy, throttle_initial_pct=initial_pct,
-            throttle_increment_pct=increment_pct)
+            live=live, downtime_limit_ms=downtime_ms,
+            auto_converge=auto_converge, postcopy=postcopy,
+            channels=channels, max_speed_bytes_s=cap)
     return settings
 
 
@@ -301,44 +455,115 @@ def ours_policy() -> livemig_policy.MigrationPolicy:
         ladder=('downtime', 'auto_converge', 'postcopy', 'abort'))
 
 
-def _ours_settings(workload: sim.Workload) -> sim.JobSettings:
-    policy = ours_policy()
-    return sim.JobSettings(
-        downtime_limit_ms=float(policy.initial_downtime_ms),
-        auto_converge=True, postcopy=True,
-        throttle_initial_pct=policy.auto_converge_initial_pct,
-        throttle_increment_pct=policy.auto_converge_increment_pct)
+def shipped_policy() -> livemig_policy.MigrationPolicy:
+    """The policy a host gets without any [livemig_ext] setting."""
+    return livemig_policy.MigrationPolicy()
 
 
-def _ours(workload: sim.Workload, poll_s: float) -> ctl.DecisionMaker:
-    config = planner.controller_config_for(
-        ours_policy(), workload.memory_bytes, poll_s)
-    return ctl.Controller(config)
+def _ours_settings(policy: Callable[[], livemig_policy.MigrationPolicy]
+                   ) -> Callable[[sim.Workload], sim.JobSettings]:
+    def settings(workload: sim.Workload) -> sim.JobSettings:
+        chosen = policy()
+        config = planner.controller_config_for(chosen, workload.memory_bytes)
+        return sim.JobSettings(
+            downtime_limit_ms=float(chosen.initial_downtime_ms),
+            auto_converge=config.auto_converge_armed,
+            postcopy=config.postcopy_armed,
+            throttle_initial_pct=chosen.auto_converge_initial_pct,
+            throttle_increment_pct=chosen.auto_converge_increment_pct,
+            channels=max(1, chosen.parallel_connections),
+            max_speed_bytes_s=(chosen.bandwidth_mib_s * MIB
+                               if chosen.bandwidth_mib_s else None))
+    return settings
 
+
+def _ours(policy: Callable[[], livemig_policy.MigrationPolicy]
+          ) -> Callable[[sim.Workload, float], ctl.DecisionMaker]:
+    def decider(workload: sim.Workload, poll_s: float) -> ctl.DecisionMaker:
+        config = planner.controller_config_for(
+            policy(), workload.memory_bytes, poll_s)
+        return ctl.Controller(config)
+    return decider
+
+
+NOVA_SOURCE = ('Nova 34.0.0 libvirt driver _live_migration_monitor: 0.5 s '
+               'polls, downtime steps 50->500 ms (10 steps, 75 s/GiB), '
+               'completion timeout 800 s/GiB, max_concurrent_live_'
+               'migrations 1')
+KUBEVIRT_SOURCE = ('KubeVirt main live-migration-source.go '
+                   'handleLegacyConvergence: 400 ms polls, progress = '
+                   'remaining fell since the previous poll, 150 s progress '
+                   'timeout, 150 s x ceil(GB), 2 outbound per node')
+OVIRT_SOURCE = ('oVirt engine 4.5 MigrationPolicies (4.7 clusters) via '
+                'VDSM MonitorThread: 10 s polls, schedule per new '
+                'iteration, 64 s/GiB max time, bandwidth = link / '
+                'maxMigrations')
+PROXMOX_SOURCE = ('Proxmox qemu-server QemuMigrate.pm phase2: auto-converge '
+                  'on, 100 ms downtime doubled after >5 growing polls, 1 s '
+                  'then 100 ms polls, never aborts; HA max_workers 4')
 
 POLICIES: tuple[Policy, ...] = (
     Policy('nova34', 'Nova 34 defaults', _plain(), _nova(False), 0.5,
-           500.0, _nova_step_fraction),
-    Policy('nova34-postcopy', 'Nova 34, post-copy + force_complete',
-           _plain(postcopy=True), _nova(True), 0.5, 500.0,
-           _nova_step_fraction),
-    Policy('kubevirt', 'KubeVirt defaults', _plain(),
-           lambda w, p: KubeVirt(w.memory_bytes), 0.4,
-           QEMU_DEFAULT_DOWNTIME_MS),
-    Policy('ovirt-minimal-downtime', 'oVirt "Minimal downtime"',
-           _plain(auto_converge=True),
+           500.0, _nova_step_fraction, TIER_DEFAULT, 1, NOVA_SOURCE),
+    Policy('kubevirt', 'KubeVirt defaults (8 multifd channels)',
+           _plain(channels=KUBEVIRT_MULTIFD_CHANNELS),
+           lambda w, p: KubeVirt(w.memory_bytes), KUBEVIRT_POLL_S,
+           QEMU_DEFAULT_DOWNTIME_MS, None, TIER_DEFAULT,
+           KUBEVIRT_OUTBOUND_PER_NODE, KUBEVIRT_SOURCE),
+    Policy('ovirt-minimal-downtime', 'oVirt "Minimal downtime" (default)',
+           _plain(auto_converge=True,
+                  link_share=OVIRT_MAX_MIGRATIONS['minimal']),
            lambda w, p: OVirt(w.memory_bytes, OVIRT_MINIMAL_DOWNTIME),
-           OVIRT_POLL_S, 500.0),
-    Policy('ovirt-postcopy', 'oVirt "Post-copy migration"',
-           _plain(auto_converge=True, postcopy=True),
-           lambda w, p: OVirt(w.memory_bytes, OVIRT_POSTCOPY),
-           OVIRT_POLL_S, 200.0),
+           OVIRT_POLL_S, 500.0, None, TIER_DEFAULT,
+           OVIRT_MAX_MIGRATIONS['minimal'], OVIRT_SOURCE),
+    Policy('ovirt-suspend-workload', 'oVirt "Suspend workload if needed"',
+           _plain(auto_converge=True,
+                  link_share=OVIRT_MAX_MIGRATIONS['suspend']),
+           lambda w, p: OVirt(w.memory_bytes, OVIRT_SUSPEND_WORKLOAD),
+           OVIRT_POLL_S, 5000.0, None, TIER_DEFAULT,
+           OVIRT_MAX_MIGRATIONS['suspend'], OVIRT_SOURCE),
     Policy('proxmox', 'Proxmox VE qm migrate --online',
-           _plain(PROXMOX_DOWNTIME_MS), lambda w, p: Proxmox(),
-           PROXMOX_POLL_S, None),
-    Policy('ours', 'nova-livemig-ext (downtime, auto_converge, postcopy, '
-           'abort)', _ours_settings, _ours, 0.5,
-           float(ours_policy().max_downtime_ms)),
+           _plain(PROXMOX_DOWNTIME_MS, auto_converge=True),
+           lambda w, p: Proxmox(), PROXMOX_POLL_S, None, None,
+           TIER_DEFAULT, PROXMOX_HA_MAX_WORKERS, PROXMOX_SOURCE),
+    Policy('nova34-postcopy', 'Nova 34, permit post-copy + auto-converge, '
+           'force_complete', _plain(postcopy=True), _nova(True), 0.5, 500.0,
+           _nova_step_fraction, TIER_CAPABLE, 1,
+           NOVA_SOURCE + '; post-copy permitted disables auto-converge, '
+           'force_complete switches to post-copy at the timeout'),
+    Policy('kubevirt-postcopy', 'KubeVirt, allowAutoConverge + '
+           'allowPostCopy', _plain(auto_converge=True, postcopy=True),
+           lambda w, p: KubeVirt(w.memory_bytes, allow_postcopy=True),
+           KUBEVIRT_POLL_S, QEMU_DEFAULT_DOWNTIME_MS, None, TIER_CAPABLE,
+           KUBEVIRT_OUTBOUND_PER_NODE,
+           KUBEVIRT_SOURCE + '; post-copy at the completion timeout, no '
+           'multifd with post-copy'),
+    Policy('ovirt-postcopy', 'oVirt "Post-copy migration"',
+           _plain(auto_converge=True, postcopy=True,
+                  link_share=OVIRT_MAX_MIGRATIONS['postcopy']),
+           lambda w, p: OVirt(w.memory_bytes, OVIRT_POSTCOPY),
+           OVIRT_POLL_S, 200.0, None, TIER_CAPABLE,
+           OVIRT_MAX_MIGRATIONS['postcopy'], OVIRT_SOURCE),
+    Policy('paused-copy', 'Baseline: paused (non-live) copy',
+           _plain(live=False), lambda w, p: Watcher(), 1.0, None, None,
+           TIER_BASELINE, 1, 'libvirt migrate without VIR_MIGRATE_LIVE'),
+    Policy('postcopy-after-first-pass', 'Baseline: post-copy after the '
+           'first pass', _plain(postcopy=True),
+           lambda w, p: PostcopyAfterFirstPass(), 0.5, None, None,
+           TIER_BASELINE, 1, 'libvirt --postcopy --postcopy-after-precopy'),
+    Policy('qemu-autoconverge', 'Baseline: QEMU auto-converge alone',
+           _plain(auto_converge=True), lambda w, p: Watcher(), 1.0,
+           QEMU_DEFAULT_DOWNTIME_MS, None, TIER_BASELINE, 1,
+           'QEMU 10 auto-converge (20 %/+10 %), 300 ms, nobody watching'),
+    Policy('ours', 'nova-livemig-ext as shipped (downtime, auto_converge, '
+           'abort)', _ours_settings(shipped_policy), _ours(shipped_policy),
+           0.5, float(shipped_policy().max_downtime_ms), None, TIER_OURS, 1,
+           'MigrationPolicy() defaults; nova-compute keeps '
+           'max_concurrent_live_migrations 1'),
+    Policy('ours-postcopy', 'nova-livemig-ext with post-copy (downtime, '
+           'auto_converge, postcopy, abort)', _ours_settings(ours_policy),
+           _ours(ours_policy), 0.5, float(ours_policy().max_downtime_ms),
+           None, TIER_OURS, 1, 'MigrationPolicy() with permit_post_copy'),
 )
 POLICY_NAMES = tuple(p.name for p in POLICIES)
 

@@ -28,6 +28,19 @@ takes and how many iterations it needs:
   downtime runs from the pause;
 * a migration started without ``VIR_MIGRATE_LIVE`` is a pause from t = 0.
 
+What belongs to the guest rather than to the link (``Workload``): its write
+rate (a CPU-bound writer slows in proportion to the throttle, a paced one
+only once the throttle cuts into its pace), which pages it writes
+(sequential sweeps dirty each byte once; random writes over the working set
+collect unique pages like coupons, skewed ones mostly re-dirty a hot tenth),
+rate steps and a working set that grows.  What belongs to the host: one
+migration stream moves at most ``stream_limit_bytes_s`` (a QEMU migration
+thread is CPU-bound), so only multifd channels fill a fast link.
+
+What it also accounts, for the guest-cost metrics: vCPU time the throttle
+took from a guest that needed it, and after post-copy the time the guest
+waited on page faults for its remote working set (``postcopy_stall_s``).
+
 Time advances from event to event (pass ends, syncs, bursts, polls), not in
 fixed steps, so a 256 GiB guest costs no more to simulate than a 1 GiB one.
 The methods a policy uses are the libvirt ones the monitor calls.
@@ -63,6 +76,16 @@ SYNC_PER_GIB_S = 0.001
 MAX_THROTTLE_PCT = 99
 # Steady state: this many identical passes in a row may be skipped over.
 STEADY_PASSES = 3
+# Share of the line rate that carries pages (framing and TCP overhead).
+LINK_EFFICIENCY = 0.92
+# Skewed page popularity: this share of the working set takes
+# HOT_WRITE_SHARE of the writes.
+HOT_SET_SHARE = 0.1
+HOT_WRITE_SHARE = 0.9
+POPULARITIES = ('sequential', 'uniform', 'skewed')
+# After post-copy starts, a guest touching a page still on the source waits
+# for one round trip and the page (an assumption: 0.5 ms on a LAN).
+FAULT_LATENCY_S = 0.0005
 
 
 # An operation the simulated QEMU refuses (like a libvirtError).
@@ -87,6 +110,19 @@ class Workload(model.WorkloadBase):
     write_capacity_bytes_s: float | None = None
     # Dirty-bitmap sync time, fixed part (see SYNC_BASE_S).
     sync_base_s: float = SYNC_BASE_S
+    # Which pages the writes land on (POPULARITIES): 'sequential' sweeps
+    # the working set (each byte written is a new dirty byte until the set
+    # is covered), 'uniform' and 'skewed' pick pages at random.
+    popularity: str = 'sequential'
+    # (at_s, factor): from at_s on the guest writes factor x the base rate.
+    rate_steps: tuple[tuple[float, float], ...] = ()
+    # The working set grows by this much per second (up to the memory).
+    ws_growth_bytes_s: float = 0.0
+    # One migration stream (channel) moves at most this much (None: the
+    # link is the only limit).
+    stream_limit_bytes_s: float | None = None
+    # Dirty-bitmap sync time per GiB of guest memory (see SYNC_PER_GIB_S).
+    sync_per_gib_s: float = SYNC_PER_GIB_S
     name: str = ''
 
     def __post_init__(self) -> None:
@@ -99,31 +135,86 @@ class Workload(model.WorkloadBase):
             raise ValueError('touched_fraction must be in (0, 1]')
         if self.burst_period_s < 0 or not 0 < self.burst_duty <= 1:
             raise ValueError('bad burst shape')
+        if self.popularity not in POPULARITIES:
+            raise ValueError(f'popularity must be one of {POPULARITIES}')
+        if self.ws_growth_bytes_s < 0 or any(
+                f < 0 for _, f in self.rate_steps):
+            raise ValueError('growth and rate steps must not be negative')
+        if self.stream_limit_bytes_s is not None and (
+                self.stream_limit_bytes_s <= 0):
+            raise ValueError('stream_limit_bytes_s must be positive')
 
     @property
     def bursty(self) -> bool:
         return self.burst_period_s > 0 and self.burst_duty < 1
 
+    @property
+    def time_varying(self) -> bool:
+        """Does anything about the guest change with time?"""
+        return (self.bursty or bool(self.rate_steps)
+                or self.ws_growth_bytes_s > 0)
+
+    @property
+    def nonzero_bytes(self) -> float:
+        """What any copy must send: the pages that are not zero."""
+        return self.memory_bytes * self.touched_fraction
+
+    @property
+    def line_rate_bytes_s(self) -> float:
+        """The NIC's nominal rate (what oVirt's engine divides)."""
+        return self.bandwidth_bytes_s / LINK_EFFICIENCY
+
+    def working_set_at(self, at_s: float) -> float:
+        """The writable working set at ``at_s``."""
+        return min(float(self.memory_bytes), self.working_set_bytes
+                   + self.ws_growth_bytes_s * max(at_s, 0.0))
+
+    def rate_factor(self, at_s: float) -> float:
+        factor = 1.0
+        for when, value in self.rate_steps:
+            if at_s >= when:
+                factor = value
+        return factor
+
     def dirty_bytes_s(self, at_s: float) -> float:
         """The guest's write rate at ``at_s`` (before any throttle)."""
+        base = self.dirty_rate_bytes_s * self.rate_factor(at_s)
         if not self.bursty:
-            return self.dirty_rate_bytes_s
+            return base
         phase = math.fmod(at_s, self.burst_period_s) / self.burst_period_s
         if phase < self.burst_duty:
-            return self.dirty_rate_bytes_s / self.burst_duty
+            return base / self.burst_duty
         return 0.0
 
     def next_rate_change_s(self, at_s: float) -> float:
         """When the write rate next changes (inf for a steady writer)."""
+        steps = [when for when, _ in self.rate_steps if when > at_s + 1e-9]
+        step = min(steps) if steps else math.inf
         if not self.bursty:
-            return math.inf
+            return step
         period = self.burst_period_s
         start = math.floor(at_s / period) * period
         for edge in (start + self.burst_duty * period, start + period,
                      start + period + self.burst_duty * period):
             if edge > at_s + 1e-9:
-                return edge
-        return start + 2 * period
+                return min(edge, step)
+        return min(start + 2 * period, step)
+
+    def unique_dirty_bytes(self, written_bytes: float,
+                           working_set_bytes: float) -> float:
+        """Distinct bytes dirtied by ``written_bytes`` of writes."""
+        ws = working_set_bytes
+        if ws <= 0 or written_bytes <= 0:
+            return 0.0
+        if self.popularity == 'sequential':
+            return min(written_bytes, ws)
+        if self.popularity == 'uniform':
+            return ws * -math.expm1(-written_bytes / ws)
+        hot = ws * HOT_SET_SHARE
+        cold = ws - hot
+        return (hot * -math.expm1(-written_bytes * HOT_WRITE_SHARE / hot)
+                + cold * -math.expm1(-written_bytes * (1 - HOT_WRITE_SHARE)
+                                     / cold))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +229,8 @@ class JobSettings:
     throttle_increment_pct: int = 10
     throttle_trigger_pct: int = 50
     postcopy: bool = False
+    # Migration streams: multifd channels (VIR_MIGRATE_PARALLEL).
+    channels: int = 1
 
     @property
     def throttle_max_pct(self) -> int:
@@ -156,7 +249,16 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         if not settings.live:
             self.paused_at_s = 0.0
         self.postcopy_s = 0.0
-        self.sync_s = workload.sync_base_s + SYNC_PER_GIB_S * (
+        # vCPU seconds the throttle took from a guest that needed them.
+        self.throttle_lost_s = 0.0
+        # After post-copy: what of the working set was still on the source,
+        # how fast the guest wrote and how fast pages came.
+        self._postcopy_remote_ws = 0.0
+        self._postcopy_guest_bytes_s = 0.0
+        self._postcopy_bytes_s = 0.0
+        # Set by a host drain: this job's share of the host's link.
+        self.link_share_bytes_s: float | None = None
+        self.sync_s = workload.sync_base_s + workload.sync_per_gib_s * (
             workload.memory_bytes / GIB)
         self._last_sync_s = 0.0
         self._sending_s = 0.0
@@ -166,6 +268,44 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         self._syncs: list[tuple[float, float, float]] = []
 
     # -- rates --------------------------------------------------------------
+
+    def _link_bytes_s(self, streams: int) -> float:
+        if self.link_share_bytes_s is not None:
+            link = self.link_share_bytes_s
+        else:
+            link = self.workload.link_bytes_s(self.now_s)
+        limit = self.workload.stream_limit_bytes_s
+        if limit is not None:
+            link = min(link, streams * limit)
+        return link
+
+    def bandwidth_bytes_s(self) -> float:
+        if self.phase == 'precopy':
+            link = self._link_bytes_s(self.settings.channels)
+            if self.max_speed_bytes_s is not None:
+                return min(link, self.max_speed_bytes_s)
+            return link
+        # Post-copy page requests and the background push share the
+        # main channel.
+        return self._link_bytes_s(1)
+
+    def rate_cap_bytes_s(self) -> float:
+        """What this job could send on an unlimited link."""
+        streams = self.settings.channels if self.phase == 'precopy' else 1
+        cap = math.inf
+        if self.workload.stream_limit_bytes_s is not None:
+            cap = streams * self.workload.stream_limit_bytes_s
+        if self.phase == 'precopy' and self.max_speed_bytes_s is not None:
+            cap = min(cap, self.max_speed_bytes_s)
+        return cap
+
+    def cpu_idle_share(self) -> float:
+        """Share of its CPU the guest does not need (0 when CPU-bound)."""
+        capacity = self.workload.write_capacity_bytes_s
+        if capacity is None or capacity <= 0:
+            return 0.0
+        need = self.workload.dirty_bytes_s(self.now_s) / capacity
+        return max(0.0, 1.0 - min(1.0, need))
 
     def _throttled(self, rate: float, running: float) -> float:
         capacity = self.workload.write_capacity_bytes_s
@@ -255,7 +395,21 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         super()._send(size_bytes, dt_s, scale)
         self._sending_s += dt_s
         if self.phase == 'precopy' and self.paused_at_s is None:
-            self.throttle_s += self.throttle_pct / 100.0 * dt_s
+            self._count_throttle(dt_s)
+
+    def _count_throttle(self, dt_s: float) -> None:
+        share = self.throttle_pct / 100.0
+        self.throttle_s += share * dt_s
+        self.throttle_lost_s += max(0.0, share - self.cpu_idle_share()) * dt_s
+
+    def _dirty_set_bytes(self) -> float:
+        return self.workload.unique_dirty_bytes(
+            self._dirtied, self.workload.working_set_at(self.now_s))
+
+    def _add_dirty(self, dirty_bytes: float) -> None:
+        cap = max(self.workload.working_set_at(self.now_s),
+                  self.remaining_bytes)
+        self.remaining_bytes = min(self.remaining_bytes + dirty_bytes, cap)
 
     def _scan_bitmap(self) -> None:
         # The scan takes time; the guest keeps writing meanwhile.
@@ -281,7 +435,8 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         Only for a steady writer whose throttle can no longer move and
         whose last passes left the same remainder at the same interval.
         """
-        if (self.workload.bursty or self.paused_at_s is not None
+        if (self.workload.time_varying or self.paused_at_s is not None
+                or self.link_share_bytes_s is not None
                 or len(self._syncs) <= STEADY_PASSES):
             return False
         if self.settings.auto_converge and (
@@ -304,7 +459,7 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         self.iteration += passes
         self.processed_bytes += passes * sent
         if self.paused_at_s is None:
-            self.throttle_s += passes * pass_s * self.throttle_pct / 100.0
+            self._count_throttle(passes * pass_s)
         self._last_sync_s = self.now_s
         self._period_started_s = self.now_s
         self._syncs = [(t + passes * pass_s, r, p + passes * sent)
@@ -312,7 +467,8 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         return True
 
     def _switchover_bytes_s(self) -> float:
-        return self.workload.bandwidth_bytes_s
+        # The stopped guest's rest goes at full speed over every channel.
+        return self._link_bytes_s(self.settings.channels)
 
     def _stop_and_copy(self) -> None:
         # The completion syncs once more.
@@ -322,13 +478,49 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
     # -- what libvirt lets a policy do ------------------------------------
 
     def start_postcopy(self) -> None:
+        guest_bytes_s = self.workload.dirty_bytes_s(self.now_s)
         super().start_postcopy()
+        self._postcopy_remote_ws = min(
+            self.remaining_bytes, self.workload.working_set_at(self.now_s))
+        self._postcopy_guest_bytes_s = guest_bytes_s
+        self._postcopy_bytes_s = self.bandwidth_bytes_s()
         self.iteration += 1
         # The source stops, sends the device state and the discard bitmap.
         self.downtime_ms = SWITCHOVER_OVERHEAD_MS + self.sync_s * MS_PER_S
         self.now_s += self.sync_s
         if self.remaining_bytes <= 1:
             self._finish(self.downtime_ms)
+
+    # -- what the guest paid ------------------------------------------------
+
+    @property
+    def postcopy_stall_s(self) -> float:
+        """Time the guest waited on faults for its remote working set.
+
+        The remote part of the working set arrives at the post-copy rate.
+        A guest touching it faster than pages arrive waits for all of it;
+        a slower one waits one fault latency per page it touches before
+        the pages would have arrived anyway.
+        """
+        if self.postcopy_started_s is None or self._postcopy_bytes_s <= 0:
+            return 0.0
+        pull_s = self._postcopy_remote_ws / self._postcopy_bytes_s
+        touched = min(self._postcopy_remote_ws,
+                      self._postcopy_guest_bytes_s * pull_s)
+        faults = math.ceil(touched / model.PAGE_SIZE_BYTES)
+        return min(pull_s, faults * FAULT_LATENCY_S)
+
+    @property
+    def longest_pause_s(self) -> float:
+        """The longest time the guest made no progress at all."""
+        downtime_s = (self.downtime_ms or 0.0) / MS_PER_S
+        stall = self.postcopy_stall_s
+        if stall <= 0:
+            return downtime_s
+        if self._postcopy_guest_bytes_s >= self._postcopy_bytes_s:
+            # Blocked on one missing page after another: one long pause.
+            return downtime_s + stall
+        return max(downtime_s, FAULT_LATENCY_S)
 
     # -- what libvirt reports -----------------------------------------------
 
@@ -353,10 +545,19 @@ class RunResult:
     max_throttle_pct: int
     postcopy_s: float
     actions: tuple[str, ...]
+    throttle_lost_s: float = 0.0
+    postcopy_stall_s: float = 0.0
+    longest_pause_s: float = 0.0
 
     @property
     def completed(self) -> bool:
         return self.outcome == 'completed'
+
+    @property
+    def guest_work_lost_s(self) -> float:
+        """Downtime, post-copy fault stall and throttled vCPU time."""
+        return ((self.downtime_ms or 0.0) / MS_PER_S + self.postcopy_stall_s
+                + self.throttle_lost_s)
 
 
 def drive(migration: Migration, decider: ctl.DecisionMaker,
@@ -374,13 +575,21 @@ def drive(migration: Migration, decider: ctl.DecisionMaker,
                     + (f' {decision.downtime_ms}ms'
                        if decision.downtime_ms else ''))
 
+    next_poll = getattr(decider, 'next_poll_s', None)
     apply_all(decider.start(migration.now_s))
     while migration.running and migration.now_s < max_s:
         sample = samples.sample_from_job_stats(migration.job_stats())
         apply_all(decider.observe(sample, migration.now_s))
         if migration.running:
-            migration.advance(min(poll_interval_s,
+            interval = (poll_interval_s if next_poll is None
+                        else next_poll(poll_interval_s))
+            migration.advance(min(interval,
                                   max_s - migration.now_s + 1e-6))
+    return result_of(migration, actions)
+
+
+def result_of(migration: Migration, actions: list[str]) -> RunResult:
+    """What a finished (or timed-out) job leaves behind."""
     return RunResult(
         outcome=migration.outcome, total_s=migration.ended_at_s,
         downtime_ms=migration.downtime_ms,
@@ -388,4 +597,7 @@ def drive(migration: Migration, decider: ctl.DecisionMaker,
         data_sent_bytes=migration.processed_bytes,
         throttle_s=migration.throttle_s,
         max_throttle_pct=migration.max_throttle_pct,
-        postcopy_s=migration.postcopy_s, actions=tuple(actions))
+        postcopy_s=migration.postcopy_s, actions=tuple(actions),
+        throttle_lost_s=migration.throttle_lost_s,
+        postcopy_stall_s=migration.postcopy_stall_s,
+        longest_pause_s=migration.longest_pause_s)

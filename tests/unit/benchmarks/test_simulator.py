@@ -178,3 +178,91 @@ class TestDrive(testtools.TestCase):
         self.assertTrue(sample.is_active)
         self.assertEqual(m.iteration, sample.iteration)
         self.assertEqual(0, sample.auto_converge_throttle_pct)
+
+
+class TestGuestBehaviour(testtools.TestCase):
+    """What belongs to the guest: pages it writes, its pace, its changes."""
+
+    def test_random_writes_dirty_fewer_distinct_pages(self):
+        seq = workload(ratio=0.5, ws=0.5)
+        uni = workload(ratio=0.5, ws=0.5, popularity='uniform')
+        skew = workload(ratio=0.5, ws=0.5, popularity='skewed')
+        ws = 0.5 * GIB
+        # Writing the working set's size once covers all of it only when
+        # writes sweep it; random ones hit 1 - 1/e of it.
+        self.assertAlmostEqual(ws, seq.unique_dirty_bytes(ws, ws))
+        self.assertAlmostEqual(ws * (1 - 1 / 2.718281828),
+                               uni.unique_dirty_bytes(ws, ws), delta=1e3)
+        self.assertLess(skew.unique_dirty_bytes(ws, ws),
+                        uni.unique_dirty_bytes(ws, ws))
+        # ... and never more than the working set.
+        self.assertLessEqual(skew.unique_dirty_bytes(100 * ws, ws), ws)
+
+    def test_skewed_guest_converges_where_a_sweeping_one_does_not(self):
+        sweep = run_plain(workload(ratio=1.5, ws=0.3), seconds=300)
+        skewed = run_plain(workload(ratio=1.5, ws=0.3, popularity='skewed'),
+                           seconds=300)
+        self.assertEqual('precopy', sweep.phase)
+        self.assertGreater(skewed.iteration, 3)
+        # Skewed writes re-dirty the hot tenth, so each pass leaves less.
+        self.assertLess(skewed.remaining_bytes, sweep.remaining_bytes)
+
+    def test_rate_steps_and_their_events(self):
+        w = workload(ratio=0.5, rate_steps=((30.0, 4.0),))
+        self.assertEqual(0.5 * B, w.dirty_bytes_s(29.0))
+        self.assertEqual(2.0 * B, w.dirty_bytes_s(30.0))
+        self.assertEqual(30.0, w.next_rate_change_s(0.0))
+        self.assertTrue(w.time_varying)
+        self.assertFalse(workload(ratio=0.5).time_varying)
+
+    def test_growing_working_set(self):
+        w = workload(ratio=0.5, ws=0.1, ws_growth_bytes_s=MIB)
+        self.assertAlmostEqual(0.1 * GIB, w.working_set_at(0.0), delta=1)
+        self.assertAlmostEqual(0.1 * GIB + 100 * MIB, w.working_set_at(100),
+                               delta=1)
+        self.assertEqual(GIB, w.working_set_at(1e9))
+
+    def test_throttle_costs_a_cpu_bound_writer_all_of_it(self):
+        cpu = sim.Migration(workload(ratio=2.0), sim.JobSettings(
+            auto_converge=True))
+        paced = sim.Migration(
+            workload(ratio=2.0, write_capacity_bytes_s=8 * B),
+            sim.JobSettings(auto_converge=True))
+        for m in (cpu, paced):
+            m.advance(120)
+        self.assertGreater(cpu.throttle_s, 0)
+        self.assertAlmostEqual(cpu.throttle_s, cpu.throttle_lost_s)
+        # The paced writer needs a quarter of its CPU: only the throttle
+        # above 75 % costs it anything.
+        self.assertLess(paced.throttle_lost_s, 0.5 * paced.throttle_s)
+
+    def test_one_stream_cannot_fill_a_fast_link(self):
+        w = workload(stream_limit_bytes_s=B / 4)
+        one = run_plain(w)
+        four = run_plain(w, sim.JobSettings(channels=4))
+        self.assertAlmostEqual(4 * GIB / B, one.finished_at_s, delta=1)
+        self.assertAlmostEqual(GIB / B, four.finished_at_s, delta=0.5)
+
+    def test_postcopy_stall_of_a_busy_and_a_quiet_guest(self):
+        def after_switch(ratio):
+            m = sim.Migration(workload(ratio=ratio, ws=0.5),
+                              sim.JobSettings(postcopy=True))
+            # Half way through the bulk pass: half the memory is remote.
+            m.advance(GIB / B / 2)
+            m.start_postcopy()
+            m.advance(60)
+            return m
+        busy, quiet = after_switch(2.0), after_switch(0.001)
+        # A guest writing faster than pages come waits for its whole
+        # remote working set, in one long pause.
+        self.assertAlmostEqual(busy.postcopy_s, busy.postcopy_stall_s,
+                               delta=0.5)
+        self.assertGreater(busy.longest_pause_s, 1.0)
+        # A quiet one waits a fault latency per page it touches.
+        self.assertLess(quiet.postcopy_stall_s, 0.1)
+        self.assertLess(quiet.longest_pause_s, 0.1)
+
+    def test_bad_guests_are_refused(self):
+        self.assertRaises(ValueError, workload, popularity='zipf')
+        self.assertRaises(ValueError, workload, ws_growth_bytes_s=-1)
+        self.assertRaises(ValueError, workload, stream_limit_bytes_s=0)
