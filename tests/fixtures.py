@@ -23,6 +23,24 @@ MISSING_PARAMS = {
 }
 
 
+class ResetLibvirtError(fixtures.Fixture):
+    """Clear real libvirt's per-thread last error before and after a test.
+
+    ``libvirt.libvirtError(msg)`` takes its message and code from the last
+    error libvirt recorded in the calling thread, not from ``msg``: a test
+    that builds one after another test left an error (a refused connection,
+    say) gets that stale error.  A no-op without libvirt-python.
+    """
+
+    def _setUp(self):
+        try:
+            import libvirt
+        except ImportError:
+            return
+        libvirt.virResetLastError()
+        self.addCleanup(libvirt.virResetLastError)
+
+
 class ModernFakeLibvirt(fixtures.Fixture):
     """Nova's fake libvirt, completed with what libvirt 11.3 / QEMU 10 have.
 
