@@ -1,8 +1,9 @@
 """Build step that ships ``nova_livemig_ext.pth`` at the root of the wheel.
 
-The ``.pth`` file lands in site-packages and installs the import finder of
-``nova_livemig_ext/nova_virt_alias.py`` at interpreter start, which is what
-lets Nova load ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver``.
+The ``.pth`` file lands in site-packages and, at interpreter start, adds a
+finder that imports nothing until Nova asks for ``nova.virt.livemig_ext``;
+then ``nova_livemig_ext/nova_virt_alias.py`` resolves it, which is what lets
+Nova load ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver``.
 Named in ``setup.cfg`` (``[global] commands``) because pbr replaces any
 ``cmdclass`` given to ``setup()``.
 """
