@@ -62,6 +62,23 @@ def upstream_config(policy: MigrationPolicy, plan: MigrationPlan,
         postcopy_enabled=plan.postcopy_armed)
 
 
+def wall_clock_deadline_s(policy: MigrationPolicy, size_gib: float,
+                          nova_data_gib: float | None = None
+                          ) -> float | None:
+    """The deadline the monitor enforces by itself when libvirt is silent.
+
+    The same deadline the controller works to (ours, or Nova's completion
+    timeout in upstream mode); None when upstream Nova's is disabled.
+    """
+    if policy.mode == 'upstream':
+        per_gib_s = policy.upstream.completion_timeout_s_per_gib
+        if per_gib_s <= 0:
+            return None
+        size = (nova_data_gib if nova_data_gib is not None else size_gib)
+        return float(per_gib_s) * size if size > 0 else None
+    return deadline_s(policy, size_gib)
+
+
 def decision_maker(policy: MigrationPolicy, plan: MigrationPlan,
                    memory_mib: float, disk_gib: float = 0.0,
                    nova_data_gib: float | None = None) -> ctl.DecisionMaker:

@@ -20,6 +20,14 @@ Two rules keep the guest safe:
 * a guest the monitor paused is resumed on the source when the job does not
   complete, unless it was switched to post-copy (then the newest memory is
   on the destination and resuming the source would fork the guest).
+
+After the switch to post-copy a failed migrate call is not the end: the
+migration completes on the destination or is resumed
+(:mod:`nova_livemig_ext.postcopy`), and when that cannot be done in time the
+outcome is NEEDS_RECOVERY with both halves left as they are.  Nothing the
+monitor does on the side (progress saving, logging) and no crash of the
+monitor itself changes that: a crash in pre-copy aborts the job and resumes
+the source, a crash in post-copy hands over to the same recovery.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from nova_livemig_ext import native
+from nova_livemig_ext import postcopy
 from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import estimator
 from nova_livemig_ext.convergence import samples
@@ -76,6 +86,8 @@ class Domain(Protocol):
     def abortJob(self) -> int: ...
 
     def state(self, flags: int = 0) -> list[int]: ...
+
+    def name(self) -> str: ...
 
 
 class MigratableDomain(Domain, Protocol):
@@ -135,6 +147,9 @@ class Outcome(enum.Enum):
     ABORTED = 'aborted'
     FAILED = 'failed'
     CANCELLED = 'cancelled'
+    # Post-copy could not be completed in time: both halves are kept as
+    # they are for ``nova-livemig-ext recover``.
+    NEEDS_RECOVERY = 'needs recovery'
     # watch() alone cannot tell: the caller that ran the migration knows.
     UNKNOWN = 'unknown'
 
@@ -143,6 +158,7 @@ class EndedBy(enum.Enum):
     JOB_DONE = 'job_done'
     DOMAIN_GONE = 'domain_gone'
     JOB_FINISHED = 'job_finished'
+    MONITOR_CRASHED = 'monitor_crashed'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +198,8 @@ class MigrationReport:
     paused_by_monitor: bool = False
     switched_to_postcopy: bool = False
     source_resumed: bool = False
+    # How a post-copy in trouble ended, when it was in trouble.
+    recovery: postcopy.Settled | None = None
 
     @property
     def rungs_used(self) -> tuple[tuple[str, str], ...]:
@@ -244,9 +262,15 @@ class MigrationMonitor:
                  poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
                  on_sample: Callable[[Progress], None] | None = None,
                  log: Logger | None = None,
-                 errors: ErrorClassifier | None = None) -> None:
-        if poll_interval_s <= 0:
-            raise ValueError('poll_interval_s must be positive')
+                 errors: ErrorClassifier | None = None,
+                 deadline_s: float | None = None) -> None:
+        if not (math.isfinite(poll_interval_s) and poll_interval_s > 0):
+            raise ValueError('poll_interval_s must be a positive number, '
+                             'not %r' % poll_interval_s)
+        if deadline_s is not None and not (math.isfinite(deadline_s)
+                                           and deadline_s > 0):
+            raise ValueError('deadline_s must be a positive number, not %r'
+                             % deadline_s)
         self.domain = domain
         self.controller = controller
         self.clock = clock
@@ -255,6 +279,11 @@ class MigrationMonitor:
         self.on_sample = on_sample
         self.log = log if log is not None else LOG
         self.errors = errors if errors is not None else ErrorClassifier()
+        # The wall-clock limit the monitor enforces by itself when libvirt
+        # stops answering jobStats (the controller decides on samples).
+        self.deadline_s = deadline_s
+        self._unreadable_since_s: float | None = None
+        self._polls = 0
         self._applied: list[AppliedDecision] = []
         self._started_s: float | None = None
         self._last_sample: samples.JobSample | None = None
@@ -266,6 +295,26 @@ class MigrationMonitor:
     def abort_requested(self) -> bool:
         """Did the monitor ask libvirt to abort the job?"""
         return self._abort_requested
+
+    def in_postcopy(self) -> bool:
+        """Was the switch to post-copy made (by us, or as the source shows)?
+
+        A failure after it must never resume or destroy either half.
+        """
+        if self._postcopy:
+            return True
+        try:
+            state = self.domain.state()
+        except Exception as exc:
+            # Asked while deciding how a migration ends: an error here must
+            # not end it differently. Without the state, our own record of
+            # the switch is all there is.
+            self.log.warning('Live migration: reading the source domain '
+                             'state failed: %(error)r', {'error': exc})
+            return False
+        return (len(state) > 1 and state[0] == VIR_DOMAIN_PAUSED
+                and state[1] in (postcopy.VIR_DOMAIN_PAUSED_POSTCOPY,
+                                 postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED))
 
     def apply(self, decision: ctl.Decision) -> AppliedDecision:
         """Log a decision, make its libvirt call, tell the controller."""
@@ -324,19 +373,22 @@ class MigrationMonitor:
         self._started_s = self.clock()
         for decision in self.controller.start(self._started_s):
             self.apply(decision)
-        polls = 0
         final: dict[str, Any] | None = None
         while True:
             if job_done():
                 ended_by = EndedBy.JOB_DONE
                 break
             now_s = self.clock()
+            self._each_poll(now_s)
             stats = self._read_stats()
             if isinstance(stats, EndedBy):
                 ended_by = stats
                 break
-            if stats is not None:
-                polls += 1
+            if stats is None:
+                self._stats_unreadable(now_s)
+            else:
+                self._unreadable_since_s = None
+                self._polls += 1
                 sample = samples.sample_from_job_stats(stats)
                 if sample.is_finished:
                     final = stats
@@ -344,7 +396,42 @@ class MigrationMonitor:
                     break
                 self._observe(sample, now_s)
             self.sleep(self.poll_interval_s)
-        return self._report(ended_by, polls, final)
+        return self._report(ended_by, final)
+
+    def crash_report(self, exc: BaseException) -> MigrationReport:
+        """The report of a watch that ended in an exception of its own."""
+        if self._started_s is None:
+            self._started_s = self.clock()
+        return dataclasses.replace(
+            self._report(EndedBy.MONITOR_CRASHED, None),
+            error='monitor error: %r' % (exc,))
+
+    def _each_poll(self, now_s: float) -> None:
+        """Called once per poll, whether or not jobStats answers."""
+
+    def _stats_unreadable(self, now_s: float) -> None:
+        """Enforce the deadline by the wall clock while libvirt is silent.
+
+        The controller decides on samples; without them it would never see
+        its deadline pass. After the switch to post-copy nothing is
+        aborted: that would lose the guest.
+        """
+        if self._unreadable_since_s is None:
+            self._unreadable_since_s = now_s
+        assert self._started_s is not None
+        elapsed_s = now_s - self._started_s
+        if (self.deadline_s is None or elapsed_s < self.deadline_s
+                or self._abort_requested or self._postcopy):
+            return
+        silent_s = now_s - self._unreadable_since_s
+        self.apply(ctl.Decision(
+            ctl.Action.ABORT,
+            'deadline of %.0f s passed while job statistics were '
+            'unreadable for %.0f s; aborting, the guest keeps running on '
+            'the source' % (self.deadline_s, silent_s),
+            at_s=elapsed_s, rung=ctl.RUNG_ABORT,
+            measures=(('deadline_s', self.deadline_s),
+                      ('unreadable_s', round(silent_s, 1)))))
 
     def _observe(self, sample: samples.JobSample, now_s: float) -> None:
         if sample.is_active:
@@ -357,7 +444,7 @@ class MigrationMonitor:
         for decision in decisions:
             self.apply(decision)
 
-    def _report(self, ended_by: EndedBy, polls: int,
+    def _report(self, ended_by: EndedBy,
                 final: Mapping[str, Any] | None) -> MigrationReport:
         assert self._started_s is not None
         outcome = Outcome.UNKNOWN
@@ -372,7 +459,7 @@ class MigrationMonitor:
             outcome=outcome,
             total_s=self.clock() - self._started_s,
             ended_by=ended_by,
-            polls=polls,
+            polls=self._polls,
             predicted_downtime_ms=self.controller.predicted_downtime_ms,
             iterations=None if last is None else last.iteration,
             memory_total_bytes=None if last is None else (
@@ -459,15 +546,71 @@ def outcome_of_error(errors: ErrorClassifier, exc: BaseException,
     return Outcome.FAILED
 
 
+def resume_postcopy_call(domain: MigratableDomain, dest_uri: str,
+                         params: Mapping[str, Any], flags: int
+                         ) -> Callable[[], None]:
+    """The call that resumes a broken post-copy migration: the original
+    ``migrateToURI3`` with ``VIR_MIGRATE_POSTCOPY_RESUME`` added."""
+    def resume() -> None:
+        domain.migrateToURI3(dest_uri, dict(params),
+                             flags | postcopy.VIR_MIGRATE_POSTCOPY_RESUME)
+    return resume
+
+
+def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
+                    resume: Callable[[], None],
+                    dest_domain: Callable[[], Any | None] | None,
+                    timeout_s: float) -> MigrationReport:
+    """After a failure in post-copy: complete on the destination, or keep
+    both halves and say so (NEEDS_RECOVERY). Never resumes the source."""
+    dest_cache: list[Any | None] = []
+
+    def views() -> tuple[postcopy.HostView, postcopy.HostView]:
+        source = postcopy.read_view(monitor.domain,
+                                    monitor.errors.is_libvirt_error,
+                                    monitor.errors.domain_gone)
+        dest = postcopy.UNREACHABLE
+        if dest_domain is not None:
+            if not dest_cache or dest_cache[0] is None:
+                dest_cache[:] = [dest_domain()]
+            dest = postcopy.read_view(dest_cache[0],
+                                      monitor.errors.is_libvirt_error,
+                                      monitor.errors.domain_gone)
+            if not dest.reachable:
+                dest_cache.clear()
+        return source, dest
+
+    monitor.log.warning(
+        'Live migration failed after the switch to post-copy (%(error)s): '
+        'the newest memory is on the destination, so nothing is rolled '
+        'back; watching both halves and resuming for up to %(timeout).0f s',
+        {'error': report.error, 'timeout': timeout_s})
+    settled = postcopy.settle(views, resume, monitor.clock, monitor.sleep,
+                              timeout_s, monitor.errors.is_libvirt_error,
+                              log=monitor.log)
+    report = dataclasses.replace(report, recovery=settled,
+                                 switched_to_postcopy=True)
+    if settled.completed:
+        return monitor.finish(report, Outcome.COMPLETED)
+    if settled.where is postcopy.Where.NOT_SWITCHED:
+        return monitor.finish(report, Outcome.FAILED, error=report.error)
+    return monitor.finish(report, Outcome.NEEDS_RECOVERY, error=report.error)
+
+
 def run_migration(domain: MigratableDomain, dest_uri: str,
                   params: dict[str, Any], flags: int,
                   monitor: MigrationMonitor,
                   fetch_completed_stats: Callable[[], Mapping[str, Any]]
-                  | None = None) -> MigrationReport:
+                  | None = None,
+                  dest_domain: Callable[[], Any | None] | None = None,
+                  recovery_timeout_s: float = 1800.0) -> MigrationReport:
     """Start ``migrateToURI3`` in a thread and watch it to the end.
 
     ``fetch_completed_stats`` reads libvirt's completed-job statistics (on
     the destination they carry the right downtime) once the job completed.
+    ``dest_domain`` opens the guest's domain on the destination (None when
+    it cannot be reached): after a failure in post-copy both halves are
+    watched while the migration is resumed.
     """
     done = native.threading_module().Event()
     failure: list[BaseException] = []
@@ -485,19 +628,25 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
     thread = native.threading_module().Thread(
         target=migrate, name='livemig-migrate', daemon=True)
     thread.start()
+    crashed = False
     try:
         report = monitor.watch(done.is_set)
-    except BaseException:
-        # Never leave a job running unwatched: it would hold both hosts.
-        try:
-            domain.abortJob()
-        except Exception as exc:
-            monitor.log.warning('Live migration: abort after a monitor '
-                                'error failed: %(error)s', {'error': exc})
-        raise
+    except Exception as exc:
+        # The monitor's own fault must not decide the guest's fate.
+        crashed = True
+        monitor.log.exception('Live migration monitor failed')
+        report = monitor.crash_report(exc)
+        if not monitor.in_postcopy():
+            # Never leave a job running unwatched: it would hold both hosts.
+            try:
+                domain.abortJob()
+            except Exception as abort_exc:
+                monitor.log.warning('Live migration: abort after a monitor '
+                                    'error failed: %(error)s',
+                                    {'error': abort_exc})
     done.wait()
     thread.join()
-    if not failure:
+    if not failure and not crashed:
         completed = None
         if fetch_completed_stats is not None:
             try:
@@ -508,7 +657,19 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
                                     {'error': exc})
         return monitor.finish(report, Outcome.COMPLETED,
                               completed_stats=completed)
-    error = failure[0]
-    outcome = outcome_of_error(monitor.errors, error,
+    if failure:
+        error = str(failure[0])
+        if crashed:
+            error = '%s; then the migration call: %s' % (report.error, error)
+        report = dataclasses.replace(report, error=error)
+    if monitor.in_postcopy():
+        return settle_postcopy(
+            monitor, report,
+            resume_postcopy_call(domain, dest_uri, params, flags),
+            dest_domain, recovery_timeout_s)
+    if not failure:
+        # The monitor crashed but the migration call returned: it completed.
+        return monitor.finish(report, Outcome.COMPLETED)
+    outcome = outcome_of_error(monitor.errors, failure[0],
                                monitor.abort_requested)
-    return monitor.finish(report, outcome, error=str(error))
+    return monitor.finish(report, outcome, error=report.error)

@@ -43,6 +43,7 @@ class FakeDomain:
         self.migrate_error = migrate_error
         self.calls = []
         self.paused = False
+        self.aborted = False
         self.script_done = threading.Event()
 
     def jobStats(self, flags=0):
@@ -81,7 +82,10 @@ class FakeDomain:
         return 0
 
     def abortJob(self):
-        return self._call('abortJob')
+        result = self._call('abortJob')
+        self.aborted = True
+        self.script_done.set()
+        return result
 
     def state(self, flags=0):
         return [m.VIR_DOMAIN_PAUSED if self.paused else 1, 1]
@@ -91,6 +95,9 @@ class FakeDomain:
         self.script_done.wait(10)
         if self.migrate_error is not None:
             raise self.migrate_error
+        if self.aborted:
+            raise FakeError('operation aborted: migration out job: '
+                            'canceled by client', m.VIR_ERR_OPERATION_ABORTED)
         return 0
 
 
@@ -409,11 +416,162 @@ class TestRunMigration(MonitorTestCase):
                 raise RuntimeError('controller bug')
 
         domain = FakeDomain([running(), running()])
-        self.assertRaises(RuntimeError, m.run_migration, domain,
-                          'qemu+tcp://h/system', {}, 3,
-                          self.monitor(domain, Broken()))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                 self.monitor(domain, Broken()))
         self.assertIn(('abortJob',), domain.calls)
-        domain.script_done.set()
+        self.assertEqual(m.Outcome.ABORTED, report.outcome)
+        self.assertEqual(m.EndedBy.MONITOR_CRASHED, report.ended_by)
+        self.assertIn("monitor error: RuntimeError('controller bug')",
+                      report.error)
+        self.assertIn('operation aborted', report.error)
+
+
+class PostcopyDomain(FakeDomain):
+    """A source whose post-copy breaks; resumes answer from a list.
+
+    ``resume_answers``: an exception refuses that resume; None completes
+    the migration (the source half goes away).
+    """
+
+    def __init__(self, script, resume_answers=(), **kwargs):
+        super().__init__(script, **kwargs)
+        self.resume_answers = list(resume_answers)
+        self.switched = False
+        self.gone = False
+
+    def migrateStartPostCopy(self, flags=0):
+        self.switched = True
+        return super().migrateStartPostCopy(flags)
+
+    def state(self, flags=0):
+        if self.gone:
+            raise FakeError('Domain not found: no domain with matching '
+                            'uuid', m.VIR_ERR_NO_DOMAIN)
+        if self.switched:
+            return [m.VIR_DOMAIN_PAUSED, 13]
+        return super().state(flags)
+
+    def migrateToURI3(self, dconnuri, params, flags=0):
+        if flags & m.postcopy.VIR_MIGRATE_POSTCOPY_RESUME:
+            self.calls.append(('resume-migration', dconnuri, params, flags))
+            answer = (self.resume_answers.pop(0) if self.resume_answers
+                      else FakeError('no route to host', 38))
+            if answer is not None:
+                raise answer
+            self.gone = True
+            return 0
+        return super().migrateToURI3(dconnuri, params, flags)
+
+
+STREAM_ALIVE = FakeError('operation failed: QEMU reports migration is still '
+                         'running', 1)
+POSTCOPY_FAILED = FakeError("operation failed: job 'migration out' failed "
+                            "in post-copy phase", 1)
+
+
+class TestPostcopyFailures(MonitorTestCase):
+
+    def migrate(self, domain, controller=None, timeout_s=60.0):
+        controller = controller or ScriptedController(
+            [[decision(A.START_POSTCOPY)]])
+        monitor = self.monitor(domain, controller)
+        return m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1},
+                               m.postcopy.VIR_MIGRATE_POSTCOPY_RESUME >> 4,
+                               monitor, recovery_timeout_s=timeout_s)
+
+    def test_broken_post_copy_is_resumed_never_rolled_back(self):
+        domain = PostcopyDomain([running(), running()],
+                                [STREAM_ALIVE, STREAM_ALIVE, None],
+                                migrate_error=POSTCOPY_FAILED)
+        report = self.migrate(domain)
+        self.assertEqual(m.Outcome.COMPLETED, report.outcome)
+        self.assertTrue(report.recovery.resumed)
+        self.assertEqual(3, report.recovery.resume_attempts)
+        resumes = [c for c in domain.calls if c[0] == 'resume-migration']
+        # The original URI, parameters and flags, plus POSTCOPY_RESUME.
+        flags = m.postcopy.VIR_MIGRATE_POSTCOPY_RESUME >> 4
+        self.assertEqual(('resume-migration', 'qemu+tcp://h/system', {'p': 1},
+                          flags | m.postcopy.VIR_MIGRATE_POSTCOPY_RESUME),
+                         resumes[0])
+        for call in ('abortJob', 'resume', 'destroy'):
+            self.assertNotIn((call,), domain.calls)
+        self.assertFalse(report.source_resumed)
+
+    def test_recovery_timeout_keeps_both_halves(self):
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        report = self.migrate(domain, timeout_s=20.0)
+        self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
+        self.assertTrue(report.recovery.needs_operator)
+        self.assertGreaterEqual(report.recovery.waited_s, 20.0)
+        self.assertIn('no route to host', report.recovery.last_error)
+        for call in ('abortJob', 'resume'):
+            self.assertNotIn((call,), domain.calls)
+        self.assertIn('post-copy failed', self.logger.output)
+
+    def test_monitor_crash_in_post_copy_is_not_an_abort(self):
+        class CrashAfterSwitch(ScriptedController):
+            def observe(self, sample, now_s):
+                if self.observed:
+                    raise RuntimeError('controller bug')
+                return super().observe(sample, now_s)
+
+        domain = PostcopyDomain([running(), running(), running()], [None],
+                                migrate_error=POSTCOPY_FAILED)
+        report = self.migrate(domain, CrashAfterSwitch(
+            [[decision(A.START_POSTCOPY)]]))
+        self.assertNotIn(('abortJob',), domain.calls)
+        self.assertEqual(m.Outcome.COMPLETED, report.outcome)
+        self.assertEqual(m.EndedBy.MONITOR_CRASHED, report.ended_by)
+
+    def test_failure_before_the_switch_took_is_a_plain_failure(self):
+        # migrateStartPostCopy was asked for but the source still runs the
+        # whole guest: the ordinary failure path, the source resumed.
+        domain = FakeDomain([running(), running()],
+                            migrate_error=FakeError('unable to connect', 38))
+        report = self.migrate(domain)
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertEqual(m.postcopy.Where.NOT_SWITCHED,
+                         report.recovery.where)
+
+
+class TestDeadlineWithoutStatistics(MonitorTestCase):
+
+    def test_wall_clock_deadline_aborts_when_job_stats_keep_failing(self):
+        unreadable = [FakeError('Timed out during operation: cannot acquire '
+                                'state change lock', 68)] * 400
+        domain = FakeDomain([running()] + unreadable)
+        controller = ScriptedController()
+        monitor = self.monitor(domain, controller, deadline_s=60.0)
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                 monitor)
+        self.assertEqual(m.Outcome.ABORTED, report.outcome)
+        self.assertEqual([(A.ABORT, True)], controller.acks)
+        aborts = [a for a in report.decisions
+                  if a.decision.action is A.ABORT]
+        self.assertEqual(1, len(aborts))
+        self.assertGreaterEqual(aborts[0].decision.at_s, 60.0)
+        self.assertLess(aborts[0].decision.at_s, 61.0)
+        self.assertIn('while job statistics were unreadable',
+                      aborts[0].decision.reason)
+
+    def test_no_abort_after_the_switch_to_post_copy(self):
+        unreadable = [FakeError('cannot acquire state change lock', 68)] * 300
+        domain = FakeDomain([running(), running()] + unreadable)
+        controller = ScriptedController([[decision(A.START_POSTCOPY)]])
+        monitor = self.monitor(domain, controller, deadline_s=10.0)
+        monitor.watch(lambda: not domain.script)
+        self.assertNotIn(('abortJob',), domain.calls)
+
+    def test_poll_interval_and_deadline_must_be_numbers(self):
+        domain = FakeDomain([])
+        for bad in (float('nan'), float('inf'), 0, -1):
+            self.assertRaises(ValueError, self.monitor, domain,
+                              ScriptedController(), deadline_s=bad)
+            clock = FakeClock()
+            self.assertRaises(ValueError, m.MigrationMonitor, domain,
+                              ScriptedController(), clock, clock.sleep,
+                              poll_interval_s=bad)
 
 
 class SimDomain:

@@ -1,0 +1,268 @@
+"""After the switch to post-copy: completed on the destination, or recovering.
+
+Once QEMU switched a migration to post-copy, the guest runs on the
+destination while part of its memory is still on the source. Neither half
+can run alone, so there are only two ways out: the migration completes on
+the destination, or it is resumed until it does. Nothing here ever destroys,
+resumes or aborts either half.
+
+libvirt's view and QEMU's differ while post-copy is in trouble: libvirt marks
+the domain ``POSTCOPY_FAILED`` as soon as its own connection between the two
+daemons drops (keepalive), while QEMU's migration stream may survive a short
+outage and finish by itself. So a "failed" verdict from libvirt is never
+taken as the end: the states of both halves are read again and again, and a
+resume (``VIR_MIGRATE_POSTCOPY_RESUME``) is tried with backoff. libvirt
+refuses a resume while QEMU's stream is still alive ("migration is still
+running"); that refusal costs nothing and means "wait".
+
+:func:`judge` reads where the guest is from the two hosts' domain states
+(pure); :func:`settle` is the loop that waits, resumes and gives up only when
+``postcopy_recovery_timeout_s`` has passed without progress, leaving both
+halves untouched for ``nova-livemig-ext recover``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+# libvirt's domain states and reasons (virDomainState and its reasons).
+VIR_DOMAIN_RUNNING = 1
+VIR_DOMAIN_PAUSED = 3
+VIR_DOMAIN_SHUTDOWN = 4
+VIR_DOMAIN_SHUTOFF = 5
+VIR_DOMAIN_RUNNING_POSTCOPY = 10
+VIR_DOMAIN_RUNNING_POSTCOPY_FAILED = 11
+VIR_DOMAIN_PAUSED_POSTCOPY = 12
+VIR_DOMAIN_PAUSED_POSTCOPY_FAILED = 13
+VIR_DOMAIN_SHUTOFF_MIGRATED = 4
+VIR_MIGRATE_POSTCOPY_RESUME = 1 << 19
+
+DEFAULT_POLL_INTERVAL_S = 1.0
+FIRST_RETRY_S = 2.0
+MAX_RETRY_S = 30.0
+# Printed in the log and the instance fault when recovery is left to a person.
+RECOVER_COMMAND = ('nova-livemig-ext recover %(domain)s --from %(source)s '
+                   '--to %(dest)s')
+
+
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    """What one host's libvirt says about the guest's domain."""
+
+    reachable: bool
+    present: bool = False
+    state: int | None = None
+    reason: int | None = None
+
+    def __str__(self) -> str:
+        if not self.reachable:
+            return 'unreachable'
+        if not self.present:
+            return 'no domain'
+        state = STATE_NAMES.get(self.state or 0, str(self.state))
+        reason = REASON_NAMES.get((self.state or 0, self.reason or 0),
+                                  str(self.reason))
+        return '%s/%s' % (state, reason)
+
+
+UNREACHABLE = HostView(False)
+ABSENT = HostView(True, False)
+
+STATE_NAMES: dict[int, str] = {
+    VIR_DOMAIN_RUNNING: 'running', VIR_DOMAIN_PAUSED: 'paused',
+    VIR_DOMAIN_SHUTDOWN: 'shutting down', VIR_DOMAIN_SHUTOFF: 'shut off'}
+REASON_NAMES: dict[tuple[int, int], str] = {
+    (VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_POSTCOPY): 'post-copy',
+    (VIR_DOMAIN_RUNNING, VIR_DOMAIN_RUNNING_POSTCOPY_FAILED):
+        'post-copy failed',
+    (VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY): 'post-copy',
+    (VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
+        'post-copy failed',
+    (VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_MIGRATED): 'migrated',
+}
+
+
+class Where(enum.Enum):
+    """Where the guest is, as the two hosts' states tell it."""
+
+    # The destination runs the whole guest; the source half is gone.
+    COMPLETED = 'completed'
+    # Post-copy is under way and libvirt sees nothing wrong.
+    POSTCOPY = 'post-copy'
+    # libvirt says post-copy failed; QEMU's stream may or may not live.
+    BROKEN = 'broken'
+    # The switch never happened: the source holds the whole guest.
+    NOT_SWITCHED = 'not switched'
+    # The source half died after the switch: the guest cannot be completed.
+    SOURCE_LOST = 'source lost'
+    # Neither host can be read.
+    UNKNOWN = 'unknown'
+
+
+def _is(view: HostView, state: int, reasons: tuple[int, ...] = ()) -> bool:
+    return (view.present and view.state == state
+            and (not reasons or view.reason in reasons))
+
+
+def judge(source: HostView, dest: HostView) -> Where:
+    """Where the guest is after a switch to post-copy was asked for."""
+    dest_failed = (_is(dest, VIR_DOMAIN_RUNNING,
+                       (VIR_DOMAIN_RUNNING_POSTCOPY_FAILED,))
+                   or _is(dest, VIR_DOMAIN_PAUSED,
+                          (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,)))
+    dest_postcopy = _is(dest, VIR_DOMAIN_RUNNING,
+                        (VIR_DOMAIN_RUNNING_POSTCOPY,))
+    if source.reachable:
+        if not source.present and dest.reachable and not dest.present:
+            # On neither host: nothing this module can say or do.
+            return Where.UNKNOWN
+        if (not source.present
+                or _is(source, VIR_DOMAIN_SHUTOFF,
+                       (VIR_DOMAIN_SHUTOFF_MIGRATED,))
+                or _is(source, VIR_DOMAIN_SHUTDOWN)):
+            # libvirt removes or shuts off the source only once QEMU said
+            # the migration completed; a destination still marked failed
+            # then only lags behind (its QEMU finished by itself).
+            return Where.COMPLETED
+        if _is(source, VIR_DOMAIN_SHUTOFF):
+            return Where.SOURCE_LOST
+        if _is(source, VIR_DOMAIN_RUNNING):
+            # libvirt never runs the source again after a switch: it still
+            # holds the whole guest, whatever the destination shows.
+            return Where.NOT_SWITCHED
+        if _is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,)):
+            return Where.BROKEN
+        if _is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY,)):
+            return Where.BROKEN if dest_failed else Where.POSTCOPY
+        if source.present and (dest_failed or dest_postcopy):
+            # Source paused for another reason (by the monitor, or at the
+            # start of the switchover) while the destination runs post-copy.
+            return Where.BROKEN if dest_failed else Where.POSTCOPY
+        return Where.NOT_SWITCHED
+    if dest_failed:
+        return Where.BROKEN
+    if dest_postcopy:
+        return Where.POSTCOPY
+    if _is(dest, VIR_DOMAIN_RUNNING):
+        # Running for any other reason (migrated, unpaused): complete.
+        return Where.COMPLETED
+    return Where.UNKNOWN
+
+
+def read_view(domain: Any | None, is_libvirt_error: Callable[[BaseException],
+                                                             bool],
+              domain_gone: Callable[[BaseException], bool]) -> HostView:
+    """``domain.state()`` as a :class:`HostView` (None: no connection)."""
+    if domain is None:
+        return UNREACHABLE
+    try:
+        state = domain.state()
+    except Exception as exc:
+        if not is_libvirt_error(exc):
+            raise
+        return ABSENT if domain_gone(exc) else UNREACHABLE
+    return HostView(True, True, int(state[0]), int(state[1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """How a post-copy migration in trouble ended (or was left)."""
+
+    where: Where
+    waited_s: float
+    resume_attempts: int
+    resumed: bool
+    last_error: str | None
+    source: HostView
+    dest: HostView
+
+    @property
+    def completed(self) -> bool:
+        return self.where is Where.COMPLETED
+
+    @property
+    def needs_operator(self) -> bool:
+        """Both halves kept, nothing more will be tried automatically."""
+        return self.where not in (Where.COMPLETED, Where.NOT_SWITCHED)
+
+
+def retry_delays_s(first_s: float = FIRST_RETRY_S,
+                   max_s: float = MAX_RETRY_S) -> Callable[[int], float]:
+    """Backoff between resume attempts: doubling from ``first_s``."""
+    def delay(attempt: int) -> float:
+        return float(min(max_s, first_s * 2.0 ** max(0, attempt - 1)))
+    return delay
+
+
+def settle(views: Callable[[], tuple[HostView, HostView]],
+           resume: Callable[[], None], clock: Callable[[], float],
+           sleep: Callable[[float], None], timeout_s: float,
+           is_libvirt_error: Callable[[BaseException], bool],
+           log: logging.Logger | logging.LoggerAdapter[Any] = LOG,
+           poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+           retry_delay_s: Callable[[int], float] = retry_delays_s()
+           ) -> Settled:
+    """Watch a post-copy migration until it completes, or give up.
+
+    ``views()`` reads both halves; ``resume()`` repeats the migration with
+    ``VIR_MIGRATE_POSTCOPY_RESUME`` and returns when it completed (it raises
+    a libvirt error when refused or broken again). Gives up once the guest
+    has not been seen in healthy post-copy for ``timeout_s``; a guest whose
+    source half was lost, or whose switch never happened, ends at once.
+    """
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError('timeout_s must be a positive number')
+    started_s = clock()
+    trouble_since_s = started_s
+    attempts = 0
+    resumed = False
+    last_error: str | None = None
+    next_try_s = started_s
+    last_where: Where | None = None
+    while True:
+        source, dest = views()
+        where = judge(source, dest)
+        now_s = clock()
+        if where is not last_where:
+            log.info('Live migration after the switch to post-copy: '
+                     '%(where)s (source %(source)s, destination %(dest)s) '
+                     'at %(at).1f s', {'where': where.value, 'source': source,
+                                       'dest': dest,
+                                       'at': now_s - started_s})
+            last_where = where
+        if where in (Where.COMPLETED, Where.NOT_SWITCHED, Where.SOURCE_LOST):
+            return Settled(where, now_s - started_s, attempts, resumed,
+                           last_error, source, dest)
+        if where is Where.POSTCOPY:
+            trouble_since_s = now_s
+        elif where is Where.BROKEN and now_s >= next_try_s:
+            attempts += 1
+            try:
+                resume()
+            except Exception as exc:
+                if not is_libvirt_error(exc):
+                    raise
+                last_error = str(exc)
+                delay_s = retry_delay_s(attempts)
+                next_try_s = clock() + delay_s
+                log.warning('Live migration: post-copy resume attempt '
+                            '%(attempt)d refused or failed, next in '
+                            '%(delay).0f s: %(error)s',
+                            {'attempt': attempts, 'delay': delay_s,
+                             'error': exc})
+            else:
+                resumed = True
+                log.info('Live migration: post-copy resumed (attempt '
+                         '%(attempt)d) and finished', {'attempt': attempts})
+                continue
+        if clock() - trouble_since_s >= timeout_s:
+            return Settled(where, clock() - started_s, attempts, resumed,
+                           last_error, source, dest)
+        sleep(poll_interval_s)

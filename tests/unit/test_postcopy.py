@@ -1,0 +1,225 @@
+"""Post-copy in trouble: where the guest is, and the recovery loop."""
+
+import testtools
+
+from nova_livemig_ext import postcopy as p
+
+RUN = p.VIR_DOMAIN_RUNNING
+PAUSED = p.VIR_DOMAIN_PAUSED
+OFF = p.VIR_DOMAIN_SHUTOFF
+
+
+def view(state, reason):
+    return p.HostView(True, True, state, reason)
+
+
+SRC_POSTCOPY = view(PAUSED, p.VIR_DOMAIN_PAUSED_POSTCOPY)
+SRC_FAILED = view(PAUSED, p.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+SRC_MIGRATED = view(OFF, p.VIR_DOMAIN_SHUTOFF_MIGRATED)
+SRC_CRASHED = view(OFF, 3)
+SRC_RUNNING = view(RUN, 1)
+SRC_PAUSED_BY_US = view(PAUSED, 1)
+DST_POSTCOPY = view(RUN, p.VIR_DOMAIN_RUNNING_POSTCOPY)
+DST_FAILED = view(RUN, p.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED)
+DST_PAUSED_FAILED = view(PAUSED, p.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+DST_MIGRATED = view(RUN, 2)
+DST_INCOMING = view(PAUSED, 2)
+
+
+class JudgeTest(testtools.TestCase):
+
+    CASES = [
+        # (source, destination, where)
+        (SRC_POSTCOPY, DST_POSTCOPY, p.Where.POSTCOPY),
+        (SRC_POSTCOPY, p.UNREACHABLE, p.Where.POSTCOPY),
+        (SRC_POSTCOPY, DST_FAILED, p.Where.BROKEN),
+        (SRC_FAILED, DST_FAILED, p.Where.BROKEN),
+        (SRC_FAILED, p.UNREACHABLE, p.Where.BROKEN),
+        (SRC_FAILED, DST_PAUSED_FAILED, p.Where.BROKEN),
+        # QEMU finished by itself while libvirt still marks the
+        # destination failed: the source is gone, the guest is complete.
+        (SRC_MIGRATED, DST_FAILED, p.Where.COMPLETED),
+        (SRC_MIGRATED, DST_MIGRATED, p.Where.COMPLETED),
+        (p.ABSENT, p.UNREACHABLE, p.Where.COMPLETED),
+        (view(p.VIR_DOMAIN_SHUTDOWN, 0), DST_MIGRATED, p.Where.COMPLETED),
+        (SRC_CRASHED, DST_FAILED, p.Where.SOURCE_LOST),
+        (SRC_RUNNING, p.ABSENT, p.Where.NOT_SWITCHED),
+        (SRC_RUNNING, DST_INCOMING, p.Where.NOT_SWITCHED),
+        (SRC_RUNNING, DST_FAILED, p.Where.NOT_SWITCHED),
+        (SRC_PAUSED_BY_US, p.ABSENT, p.Where.NOT_SWITCHED),
+        (SRC_PAUSED_BY_US, DST_POSTCOPY, p.Where.POSTCOPY),
+        (SRC_PAUSED_BY_US, DST_FAILED, p.Where.BROKEN),
+        (p.UNREACHABLE, DST_FAILED, p.Where.BROKEN),
+        (p.UNREACHABLE, DST_POSTCOPY, p.Where.POSTCOPY),
+        (p.UNREACHABLE, DST_MIGRATED, p.Where.COMPLETED),
+        (p.UNREACHABLE, p.UNREACHABLE, p.Where.UNKNOWN),
+        (p.UNREACHABLE, p.ABSENT, p.Where.UNKNOWN),
+        (p.ABSENT, p.ABSENT, p.Where.UNKNOWN),
+    ]
+
+    def test_table(self):
+        for source, dest, where in self.CASES:
+            self.assertEqual(where, p.judge(source, dest),
+                             'source %s, destination %s' % (source, dest))
+
+    def test_views_print_their_names(self):
+        self.assertEqual('paused/post-copy failed', str(SRC_FAILED))
+        self.assertEqual('unreachable', str(p.UNREACHABLE))
+        self.assertEqual('no domain', str(p.ABSENT))
+
+
+class Error(Exception):
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
+
+    def get_error_code(self):
+        return self.code
+
+
+def is_error(exc):
+    return isinstance(exc, Error)
+
+
+class Clock:
+    def __init__(self):
+        self.now_s = 100.0
+
+    def __call__(self):
+        return self.now_s
+
+    def sleep(self, seconds):
+        self.now_s += seconds
+
+
+class ReadViewTest(testtools.TestCase):
+
+    def test_state_gone_and_unreachable(self):
+        class Dom:
+            def __init__(self, answer):
+                self.answer = answer
+
+            def state(self):
+                if isinstance(self.answer, Exception):
+                    raise self.answer
+                return self.answer
+
+        def gone(exc):
+            return 'not found' in str(exc)
+
+        self.assertEqual(SRC_FAILED, p.read_view(Dom([3, 13]), is_error,
+                                                 gone))
+        self.assertEqual(p.ABSENT, p.read_view(
+            Dom(Error('Domain not found')), is_error, gone))
+        self.assertEqual(p.UNREACHABLE, p.read_view(
+            Dom(Error('client socket is closed')), is_error, gone))
+        self.assertEqual(p.UNREACHABLE, p.read_view(None, is_error, gone))
+        self.assertRaises(KeyError, p.read_view, Dom(KeyError('bug')),
+                          is_error, gone)
+
+
+class SettleTest(testtools.TestCase):
+
+    def run_settle(self, script, resume_answers=(), timeout_s=60.0):
+        """``script``: (source, dest) per read; the last one repeats."""
+        clock = Clock()
+        reads = []
+        resumes = []
+        answers = list(resume_answers)
+
+        def views():
+            reads.append(clock())
+            return script[min(len(reads) - 1, len(script) - 1)]
+
+        def resume():
+            resumes.append(clock())
+            if answers:
+                answer = answers.pop(0)
+                if isinstance(answer, Exception):
+                    raise answer
+            script.append((SRC_MIGRATED, DST_MIGRATED))
+            del script[:-1]
+            reads.clear()
+
+        settled = p.settle(views, resume, clock, clock.sleep, timeout_s,
+                           is_error, poll_interval_s=1.0,
+                           retry_delay_s=p.retry_delays_s(2.0, 8.0))
+        return settled, resumes, clock
+
+    def test_healthy_post_copy_completes_without_a_resume(self):
+        script = [(SRC_POSTCOPY, DST_POSTCOPY)] * 3 + [
+            (SRC_MIGRATED, DST_MIGRATED)]
+        settled, resumes, _ = self.run_settle(script)
+        self.assertTrue(settled.completed)
+        self.assertEqual([], resumes)
+        self.assertFalse(settled.needs_operator)
+
+    def test_stream_alive_resume_refused_until_qemu_finishes(self):
+        # libvirt says failed, QEMU's stream lives: every resume is refused
+        # ("still running") and the migration completes by itself.
+        refused = Error('operation failed: QEMU reports migration is still '
+                        'running')
+        script = [(SRC_FAILED, DST_FAILED)] * 20 + [
+            (SRC_MIGRATED, DST_FAILED)]
+        settled, resumes, _ = self.run_settle(script, [refused] * 10)
+        self.assertTrue(settled.completed)
+        self.assertFalse(settled.resumed)
+        self.assertEqual(settled.resume_attempts, len(resumes))
+        self.assertIn('still running', settled.last_error)
+        # Backoff: 2, 4, 8, 8 s between attempts (capped at 8 here).
+        gaps = [b - a for a, b in zip(resumes, resumes[1:])]
+        self.assertEqual([2.0, 4.0, 8.0], gaps[:3])
+
+    def test_broken_stream_resumed(self):
+        broken = Error('connection refused')
+        script = [(SRC_FAILED, DST_FAILED)]
+        settled, resumes, _ = self.run_settle(script, [broken, broken, None])
+        self.assertTrue(settled.completed)
+        self.assertTrue(settled.resumed)
+        self.assertEqual(3, settled.resume_attempts)
+
+    def test_gives_up_after_the_timeout_and_keeps_both_halves(self):
+        script = [(SRC_FAILED, DST_FAILED)]
+        settled, resumes, clock = self.run_settle(
+            script, [Error('no route to host')] * 100, timeout_s=30.0)
+        self.assertFalse(settled.completed)
+        self.assertTrue(settled.needs_operator)
+        self.assertEqual(p.Where.BROKEN, settled.where)
+        self.assertGreaterEqual(settled.waited_s, 30.0)
+        self.assertLess(settled.waited_s, 32.0)
+        self.assertIn('no route', settled.last_error)
+
+    def test_healthy_post_copy_restarts_the_clock(self):
+        # Trouble for 20 s, healthy again, trouble again: a 30 s timeout
+        # counts from the last healthy read, so it does not run out at 30 s.
+        script = ([(SRC_FAILED, DST_FAILED)] * 20
+                  + [(SRC_POSTCOPY, DST_POSTCOPY)]
+                  + [(SRC_FAILED, DST_FAILED)] * 20
+                  + [(SRC_MIGRATED, DST_MIGRATED)])
+        settled, _, _ = self.run_settle(
+            script, [Error('refused')] * 100, timeout_s=30.0)
+        self.assertTrue(settled.completed)
+
+    def test_not_switched_and_source_lost_end_at_once(self):
+        for source, where in [(SRC_RUNNING, p.Where.NOT_SWITCHED),
+                              (SRC_CRASHED, p.Where.SOURCE_LOST)]:
+            settled, resumes, _ = self.run_settle([(source, DST_FAILED)])
+            self.assertEqual(where, settled.where)
+            self.assertEqual([], resumes)
+        self.assertFalse(settled.completed)
+        self.assertTrue(settled.needs_operator)
+
+    def test_a_bug_in_resume_is_not_swallowed(self):
+        def resume():
+            raise KeyError('bug')
+        clock = Clock()
+        self.assertRaises(
+            KeyError, p.settle, lambda: (SRC_FAILED, DST_FAILED), resume,
+            clock, clock.sleep, 10.0, is_error)
+
+    def test_timeout_must_be_a_positive_number(self):
+        clock = Clock()
+        for bad in (0, -1, float('nan'), float('inf')):
+            self.assertRaises(ValueError, p.settle, lambda: None,
+                              lambda: None, clock, clock.sleep, bad,
+                              is_error)
