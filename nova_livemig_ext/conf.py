@@ -9,12 +9,41 @@ Options are registered on whatever ``ConfigOpts`` object the caller hands in
 line tools), so importing this module has no side effect.
 """
 
+import difflib
+import glob
+import math
+import os
+
 from oslo_config import cfg
+from oslo_config import types
 
 GROUP_NAME = 'livemig_ext'
 
 RUNGS = ('downtime', 'auto_converge', 'postcopy', 'pause', 'abort')
 COMPRESSION_METHODS = ('none', 'xbzrle', 'zlib', 'zstd')
+
+
+class FiniteFloat(types.Float):
+    """oslo.config's Float without NaN and the infinities.
+
+    ``float('nan')`` passes any ``min``/``max`` check (every comparison with
+    NaN is false), so ``poll_interval_s = nan`` would reach the monitor.
+    """
+
+    def __call__(self, value):
+        number = super().__call__(value)
+        if not math.isfinite(number):
+            raise ValueError('%s is not a finite number' % value)
+        return number
+
+
+def finite_float_opt(name, min, max, **kwargs):
+    """A ``FloatOpt`` (as the docs and the sample config list it) that also
+    refuses NaN and the infinities."""
+    opt = cfg.FloatOpt(name, min=min, max=max, **kwargs)
+    opt.type = FiniteFloat(min=min, max=max)
+    return opt
+
 
 livemig_ext_group = cfg.OptGroup(
     GROUP_NAME,
@@ -488,11 +517,11 @@ Related options:
 * ``permit_post_copy``, ``ladder``: post-copy must be permitted and on the
   ladder (or used by force-complete) for this to matter.
 """),
-    cfg.FloatOpt('poll_interval_s',
-                 default=0.5,
-                 min=0.1,
-                 max=10.0,
-                 help="""
+    finite_float_opt('poll_interval_s',
+                     default=0.5,
+                     min=0.1,
+                     max=10.0,
+                     help="""
 How often the running migration's job statistics are read, in seconds.
 
 Possible values:
@@ -513,3 +542,106 @@ def register_opts(conf):
 def list_opts():
     """Options for ``oslo-config-generator --namespace nova_livemig_ext``."""
     return [(livemig_ext_group, ALL_OPTS)]
+
+
+def _config_files(conf):
+    """The files ``conf`` was loaded from (--config-file, --config-dir)."""
+    def value(name):
+        try:
+            return conf[name]
+        except cfg.NoSuchOptError:
+            return None
+
+    files = list(value('config_file') or [])
+    dirs = value('config_dir') or []
+    for directory in [dirs] if isinstance(dirs, str) else dirs:
+        files += sorted(glob.glob(os.path.join(
+            os.path.expanduser(directory), '*.conf')))
+    return files
+
+
+def _known_names(conf):
+    names = set()
+    try:
+        names.update(conf[GROUP_NAME])
+    except cfg.NoSuchOptError:
+        pass
+    for opt in ALL_OPTS:
+        names.update((opt.name, opt.dest))
+        for old in opt.deprecated_opts:
+            if old.group in (None, GROUP_NAME) and old.name:
+                names.add(old.name)
+    return names
+
+
+def file_values(conf, group=GROUP_NAME):
+    """``[(path, section, key, raw value)]`` of ``group`` in ``conf``'s files.
+
+    Files that cannot be parsed are skipped (loading them has already
+    failed).  The last value wins where a key repeats, as in oslo.config.
+    """
+    found = []
+    for path in _config_files(conf):
+        sections = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except Exception:  # noqa: BLE001 - loading reports these
+            continue
+        for section, keys in sorted(sections.items()):
+            if section.lower() != group.lower():
+                continue
+            for key, values in sorted(keys.items()):
+                found.append((path, section, key, values[-1]))
+    return found
+
+
+def unknown_options(conf):
+    """One sentence per key of ``[livemig_ext]`` no option reads.
+
+    oslo.config ignores keys it has no option for, so a typo
+    (``requires_tls = True``) silently leaves the default in force.  Reads
+    the files ``conf`` was loaded from (``--config-file`` and
+    ``--config-dir``).  nova-compute logs each as a warning at start.
+    """
+    known = _known_names(conf)
+    problems = []
+    for path, section, key, _ in file_values(conf):
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            problems.append(
+                'unknown option [%s] %s in %s is ignored%s'
+                % (section, key, path,
+                   ' (did you mean %s?)' % close[0] if close else ''))
+    return problems
+
+
+def invalid_values(conf, groups=(GROUP_NAME,), prefix=''):
+    """One sentence per option of ``groups`` whose value oslo refuses.
+
+    oslo.config checks a value only when it is read; this reads every
+    option of the groups (whose name starts with ``prefix``) now and names
+    the option, the value as written and the file, instead of oslo's "Value
+    for option ... is not valid".
+    """
+    problems = []
+    for group in groups:
+        written = {key: (path, value)
+                   for path, _, key, value in file_values(conf, group)}
+        try:
+            names = sorted(conf[group])
+        except cfg.NoSuchOptError:
+            continue
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            try:
+                conf[group][name]
+            except cfg.Error as e:
+                if not isinstance(e, ValueError):
+                    continue  # not about a value written in a file
+                reason = str(e).rsplit('is not valid: ', 1)[-1]
+                path, value = written.get(name, (None, None))
+                where = ' = %r in %s' % (value, path) if path else ''
+                problems.append('[%s] %s%s is not valid: %s'
+                                % (group, name, where, reason))
+    return problems

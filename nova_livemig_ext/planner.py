@@ -49,16 +49,18 @@ SIZE_UNITS: dict[str, float] = {
 }
 SIZE_UNIT_NAMES = 'B, KiB, MiB, GiB, TiB, kB, MB, GB, TB'
 
-# Bytes per second for each rate unit; bits are 1/8 byte, decimal prefixes.
-RATE_UNITS: dict[str, float] = {
-    'b/s': 1, 'kib/s': KIB, 'mib/s': MIB, 'gib/s': GIB,
-    'kb/s': 1e3, 'mb/s': 1e6, 'gb/s': 1e9,
-    'bit/s': 1 / 8, 'kbit/s': 1e3 / 8, 'mbit/s': 1e6 / 8,
-    'gbit/s': 1e9 / 8, 'tbit/s': 1e12 / 8,
-    'kbps': 1e3 / 8, 'mbps': 1e6 / 8, 'gbps': 1e9 / 8,
-}
-RATE_UNIT_NAMES = ('MiB/s, GiB/s, KiB/s, MB/s, GB/s, kB/s, B/s, '
-                   'Gbit/s, Mbit/s, kbit/s (Gbps, Mbps)')
+# Rate units: a decimal (k, M, G, T) or binary (Ki, Mi, Gi, Ti) prefix on
+# bits or bytes per second.  As in SI and IEC usage the letter's case
+# decides: b is a bit and B a byte, so Gb/s = Gbit/s = Gbps (bits) and
+# GB/s = GBps (bytes).  Prefixes are read in either case (mb/s is Mb/s).
+RATE_UNIT = re.compile(
+    r'^(?P<prefix>[kmgt]?)(?P<binary>i?)'
+    r'(?P<base>bits?|bytes?|b)(?P<per>/s|ps|/sec)$', re.IGNORECASE)
+DECIMAL_PREFIX: dict[str, float] = {'': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9,
+                                    't': 1e12}
+BINARY_PREFIX: dict[str, float] = {'k': KIB, 'm': MIB, 'g': GIB, 't': TIB}
+RATE_UNIT_NAMES = ('MiB/s, GiB/s, MB/s, GB/s, B/s (bytes); Gbit/s, Mbit/s, '
+                   'Gb/s, Mb/s, Gbps (bits)')
 
 # The share of a link's line rate that reaches QEMU as migration payload
 # (TCP/IP and Ethernet framing): 1 Gbit/s carries about 110 MiB/s.
@@ -75,7 +77,8 @@ SWITCHOVER_OVERHEAD_MS = 15.0
 # Passes after which a prediction gives up on pre-copy converging.
 MAX_PASSES = 10_000
 
-_NUMBER = re.compile(r'^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(.*?)\s*$')
+_NUMBER = re.compile(
+    r'^\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*(.*?)\s*$')
 
 
 class UnitError(ValueError):
@@ -87,7 +90,18 @@ def _split(text: str, what: str, accepted: str) -> tuple[float, str]:
     if not match:
         raise UnitError(f'cannot read {what} {text!r}: expected a number and '
                         f'a unit, for example {accepted.split(",")[0]}')
-    return float(match.group(1)), match.group(2)
+    value = float(match.group(1))
+    if not math.isfinite(value):
+        raise UnitError(f'{what} {text!r} is too large to be a number')
+    if value < 0:
+        raise UnitError(f'{what} {text!r} must not be negative')
+    return value, match.group(2)
+
+
+def _finite(value: float, what: str, text: str) -> float:
+    if not math.isfinite(value):
+        raise UnitError(f'{what} {text!r} is too large to be a number')
+    return value
 
 
 def parse_size_bytes(text: str, what: str = 'size') -> float:
@@ -98,29 +112,56 @@ def parse_size_bytes(text: str, what: str = 'size') -> float:
         raise UnitError(f'unknown unit {unit!r} in {what} {text!r}; use '
                         f'{SIZE_UNIT_NAMES}' if unit else
                         f'{what} {text!r} has no unit; use {SIZE_UNIT_NAMES}')
-    return value * factor
+    return _finite(value * factor, what, text)
 
 
-def parse_rate_bytes_s(text: str, what: str = 'rate') -> float:
-    """'1Gbit/s', '110 MiB/s', '40MB/s' -> bytes per second (on the wire)."""
-    value, unit = _split(text, what, '1Gbit/s')
-    factor = RATE_UNITS.get(unit.lower())
-    if factor is None:
-        if not unit:
-            raise UnitError(f'{what} {text!r} has no unit; use '
-                            f'{RATE_UNIT_NAMES}')
+def rate_unit_bytes_s(unit: str, what: str, text: str) -> tuple[float, bool]:
+    """Bytes per second one ``unit`` stands for, and whether it counts bits.
+    """
+    match = RATE_UNIT.match(unit)
+    if match is None:
         hint = ''
         if unit.lower() in SIZE_UNITS:
             hint = f' ({unit} is a size; a rate needs "/s", e.g. {unit}/s)'
         raise UnitError(f'unknown unit {unit!r} in {what} {text!r}{hint}; '
                         f'use {RATE_UNIT_NAMES}')
-    return value * factor
+    prefix = match.group('prefix').lower()
+    base = match.group('base')
+    bits = base.lower().startswith('bit') or base == 'b'
+    if match.group('binary'):
+        if not prefix:
+            raise UnitError(f'unknown unit {unit!r} in {what} {text!r}; use '
+                            f'{RATE_UNIT_NAMES}')
+        if base == 'b':
+            # "Mib/s": almost always a MiB/s typed in lower case.
+            raise UnitError(f'{what} {text!r}: {unit!r} is ambiguous; write '
+                            f'{prefix.upper()}iB/s for bytes or '
+                            f'{prefix.upper()}ibit/s for bits')
+        factor = BINARY_PREFIX[prefix]
+    else:
+        factor = DECIMAL_PREFIX[prefix]
+    return (factor / 8 if bits else factor), bits
+
+
+def parse_rate_bytes_s(text: str, what: str = 'rate') -> float:
+    """'1Gbit/s', '110 MiB/s', '40MB/s' -> bytes per second (on the wire).
+
+    Zero needs no unit (a guest that writes nothing).
+    """
+    value, unit = _split(text, what, '1Gbit/s')
+    if not unit:
+        if value == 0:
+            return 0.0
+        raise UnitError(f'{what} {text!r} has no unit; use '
+                        f'{RATE_UNIT_NAMES}')
+    factor, _ = rate_unit_bytes_s(unit, what, text)
+    return _finite(value * factor, what, text)
 
 
 def is_bit_rate(text: str) -> bool:
     """Is this rate given in bits (a line rate) rather than bytes?"""
-    unit = _split(text, 'rate', '1Gbit/s')[1].lower()
-    return 'bit' in unit or unit.endswith('bps')
+    unit = _split(text, 'rate', '1Gbit/s')[1]
+    return bool(unit) and rate_unit_bytes_s(unit, 'rate', text)[1]
 
 
 def parse_working_set_bytes(text: str, memory_bytes: float) -> float:
@@ -131,7 +172,7 @@ def parse_working_set_bytes(text: str, memory_bytes: float) -> float:
             pct = float(stripped[:-1])
         except ValueError:
             raise UnitError(f'cannot read working set {text!r}') from None
-        if not 0 <= pct <= 100:
+        if not (math.isfinite(pct) and 0 <= pct <= 100):
             raise UnitError(f'working set {text!r} must be 0% to 100%')
         return memory_bytes * pct / 100.0
     return parse_size_bytes(text, 'working set')
@@ -149,6 +190,17 @@ class Scenario:
 
     def __post_init__(self) -> None:
         problems = []
+        numbers = {'memory': self.memory_bytes,
+                   'bandwidth': self.bandwidth_bytes_s,
+                   'dirty rate': self.dirty_rate_bytes_s,
+                   'working set': (0.0 if self.working_set_bytes is None
+                                   else self.working_set_bytes),
+                   'downtime limit': self.downtime_limit_ms}
+        for name, number in numbers.items():
+            if not math.isfinite(number):
+                problems.append(f'{name} must be a finite number')
+        if problems:
+            raise ValueError('; '.join(problems))
         if self.memory_bytes <= 0:
             problems.append('memory must be positive')
         if self.bandwidth_bytes_s <= 0:

@@ -10,6 +10,7 @@ need the host's libvirt and QEMU are in :mod:`nova_livemig_ext.flags`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -308,6 +309,15 @@ def _compression_refusals(policy: MigrationPolicy) -> list[Refusal]:
 def _number_refusals(policy: MigrationPolicy) -> list[Refusal]:
     lm = 'livemig_ext'
     refusals = []
+    # oslo.config's float type lets NaN through any min/max check; a policy
+    # built without it (tests, tools) gets the same guard.
+    if not (math.isfinite(policy.poll_interval_s)
+            and policy.poll_interval_s > 0):
+        refusals.append(Refusal(
+            (_opt(lm, 'poll_interval_s'),),
+            '%r is not a positive finite number of seconds'
+            % policy.poll_interval_s,
+            'Set a value from 0.1 to 10.'))
     if policy.initial_downtime_ms > policy.max_downtime_ms:
         refusals.append(Refusal(
             (_opt(lm, 'initial_downtime_ms'), _opt(lm, 'max_downtime_ms')),

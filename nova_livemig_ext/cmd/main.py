@@ -11,7 +11,11 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -23,38 +27,164 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import policy as livemig_policy
 
 EXIT_REFUSED = 2
+# A version as the options take it: 11, 11.3 or 11.3.0; each part after the
+# first below 1000 (libvirt's encoding gives each three decimal digits).
+_VERSION = re.compile(r'^(\d{1,6})(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?$')
+# The version in a binary's ``--version`` output, suffixes and all.
+_VERSION_IN_TEXT = re.compile(r'(\d{1,6})\.(\d{1,3})(?:\.(\d{1,3}))?')
+# Bytes read from a configuration file to tell text from a binary.
+_SNIFF_BYTES = 1 << 20
+
+
+class ConfigFileError(cfg.Error):
+    """A configuration file that cannot be read as text, said in one line."""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's errors on one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
+
+
+# How oslo.config names the file a bad value came from.
+_OSLO_LOCATION = re.compile(r"LocationInfo\(location=<[^>]*>, detail='([^']*)'\)")
+
+
+def one_line(text: object) -> str:
+    """A message on one line, whatever it held."""
+    return _OSLO_LOCATION.sub(r'\1', ' '.join(str(text).split()))
+
+
+def refusal_line(error: livemig_policy.InvalidPolicy) -> str:
+    """Every refusal of a configuration, on one line."""
+    return 'nova-livemig-ext: configuration refused: %s' % ' | '.join(
+        one_line(r) for r in error.refusals)
+
+
+def check_config_file(path: str) -> None:
+    """Refuse what oslo.config would choke on with a traceback (or hang on).
+    """
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigFileError('config file %s is a directory' % path)
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise ConfigFileError('config file %s is a pipe or a socket, '
+                                  'not a file' % path)
+        with open(path, 'rb') as f:
+            head = f.read(_SNIFF_BYTES)
+    except FileNotFoundError:
+        raise ConfigFileError('config file %s does not exist' % path) from None
+    except OSError as e:
+        raise ConfigFileError('cannot read config file %s: %s'
+                              % (path, e.strerror or e)) from None
+    if b'\0' in head:
+        raise ConfigFileError('config file %s is binary, not an INI text '
+                              'file' % path)
+    try:
+        head.decode('utf-8')
+    except UnicodeDecodeError as e:
+        # The last few bytes may be a character cut by the sniff limit.
+        if len(head) < _SNIFF_BYTES or e.start < len(head) - 4:
+            raise ConfigFileError(
+                'config file %s is not UTF-8 text (byte 0x%02x at offset %d)'
+                % (path, head[e.start], e.start)) from None
 
 
 def load_conf(config_files: list[str]) -> cfg.ConfigOpts:
-    """A private ConfigOpts with Nova's [libvirt] options and ours."""
+    """A private ConfigOpts with Nova's [libvirt] options and ours.
+
+    Raises ``cfg.Error`` (one line) for files that cannot be used.
+    """
     import nova.conf.libvirt
 
+    for path in config_files:
+        check_config_file(path)
     conf = cfg.ConfigOpts()
     nova.conf.libvirt.register_opts(conf)
     livemig_conf.register_opts(conf)
     args = []
     for path in config_files:
         args += ['--config-file', path]
-    conf(args=args, project='nova', default_config_files=[])
+    _one_line_library_warnings()
+    try:
+        conf(args=args, project='nova', default_config_files=[])
+    except cfg.Error:
+        raise
+    except (OSError, UnicodeError, ValueError) as e:
+        # oslo.config reads the files itself; what slipped past the checks
+        # (a file replaced meanwhile, say) is still one line.
+        raise ConfigFileError('cannot read the config files %s: %s'
+                              % (', '.join(config_files), one_line(e))) from None
+    problems = (livemig_conf.invalid_values(conf)
+                + livemig_conf.invalid_values(conf, ('libvirt',),
+                                              prefix='live_migration'))
+    if problems:
+        raise ConfigFileError('; '.join(problems))
     return conf
 
 
-def parse_version(text: str) -> int:
-    """'10.0.2' -> 10000002 (libvirt's encoding)."""
-    parts = [int(p) for p in text.split('.')[:3]]
-    parts += [0] * (3 - len(parts))
+class _OneLineWarning(logging.Handler):
+    """oslo.config's warnings (deprecated options) as one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = one_line(record.getMessage())
+        # Deprecation notices go on with paragraphs of Nova's help text.
+        head = text.split(' (', 1)[0] if text.startswith('Deprecated') else (
+            text)
+        print('nova-livemig-ext: warning: %s' % head[:300], file=sys.stderr)
+
+
+def _one_line_library_warnings() -> None:
+    logger = logging.getLogger('oslo_config')
+    if not any(isinstance(h, _OneLineWarning) for h in logger.handlers):
+        logger.addHandler(_OneLineWarning(logging.WARNING))
+        logger.propagate = False
+
+
+def warn_unknown_options(conf: cfg.ConfigOpts, prog: str = 'nova-livemig-ext'
+                         ) -> None:
+    """One warning line on stderr per unknown key in ``[livemig_ext]``."""
+    for problem in livemig_conf.unknown_options(conf):
+        print('%s: warning: %s' % (prog, problem), file=sys.stderr)
+
+
+class VersionError(ValueError):
+    """A version given on the command line that is not one."""
+
+
+def parse_version(text: str, what: str = 'version') -> int:
+    """'10.0.2' -> 10000002 (libvirt's encoding); refuses anything else."""
+    match = _VERSION.match(text.strip())
+    if not match:
+        raise VersionError('%s %r is not a version: use numbers such as '
+                           '11.3.0 (no suffix)' % (what, text))
+    parts = [int(p) for p in match.groups(default='0')]
     return livemig_flags.version_int(*parts)
+
+
+def version_in_text(text: str) -> int | None:
+    """The first version in a ``--version`` output, or None."""
+    match = _VERSION_IN_TEXT.search(text)
+    if not match:
+        return None
+    return livemig_flags.version_int(
+        *[int(p) for p in match.groups(default='0')])
 
 
 def local_qemu_version(binary: str = 'qemu-system-x86_64') -> int | None:
     path = shutil.which(binary)
     if not path:
         return None
-    out = subprocess.run([path, '--version'], capture_output=True,
-                         text=True, check=False).stdout
+    try:
+        out = subprocess.run([path, '--version'], capture_output=True,
+                             text=True, check=False, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
     words = out.split()
     if 'version' in words and words.index('version') + 1 < len(words):
-        return parse_version(words[words.index('version') + 1])
+        return version_in_text(words[words.index('version') + 1])
     return None
 
 
@@ -62,7 +192,8 @@ def local_host_facts(libvirt_version: str | None,
                      qemu_version: str | None) -> livemig_flags.HostFacts:
     """Host facts without a libvirt connection: binding, binaries, flags."""
     binding = None
-    lib = parse_version(libvirt_version) if libvirt_version else None
+    lib = (parse_version(libvirt_version, '--libvirt-version')
+           if libvirt_version is not None else None)
     try:
         import libvirt
     except ImportError:
@@ -71,8 +202,8 @@ def local_host_facts(libvirt_version: str | None,
         binding = hostfacts.binding_names(libvirt)
         if lib is None:
             lib = int(libvirt.getVersion())
-    qemu = parse_version(qemu_version) if qemu_version else (
-        local_qemu_version())
+    qemu = (parse_version(qemu_version, '--qemu-version')
+            if qemu_version is not None else local_qemu_version())
     return livemig_flags.HostFacts(
         libvirt_version=lib or 0, qemu_version=qemu or 0,
         userfaultfd=hostfacts.userfaultfd_available(),
@@ -81,15 +212,19 @@ def local_host_facts(libvirt_version: str | None,
 
 def cmd_flags(args: argparse.Namespace) -> int:
     try:
-        conf = load_conf(args.config_file)
-        policy = livemig_policy.policy_from_conf(conf)
         facts = local_host_facts(args.libvirt_version, args.qemu_version)
+        conf = load_conf(args.config_file)
+        warn_unknown_options(conf)
+        policy = livemig_policy.policy_from_conf(conf)
         livemig_flags.check_policy(policy, facts)
+    except VersionError as e:
+        print('nova-livemig-ext flags: error: %s' % e, file=sys.stderr)
+        return EXIT_REFUSED
     except livemig_policy.InvalidPolicy as e:
-        print(e, file=sys.stderr)
+        print(refusal_line(e), file=sys.stderr)
         return EXIT_REFUSED
     except cfg.Error as e:
-        print('nova-livemig-ext: configuration error: %s' % e,
+        print('nova-livemig-ext: configuration error: %s' % one_line(e),
               file=sys.stderr)
         return EXIT_REFUSED
     instance = livemig_flags.InstanceFacts(
@@ -113,7 +248,7 @@ def cmd_flags(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog='nova-livemig-ext',
         description='Live migrations that converge within a deadline.')
     sub = parser.add_subparsers(dest='command', required=True)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
 
 from oslo_config import cfg
 
+from nova_livemig_ext import conf as livemig_conf
 from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
 from nova_livemig_ext import job as livemig_job
@@ -123,6 +125,50 @@ def _lookup_running(libvirt: Any, conn: Any, name: str, uri: str) -> Any:
     return dom
 
 
+class ReportFile:
+    """The ``--json`` file, opened before the migration starts.
+
+    A path that cannot be written is refused before anything touches a
+    guest; a file this command created is removed again if no migration
+    ran.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if os.path.isdir(path):
+            raise MigrateError('--json %s is a directory' % path,
+                               EXIT_REFUSED)
+        existed = os.path.exists(path)
+        try:
+            # Append mode: an existing report survives a refused run.
+            self._file: TextIO | None = open(path, 'a', encoding='utf-8')
+        except OSError as e:
+            raise MigrateError('--json %s cannot be written: %s'
+                               % (path, e.strerror or e), EXIT_REFUSED)
+        self._created = not existed
+
+    def write(self, data: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.seek(0)
+        self._file.truncate()
+        json.dump(data, self._file, indent=2)
+        self._file.write('\n')
+        self._file.close()
+        self._file = None
+
+    def discard(self) -> None:
+        """No migration ran: leave the file as it was."""
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        if self._created:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
 def instance_facts(dom: Any) -> livemig_flags.InstanceFacts:
     """What a bare libvirt domain tells about itself."""
     state = dom.state()[0]
@@ -132,40 +178,11 @@ def instance_facts(dom: Any) -> livemig_flags.InstanceFacts:
         paused=state == VIR_DOMAIN_PAUSED)
 
 
-def migrate(args: argparse.Namespace, out: TextIO | None = None,
-            err: TextIO | None = None) -> int:
-    import libvirt
-
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-
-    from nova_livemig_ext.cmd import main as cmd_main
-
-    # Errors are reported once, by us; libvirt would print them again.
-    libvirt.registerErrorHandler(lambda ctx, error: None, None)
-
-    try:
-        conf = cmd_main.load_conf(args.config_file)
-        policy = livemig_policy.policy_from_conf(conf)
-    except livemig_policy.InvalidPolicy as e:
-        print(e, file=err)
-        return EXIT_REFUSED
-    except cfg.Error as e:
-        print('nova-livemig-ext: configuration error: %s' % e, file=err)
-        return EXIT_REFUSED
-    try:
-        src = _open(libvirt, args.source, 'source')
-        dom = _lookup_running(libvirt, src, args.domain, args.source)
-        dest = _open(libvirt, args.dest_connect or args.dest, 'destination')
-        facts = hostfacts.probe(src, libvirt)
-        livemig_flags.check_policy(policy, facts)
-    except MigrateError as e:
-        print('nova-livemig-ext: %s' % e, file=err)
-        return e.code
-    except livemig_policy.InvalidPolicy as e:
-        print(e, file=err)
-        return EXIT_REFUSED
-
+def _migrate(args: argparse.Namespace, libvirt: Any,
+             policy: livemig_policy.MigrationPolicy,
+             facts: livemig_flags.HostFacts, dom: Any, dest: Any,
+             out: TextIO) -> livemig_monitor.MigrationReport:
+    """Plan, start and watch the migration; print the report."""
     inst = instance_facts(dom)
     plan = livemig_flags.plan_migration(policy, facts, inst)
     params = dict(plan.params)
@@ -201,9 +218,68 @@ def migrate(args: argparse.Namespace, out: TextIO | None = None,
         dom, args.dest, params, plan.flags, monitor,
         fetch_completed_stats=completed_stats)
     print_report(report, out)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(report_dict(report), f, indent=2)
+    return report
+
+
+def migrate(args: argparse.Namespace, out: TextIO | None = None,
+            err: TextIO | None = None) -> int:
+    import libvirt
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+
+    from nova_livemig_ext.cmd import main as cmd_main
+
+    # Errors are reported once, by us; libvirt would print them again.
+    libvirt.registerErrorHandler(lambda ctx, error: None, None)
+
+    try:
+        conf = cmd_main.load_conf(args.config_file)
+        for problem in livemig_conf.unknown_options(conf):
+            print('nova-livemig-ext: warning: %s' % problem, file=err)
+        policy = livemig_policy.policy_from_conf(conf)
+    except livemig_policy.InvalidPolicy as e:
+        print(cmd_main.refusal_line(e), file=err)
+        return EXIT_REFUSED
+    except cfg.Error as e:
+        print('nova-livemig-ext: configuration error: %s'
+              % cmd_main.one_line(e), file=err)
+        return EXIT_REFUSED
+    report_file = None
+    try:
+        # Before any connection: a report that cannot be written must not
+        # be found out after the guest has moved.
+        if args.json:
+            report_file = ReportFile(args.json)
+        src = _open(libvirt, args.source, 'source')
+        dom = _lookup_running(libvirt, src, args.domain, args.source)
+        dest = _open(libvirt, args.dest_connect or args.dest, 'destination')
+        facts = hostfacts.probe(src, libvirt)
+        livemig_flags.check_policy(policy, facts)
+    except MigrateError as e:
+        if report_file is not None:
+            report_file.discard()
+        print('nova-livemig-ext: %s' % cmd_main.one_line(e), file=err)
+        return e.code
+    except livemig_policy.InvalidPolicy as e:
+        if report_file is not None:
+            report_file.discard()
+        print(cmd_main.refusal_line(e), file=err)
+        return EXIT_REFUSED
+    except libvirt.libvirtError as e:
+        if report_file is not None:
+            report_file.discard()
+        print('nova-livemig-ext: libvirt: %s'
+              % cmd_main.one_line(e.get_error_message() or e), file=err)
+        return EXIT_BAD_TARGET
+
+    try:
+        report = _migrate(args, libvirt, policy, facts, dom, dest, out)
+        if report_file is not None:
+            report_file.write(report_dict(report))
+    finally:
+        if report_file is not None:
+            report_file.discard()
     return (0 if report.outcome is livemig_monitor.Outcome.COMPLETED
             else EXIT_NOT_COMPLETED)
 

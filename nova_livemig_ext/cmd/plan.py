@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -41,11 +42,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         'and the ladder the controller would climb (touches nothing)',
         description='Predict a live migration before starting it.')
     p.add_argument('--memory', help='guest memory, e.g. 32GiB or 512MiB')
-    p.add_argument('--bandwidth', help='migration link, e.g. 1Gbit/s, '
-                   '10Gbit/s, 110MiB/s or 120MB/s')
+    p.add_argument('--bandwidth', help='migration link: in bits, e.g. '
+                   '1Gbit/s, 10Gb/s or 10Gbps, or in bytes, e.g. 110MiB/s '
+                   'or 120MB/s (b is a bit, B a byte)')
     p.add_argument('--dirty-rate', default=None,
-                   help='how fast the guest writes memory, e.g. 40MB/s '
-                   '(default: 0)')
+                   help='how fast the guest writes memory, e.g. 40MB/s, or '
+                   '0 for a guest that writes nothing (default: 0)')
     p.add_argument('--working-set', default=None,
                    help='memory the guest keeps rewriting: a size (4GiB) '
                    'or a share of memory (25%%) (default: all memory)')
@@ -73,6 +75,26 @@ class InputError(Exception):
     """Input the command cannot use, said in one line."""
 
 
+# What a real guest and link can be; outside these the arithmetic still runs
+# but the answer means nothing (or overflows), so the input is refused.
+PLAUSIBLE: dict[str, tuple[float, float, str]] = {
+    'memory': (planner.MIB, 1024 * planner.TIB, '1 MiB to 1 PiB'),
+    'bandwidth': (1024.0, 1e13, '1 KiB/s to 10 TB/s (80 Tbit/s)'),
+    'dirty rate': (0.0, 1e13, '0 to 10 TB/s'),
+    'downtime limit': (1.0, 3_600_000.0, '1 ms to 1 h'),
+}
+
+
+def check_plausible(name: str, value: float, given: str | None) -> None:
+    """Refuse a quantity no guest or link has; ``given`` is the option text.
+    """
+    low, high, text = PLAUSIBLE[name]
+    if not low <= value <= high:
+        shown = repr(given) if given is not None else f'{value:.4g} (measured)'
+        raise InputError(f'{name} {shown} is outside what a guest or link '
+                         f'can be ({text})')
+
+
 def parse_downtime_ms(text: str) -> float:
     """'300ms', '0.5s' or '300' (milliseconds) -> ms."""
     stripped = text.strip().lower()
@@ -86,6 +108,8 @@ def parse_downtime_ms(text: str) -> float:
     except ValueError:
         raise InputError(f'cannot read downtime limit {text!r}: use 300ms '
                          f'or 0.5s') from None
+    if not math.isfinite(value):
+        raise InputError(f'downtime limit {text!r} must be a finite number')
     if value <= 0:
         raise InputError(f'downtime limit {text!r} must be positive')
     return value
@@ -116,17 +140,30 @@ def measured_from_trace(trace: Mapping[str, Any], source: str) -> Measured:
     Memory is what the first pass really sent (zero pages cost nothing on
     the wire); the working set is the largest remainder after a sync.
     """
+    if not isinstance(trace, Mapping):
+        raise InputError(f'{source}: not a trace: expected a JSON object with '
+                         f'"trace": [{{"t": ..., "stats": {{...}}}}, ...]')
     entries = trace.get('trace') or trace.get('samples') or []
+    if not isinstance(entries, list):
+        raise InputError(f'{source}: not a trace: "trace" must be a list')
     est = estimator.Estimate()
     bulk_bytes = 0
-    for entry in entries:
-        sample = samples.sample_from_job_stats(entry['stats'])
+    for index, entry in enumerate(entries):
+        try:
+            at_s = float(entry['t'])
+            stats = entry['stats']
+            if not isinstance(stats, Mapping) or not math.isfinite(at_s):
+                raise ValueError('"stats" must be an object, "t" a number')
+            sample = samples.sample_from_job_stats(stats)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f'{source}: sample {index} is not a job-stats '
+                             f'sample ({e.__class__.__name__}: {e})') from None
         if not sample.is_active:
             continue
         if sample.iteration is not None and sample.iteration >= 2 and (
                 not bulk_bytes):
             bulk_bytes = sample.memory_processed_bytes
-        est = estimator.update_estimate(est, sample, float(entry['t']))
+        est = estimator.update_estimate(est, sample, at_s)
     if est.bandwidth_bytes_s is None or not est.memory_total_bytes:
         raise InputError(f'{source}: no running-job samples to measure')
     dirty = est.dirty_rate_bytes_s or 0.0
@@ -154,9 +191,49 @@ def measured_from_trace(trace: Mapping[str, Any], source: str) -> Measured:
 def load_policy(config_files: list[str]) -> livemig_policy.MigrationPolicy:
     if not config_files:
         return livemig_policy.MigrationPolicy()
+    from oslo_config import cfg
+
     from nova_livemig_ext.cmd import main as cmd_main
-    conf = cmd_main.load_conf(config_files)
-    return livemig_policy.policy_from_conf(conf)
+    try:
+        conf = cmd_main.load_conf(config_files)
+        cmd_main.warn_unknown_options(conf, 'nova-livemig-ext plan')
+        return livemig_policy.policy_from_conf(conf)
+    except cfg.Error as e:
+        raise InputError(f'configuration error: {cmd_main.one_line(e)}'
+                         ) from None
+
+
+def _refuse_non_finite(constant: str) -> float:
+    raise ValueError(f'{constant} is not a number a trace can hold')
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f'{text} is not a number a trace can hold')
+    return value
+
+
+def read_trace(path: str) -> Any:
+    """The JSON of a trace file; any reason it cannot be read is one line."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+        return json.loads(data.decode('utf-8'),
+                          parse_constant=_refuse_non_finite,
+                          parse_float=_finite_float)
+    except IsADirectoryError:
+        raise InputError(f'cannot read trace {path}: it is a directory'
+                         ) from None
+    except OSError as e:
+        raise InputError(f'cannot read trace {path}: {e.strerror or e}'
+                         ) from None
+    except UnicodeDecodeError:
+        raise InputError(f'cannot read trace {path}: not UTF-8 text (a '
+                         f'binary file?)') from None
+    except (ValueError, RecursionError) as e:
+        raise InputError(f'cannot read trace {path}: not valid JSON '
+                         f'({str(e)[:200]})') from None
 
 
 def build_scenario(args: argparse.Namespace,
@@ -168,12 +245,7 @@ def build_scenario(args: argparse.Namespace,
         raise InputError('--link-efficiency must be in (0, 1]')
     measured = None
     if args.trace:
-        try:
-            with open(args.trace) as f:
-                trace = json.load(f)
-        except (OSError, ValueError) as e:
-            raise InputError(f'cannot read trace {args.trace}: {e}') from None
-        measured = measured_from_trace(trace, args.trace)
+        measured = measured_from_trace(read_trace(args.trace), args.trace)
     if args.memory:
         memory = planner.parse_size_bytes(args.memory, 'memory')
     elif measured:
@@ -187,7 +259,7 @@ def build_scenario(args: argparse.Namespace,
         bandwidth = measured.bandwidth_bytes_s
     else:
         raise InputError('--bandwidth is required (or --trace)')
-    if args.dirty_rate:
+    if args.dirty_rate is not None:
         dirty = payload_rate_bytes_s(args.dirty_rate, 'dirty rate', 1.0)
     else:
         dirty = measured.dirty_rate_bytes_s if measured else 0.0
@@ -197,8 +269,15 @@ def build_scenario(args: argparse.Namespace,
     else:
         working_set = (min(measured.working_set_bytes, memory)
                        if measured else None)
-    limit = (parse_downtime_ms(args.downtime_limit) if args.downtime_limit
+    limit = (parse_downtime_ms(args.downtime_limit)
+             if args.downtime_limit is not None
              else float(policy.initial_downtime_ms))
+    for name, value, given in [
+            ('memory', memory, args.memory),
+            ('bandwidth', bandwidth, args.bandwidth),
+            ('dirty rate', dirty, args.dirty_rate),
+            ('downtime limit', limit, args.downtime_limit)]:
+        check_plausible(name, value, given)
     try:
         scenario = planner.Scenario(
             memory_bytes=memory, bandwidth_bytes_s=bandwidth,
@@ -283,17 +362,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         policy = load_policy(args.config_file)
         scenario, source = build_scenario(args, policy)
     except (InputError, planner.UnitError) as e:
-        print(f'nova-livemig-ext plan: error: {e}', file=sys.stderr)
+        print(f'nova-livemig-ext plan: error: {" ".join(str(e).split())}',
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except livemig_policy.InvalidPolicy as e:
-        print(e, file=sys.stderr)
+        from nova_livemig_ext.cmd import main as cmd_main
+        print(cmd_main.refusal_line(e), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as e:  # oslo.config errors, without importing it here
-        if type(e).__module__.startswith('oslo_config'):
-            print(f'nova-livemig-ext plan: configuration error: {e}',
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
     predictions = planner.predict_all(
         scenario, policy.auto_converge_initial_pct,
         policy.auto_converge_increment_pct)
@@ -309,7 +384,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``plan`` on its own (the same as ``nova-livemig-ext plan``)."""
-    parser = argparse.ArgumentParser(prog='nova-livemig-ext')
+    from nova_livemig_ext.cmd import main as cmd_main
+    parser = cmd_main.OneLineErrorParser(prog='nova-livemig-ext')
     sub = parser.add_subparsers(dest='command', required=True)
     register(sub)
     args = parser.parse_args(['plan'] + list(

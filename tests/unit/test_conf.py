@@ -52,3 +52,32 @@ class OptionsTest(testtools.TestCase):
         self.assertIn('[livemig_ext]', sample)
         for opt in livemig_conf.ALL_OPTS:
             self.assertIn('#%s = ' % opt.name, sample)
+
+
+class FiniteFloatTest(testtools.TestCase):
+
+    def test_nan_and_infinities_are_refused_at_parse(self):
+        kind = livemig_conf.FiniteFloat(min=0.1, max=10.0)
+        self.assertEqual(0.5, kind('0.5'))
+        for text in ('nan', 'NaN', '-nan', 'inf', '-inf', '1e400', '0', '11'):
+            self.assertRaises(ValueError, kind, text)
+
+    def test_poll_interval_uses_it_and_stays_a_float_opt(self):
+        [opt] = [o for o in livemig_conf.ALL_OPTS
+                 if o.name == 'poll_interval_s']
+        # A FloatOpt for the docs and the sample config; the finite type
+        # for the values.
+        self.assertIs(cfg.FloatOpt, type(opt))
+        self.assertIsInstance(opt.type, livemig_conf.FiniteFloat)
+        self.assertEqual((0.1, 10.0), (opt.type.min, opt.type.max))
+        with tempfile.NamedTemporaryFile('w', suffix='.conf') as f:
+            f.write('[livemig_ext]\npoll_interval_s = nan\n')
+            f.flush()
+            conf = cfg.ConfigOpts()
+            livemig_conf.register_opts(conf)
+            conf(args=['--config-file', f.name], default_config_files=[])
+            self.assertRaises(cfg.ConfigFileValueError, getattr,
+                              conf.livemig_ext, 'poll_interval_s')
+            [problem] = livemig_conf.invalid_values(conf)
+        self.assertIn("poll_interval_s = 'nan' in %s" % f.name, problem)
+        self.assertIn('not a finite number', problem)

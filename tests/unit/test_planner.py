@@ -36,7 +36,16 @@ class TestUnits(testtools.TestCase):
         ('110MiB/s', 110 * MIB),
         ('120MB/s', 120e6),
         ('1GiB/s', GIB),
-        ('40 mb/s', 40e6),
+        # b is a bit, B a byte, whatever the prefix's case.
+        ('1Gb/s', 125e6),
+        ('100Mb/s', 12.5e6),
+        ('40 mb/s', 5e6),
+        ('1GB/s', 1e9),
+        ('1GBps', 1e9),
+        ('8bit/s', 1),
+        ('1Mibit/s', MIB / 8),
+        ('0', 0),
+        ('0 MB/s', 0),
     ]
     BAD_RATES = [
         ('1GiB', 'a size; a rate needs "/s"'),
@@ -44,6 +53,12 @@ class TestUnits(testtools.TestCase):
         ('fast', 'cannot read'),
         ('3 furlongs/s', "unknown unit 'furlongs/s'"),
         ('', 'cannot read'),
+        ('1Mib/s', 'ambiguous'),
+        ('-1MB/s', 'must not be negative'),
+        ('1e400MB/s', 'too large'),
+        ('1e300TB/s', 'too large'),
+        ('nan', 'cannot read'),
+        ('inf MB/s', 'cannot read'),
     ]
     BAD_SIZES = [
         ('32', 'has no unit'),
@@ -66,7 +81,8 @@ class TestUnits(testtools.TestCase):
             e = self.assertRaises(p.UnitError, p.parse_rate_bytes_s, text,
                                   'bandwidth')
             self.assertIn(fragment, str(e), text)
-            if 'cannot read' not in fragment:
+            if not any(f in fragment for f in (
+                    'cannot read', 'negative', 'too large', 'ambiguous')):
                 self.assertIn('Gbit/s', str(e))
 
     def test_bad_sizes(self):
@@ -77,7 +93,9 @@ class TestUnits(testtools.TestCase):
 
     def test_bit_rates(self):
         for text, bits in [('1Gbit/s', True), ('10Gbps', True),
-                           ('110MiB/s', False), ('40MB/s', False)]:
+                           ('1Gb/s', True), ('100Mb/s', True),
+                           ('110MiB/s', False), ('40MB/s', False),
+                           ('1GB/s', False), ('0', False)]:
             self.assertEqual(bits, p.is_bit_rate(text), text)
 
     def test_working_set(self):

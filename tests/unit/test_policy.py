@@ -173,6 +173,14 @@ class PolicyRefusalsTest(testtools.TestCase):
             self.assertEqual(tuple(options), refusals[0].options, name)
             self.assertIn(text, str(refusals[0]), name)
 
+    def test_poll_interval_must_be_a_positive_finite_number(self):
+        for value in (float('nan'), float('inf'), -1.0, 0.0):
+            refusals = livemig_policy.policy_refusals(
+                livemig_policy.MigrationPolicy().replace(
+                    poll_interval_s=value))
+            self.assertEqual([('[livemig_ext] poll_interval_s',)],
+                             [r.options for r in refusals], value)
+
     def test_sound_policies_pass(self):
         for changes in [
                 {},
