@@ -9,13 +9,21 @@ Load it with ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver`` in
 """
 
 import logging as std_logging
+import os
 import time
 
 from oslo_log import log as logging
 
+from nova.compute import task_states
+from nova.compute import utils as compute_utils
 from nova.compute import vm_states
 import nova.conf
+from nova import context as nova_context
 from nova import exception
+from nova.i18n import _
+from nova import objects
+from nova.objects import base as objects_base
+from nova import thread_pool_factory
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import migration as libvirt_migrate
@@ -27,6 +35,8 @@ from nova_livemig_ext import instance_policy
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
+from nova_livemig_ext import postcopy as livemig_postcopy
+from nova_livemig_ext import records as livemig_records
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -34,9 +44,30 @@ CONF = nova.conf.CONF
 livemig_conf.register_opts(CONF)
 
 
+# How long nova-compute's start waits for an interrupted post-copy migration
+# before it leaves it to an operator (capped by postcopy_recovery_timeout_s).
+RESTART_RECOVERY_S = 120.0
+# How long to wait for an unwatched pre-copy job to end after abortJob.
+ABORT_WAIT_S = 60.0
+# Nova's part of ending an interrupted migration needs the resource tracker,
+# which nova-compute sets up only after init_host: wait for it this long.
+NOVA_READY_WAIT_S = 600.0
+
 # Nova decides per call whether disks are copied (it drops NON_SHARED_INC
 # when there is nothing to copy); every other flag comes from our plan.
 NOVA_OWNED_FLAGS = livemig_flags.FLAG_VALUES['VIR_MIGRATE_NON_SHARED_INC']
+
+
+class PostcopyRecoveryNeeded(exception.NovaException):
+    """Post-copy could not be completed: both halves kept for an operator.
+
+    Raised out of the driver's live migration so that Nova's compute manager
+    sets the migration to ``error`` and the instance to ERROR without a
+    rollback; the message becomes the instance fault.
+    """
+
+    msg_fmt = _("Post-copy live migration needs recovery, run on "
+                "%(source_host)s: %(command)s. %(detail)s")
 
 
 class PlannedDomain(object):
@@ -45,11 +76,14 @@ class PlannedDomain(object):
     Nova builds the destination XML, disk list and URIs; those parameters
     are kept. Bandwidth, post-copy, auto-converge, parallel connections and
     compression come from the plan. Every other call goes to the domain.
+    The call as made is kept: a broken post-copy is resumed by repeating it.
     """
 
-    def __init__(self, domain, plan):
+    def __init__(self, domain, plan, on_call=None):
         self._domain = domain
         self._plan = plan
+        self._on_call = on_call
+        self.call = None
 
     def __getattr__(self, name):
         return getattr(self._domain, name)
@@ -60,8 +94,21 @@ class PlannedDomain(object):
         merged = dict(params)
         merged.pop(livemig_flags.PARAM_PARALLEL_CONNECTIONS, None)
         merged.update(self._plan.params)
+        self.call = (dconnuri, merged, flags)
+        if self._on_call is not None:
+            self._on_call(self.call)
         return self._domain.migrateToURI3(dconnuri, params=merged,
                                           flags=flags)
+
+    def resume_postcopy(self):
+        """Repeat the migration call with VIR_MIGRATE_POSTCOPY_RESUME."""
+        if self.call is None:
+            raise _libvirt().libvirtError(
+                'no migration call was made: nothing to resume')
+        dconnuri, params, flags = self.call
+        return self._domain.migrateToURI3(
+            dconnuri, params=dict(params),
+            flags=flags | livemig_postcopy.VIR_MIGRATE_POSTCOPY_RESUME)
 
 
 def instance_facts(instance, block_migration, has_vpmem):
@@ -110,10 +157,17 @@ class NovaMigrationMonitor(livemig_monitor.MigrationMonitor):
                 livemig_monitor.ctl.Action.START_POSTCOPY
                 and self.migration is not None):
             self.migration.status = 'running (post-copy)'
-            self.migration.save()
+            try:
+                self.migration.save()
+            except Exception as e:
+                # The record is for display: the switch happened whatever
+                # the database says, and the watch must go on.
+                self.log.warning('Live migration: saving the post-copy '
+                                 'status failed: %s', e)
         return result
 
-    def _observe(self, sample, now_s):
+    def _each_poll(self, now_s):
+        # Force-complete is honoured even while jobStats does not answer.
         while self.force_requests:
             request = self.force_requests.popleft()
             if request != 'force-complete':
@@ -121,6 +175,8 @@ class NovaMigrationMonitor(livemig_monitor.MigrationMonitor):
             self.log.info('Live migration: force-complete requested')
             for decision in self.controller.force_complete(now_s):
                 self.apply(decision)
+
+    def _observe(self, sample, now_s):
         super()._observe(sample, now_s)
         if sample.is_active and (
                 self._last_save_s is None
@@ -174,6 +230,10 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         self.livemig_jobs = {}
         # instance uuid -> the error the migrate call raised, if any
         self.livemig_errors = {}
+        # instance uuid -> the PlannedDomain that made the migrate call
+        self.livemig_calls = {}
+        self.livemig_records = None
+        self.livemig_host = None
 
     def init_host(self, host):
         # Options first: a refused configuration must stop nova-compute
@@ -192,6 +252,9 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             raise exception.InvalidConfiguration(str(e))
         self.livemig_policy = policy
         self.livemig_host_facts = facts
+        self.livemig_host = host
+        self.livemig_records = livemig_records.RecordStore(
+            os.path.join(CONF.state_path, livemig_records.DIR_NAME))
         self._parse_migration_flags()
         plan = self._livemig_plan(livemig_flags.InstanceFacts())
         LOG.info('nova-livemig-ext: mode %(mode)s, flags %(flags)s, '
@@ -202,6 +265,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                   'init': policy.initial_downtime_ms,
                   'max': policy.max_downtime_ms,
                   'bw': policy.bandwidth_mib_s or 'unlimited'})
+        self._livemig_finish_interrupted()
 
     def _livemig_plan(self, instance_facts):
         return livemig_flags.plan_migration(
@@ -256,6 +320,9 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                   'ladder': ','.join(plan.ladder) or '-'},
                  instance=instance)
         self.livemig_jobs[instance.uuid] = (policy, plan, facts)
+        self._livemig_remember(instance.uuid, dest=dest,
+                               block_migration=bool(block_migration),
+                               migrate_data=migrate_data.obj_to_primitive())
         try:
             return super()._live_migration(
                 context, instance, dest, post_method, recover_method,
@@ -263,6 +330,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         finally:
             self.livemig_jobs.pop(instance.uuid, None)
             self.livemig_errors.pop(instance.uuid, None)
+            self.livemig_calls.pop(instance.uuid, None)
 
     def _live_migration_operation(self, context, instance, dest,
                                   block_migration, migrate_data, guest,
@@ -272,7 +340,15 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             return super()._live_migration_operation(
                 context, instance, dest, block_migration, migrate_data,
                 guest, device_names)
-        guest = libvirt_guest.Guest(PlannedDomain(guest._domain, job[1]))
+
+        def remember_call(call):
+            dconnuri, params, flags = call
+            self._livemig_remember(instance.uuid,
+                                   call=[dconnuri, dict(params), flags])
+
+        planned = PlannedDomain(guest._domain, job[1], remember_call)
+        self.livemig_calls[instance.uuid] = planned
+        guest = libvirt_guest.Guest(planned)
         try:
             super()._live_migration_operation(
                 context, instance, dest, block_migration, migrate_data,
@@ -293,50 +369,405 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 context, instance, guest, dest, post_method, recover_method,
                 block_migration, migrate_data, future, disk_paths)
         policy, plan, facts = job
+        nova_data_gib = self._live_migration_data_gb(instance, disk_paths)
         controller = livemig_job.decision_maker(
             policy, plan, memory_mib=facts.memory_mib,
-            disk_gib=facts.disk_gib,
-            nova_data_gib=self._live_migration_data_gb(instance, disk_paths))
+            disk_gib=facts.disk_gib, nova_data_gib=nova_data_gib)
         log = InstanceLog(LOG, {'instance': instance})
         monitor = NovaMigrationMonitor(
             guest._domain, controller, time.monotonic, time.sleep,
             poll_interval_s=policy.poll_interval_s, log=log,
             errors=livemig_monitor.ErrorClassifier((_libvirt().libvirtError,)),
+            deadline_s=livemig_job.wall_clock_deadline_s(
+                policy, livemig_job.data_gib(facts.memory_mib,
+                                             facts.disk_gib), nova_data_gib),
             migration=migrate_data.migration, instance=instance,
             force_requests=self.active_migrations.get(instance.uuid),
             save_interval_s=CONF.libvirt.live_migration_monitor_interval)
+        # Kept when the migration is left for an operator, and when this
+        # thread dies without ending it (only a BaseException gets past):
+        # the next start of nova-compute finishes it.
+        forget = False
         try:
-            report = monitor.watch(future.done)
-            outcome = self._livemig_outcome(guest, instance, future, report)
+            report = self._livemig_watch(monitor, guest, instance, future)
             error = self.livemig_errors.get(instance.uuid)
-            if error is not None and outcome is not (
-                    livemig_monitor.Outcome.COMPLETED):
-                if monitor.errors.aborted(error):
-                    outcome = livemig_monitor.Outcome.CANCELLED
-                LOG.warning('Live migration failed: %s', error,
-                            instance=instance)
-            report = monitor.finish(
-                report, outcome,
-                error=None if error is None else str(error))
+            if report.error is None and error is not None:
+                report = livemig_monitor.dataclasses.replace(
+                    report, error=str(error))
+            outcome = self._livemig_outcome(guest, instance, future, report)
+            if ((error is not None
+                 or outcome is not livemig_monitor.Outcome.COMPLETED)
+                    and monitor.in_postcopy()):
+                # The newest memory is on the destination: Nova's rollback
+                # would destroy it. Complete or keep both halves.
+                report = self._livemig_settle_postcopy(
+                    monitor, report, instance, dest, policy)
+                outcome = report.outcome
+            else:
+                if error is not None and outcome is not (
+                        livemig_monitor.Outcome.COMPLETED):
+                    if monitor.errors.aborted(error):
+                        outcome = livemig_monitor.Outcome.CANCELLED
+                    LOG.warning('Live migration failed: %s', error,
+                                instance=instance)
+                report = monitor.finish(report, outcome, error=report.error)
             self.livemig_log_summary(instance, report)
             if outcome is livemig_monitor.Outcome.COMPLETED:
+                forget = True
                 post_method(context, instance, dest, block_migration,
                             migrate_data)
+            elif outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
+                needed = self._livemig_recovery_needed(instance, dest,
+                                                       report, policy)
+                try:
+                    # Nova records no fault for an error raised in its live
+                    # migration thread: the operator would see only ERROR.
+                    compute_utils.add_instance_fault_from_exc(
+                        context, instance, needed)
+                except Exception as e:
+                    LOG.warning('Could not record the instance fault: %s',
+                                e, instance=instance)
+                # Nova's compute manager then sets the migration to error
+                # and the instance to ERROR, without a rollback.
+                raise needed
             elif outcome is livemig_monitor.Outcome.CANCELLED:
+                forget = True
                 recover_method(context, instance, dest, migrate_data,
                                migration_status='cancelled')
             else:
+                forget = True
                 recover_method(context, instance, dest, migrate_data)
+            forget = True
+        except Exception:
+            forget = forget or not monitor.in_postcopy()
+            raise
         finally:
+            if forget:
+                self._livemig_forget(instance.uuid)
             self._clear_empty_migration(instance)
+
+    def _livemig_watch(self, monitor, guest, instance, future):
+        """Watch the job; if the monitor itself fails, end the job safely.
+
+        In pre-copy the job is aborted (the source keeps the guest); after
+        the switch to post-copy nothing is aborted and the caller settles
+        the migration as for any other failure in post-copy.
+        """
+        try:
+            return monitor.watch(future.done)
+        except Exception as exc:
+            LOG.exception('Live migration monitor failed', instance=instance)
+            report = monitor.crash_report(exc)
+            if not monitor.in_postcopy():
+                try:
+                    guest._domain.abortJob()
+                except Exception as abort_exc:
+                    LOG.warning('Live migration: abort after a monitor '
+                                'error failed: %s', abort_exc,
+                                instance=instance)
+            while not future.done():
+                time.sleep(0.1)
+            return report
+
+    def _livemig_settle_postcopy(self, monitor, report, instance, dest,
+                                 policy):
+        planned = self.livemig_calls.get(instance.uuid)
+        resume = (planned.resume_postcopy if planned is not None
+                  else PlannedDomain(monitor.domain, None).resume_postcopy)
+        # nova-compute talks to its own libvirtd only: the destination's
+        # view reaches it as the source's post-copy state (libvirt marks the
+        # source POSTCOPY_FAILED when its peer connection breaks).
+        return livemig_monitor.settle_postcopy(
+            monitor, report, resume, None,
+            float(policy.postcopy_recovery_timeout_s))
+
+    def _livemig_recovery_needed(self, instance, dest, report, policy):
+        planned = self.livemig_calls.get(instance.uuid)
+        dest_uri = (planned.call[0] if planned is not None
+                    and planned.call is not None
+                    else self._live_migration_uri(dest))
+        source_uri = self._host._uri
+        command = livemig_postcopy.RECOVER_COMMAND % {
+            'domain': instance.name, 'source': source_uri, 'dest': dest_uri}
+        recovery = report.recovery
+        LOG.error('nova-livemig-ext: post-copy live migration to %(dest)s '
+                  'could not be completed within %(timeout)d s '
+                  '(%(attempts)d resume attempts, source %(source)s, last '
+                  'error: %(error)s). Both halves of the guest are kept; '
+                  'nothing was rolled back. Resume it on this host with: '
+                  '%(command)s',
+                  {'dest': dest, 'timeout': policy.postcopy_recovery_timeout_s,
+                   'attempts': recovery.resume_attempts if recovery else 0,
+                   'source': recovery.source if recovery else '-',
+                   'error': (recovery.last_error if recovery else None)
+                   or report.error, 'command': command},
+                  instance=instance)
+        return PostcopyRecoveryNeeded(
+            source_host=instance.host, command=command,
+            detail='Both halves were kept; see troubleshooting docs.')
+
+    # --- across restarts ---------------------------------------------------
+
+    def _livemig_remember(self, instance_uuid, **fields):
+        """Keep what a restart needs; never let that stop a migration."""
+        if self.livemig_records is None:
+            return
+        try:
+            self.livemig_records.update(instance_uuid, **fields)
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: could not write the live migration '
+                        'record of %(uuid)s (a restart of nova-compute during '
+                        'this migration could not finish it): %(error)s',
+                        {'uuid': instance_uuid, 'error': e})
+
+    def _livemig_forget(self, instance_uuid):
+        if self.livemig_records is None:
+            return
+        try:
+            self.livemig_records.remove(instance_uuid)
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: could not remove the live '
+                        'migration record of %(uuid)s: %(error)s',
+                        {'uuid': instance_uuid, 'error': e})
+
+    def _livemig_finish_interrupted(self):
+        """Bring migrations a previous nova-compute left behind to an end.
+
+        A pre-copy job still running unwatched is aborted (the source keeps
+        the guest) and Nova rolls back; after the switch to post-copy the
+        migration is resumed or found complete and Nova completes it, or it
+        is left to an operator with both halves kept.
+        """
+        uuids = self.livemig_records.instance_uuids()
+        if not uuids:
+            return
+        context = nova_context.get_admin_context()
+        for uuid in uuids:
+            try:
+                self._livemig_finish_one(context, uuid)
+            except Exception:
+                LOG.exception('nova-livemig-ext: could not finish the '
+                              'interrupted live migration of instance %s; '
+                              'its record is kept for the next start', uuid)
+
+    def _livemig_finish_one(self, context, uuid):
+        record = self.livemig_records.read(uuid)
+        if not record or 'migrate_data' not in record:
+            self.livemig_records.remove(uuid)
+            return
+        try:
+            instance = objects.Instance.get_by_uuid(
+                context, uuid, expected_attrs=['info_cache', 'flavor',
+                                               'system_metadata'])
+        except exception.InstanceNotFound:
+            self.livemig_records.remove(uuid)
+            return
+        if instance.host != self.livemig_host:
+            # Nova has it elsewhere already: nothing of ours is pending.
+            self.livemig_records.remove(uuid)
+            return
+        migrate_data = objects_base.NovaObject.obj_from_primitive(
+            record['migrate_data'], context=context)
+        # The record's copy is as old as the migration: read it again.
+        migration = objects.Migration.get_by_id(context,
+                                                migrate_data.migration.id)
+        migrate_data.migration = migration
+        dest = record['dest']
+        try:
+            domain = self._host.get_guest(instance)._domain
+        except exception.InstanceNotFound:
+            domain = None
+        errors = livemig_monitor.ErrorClassifier((_libvirt().libvirtError,))
+        source = livemig_postcopy.read_view(
+            domain, errors.is_libvirt_error, errors.domain_gone)
+        if domain is None:
+            source = livemig_postcopy.ABSENT
+        where = livemig_postcopy.judge(source, livemig_postcopy.UNREACHABLE)
+        LOG.warning('nova-livemig-ext: live migration to %(dest)s was '
+                    'interrupted (migration %(status)s, source %(source)s): '
+                    '%(where)s', {'dest': dest, 'status': migration.status,
+                                  'source': source, 'where': where.value},
+                    instance=instance)
+        if where is livemig_postcopy.Where.NOT_SWITCHED:
+            self._livemig_end_precopy(context, instance, domain, errors,
+                                      dest, migrate_data)
+            return
+        if where is not livemig_postcopy.Where.COMPLETED:
+            where = self._livemig_resume_at_start(instance, domain, errors,
+                                                  record)
+        if where is livemig_postcopy.Where.COMPLETED:
+            self._livemig_complete_in_nova(context, instance, dest, record,
+                                           migrate_data)
+            return
+        self._livemig_leave_to_operator(context, instance, dest, record,
+                                        migration, where)
+
+    def _livemig_end_precopy(self, context, instance, domain, errors, dest,
+                             migrate_data):
+        """Abort an unwatched pre-copy job, resume the source, roll back."""
+        try:
+            job = domain.jobStats()
+            running = job.get('type') == _libvirt().VIR_DOMAIN_JOB_UNBOUNDED
+        except Exception as e:
+            LOG.info('nova-livemig-ext: no job information: %s', e,
+                     instance=instance)
+            running = False
+        if running:
+            LOG.warning('nova-livemig-ext: aborting the unwatched pre-copy '
+                        'job; the guest keeps running on this host',
+                        instance=instance)
+            try:
+                domain.abortJob()
+            except Exception as e:
+                LOG.warning('nova-livemig-ext: abort failed: %s', e,
+                            instance=instance)
+            deadline_s = time.monotonic() + ABORT_WAIT_S
+            while time.monotonic() < deadline_s:
+                try:
+                    if domain.jobStats().get('type') != (
+                            _libvirt().VIR_DOMAIN_JOB_UNBOUNDED):
+                        break
+                except Exception:
+                    break
+                time.sleep(0.5)
+        state = livemig_postcopy.read_view(domain, errors.is_libvirt_error,
+                                           errors.domain_gone)
+        if (state.present and state.state == livemig_postcopy.VIR_DOMAIN_PAUSED
+                and instance.vm_state != vm_states.PAUSED):
+            # Paused by the interrupted migration (our pause rung, or the
+            # start of its switchover): the guest was running before.
+            try:
+                domain.resume()
+                LOG.info('nova-livemig-ext: resumed the guest on this host',
+                         instance=instance)
+            except Exception as e:
+                LOG.warning('nova-livemig-ext: could not resume the guest: '
+                            '%s', e, instance=instance)
+        # Nova's own start would mark a 'running' migration 'error': the
+        # rollback below ends it as what it is, a failed migration.
+        migrate_data.migration.status = 'failed'
+        migrate_data.migration.save()
+
+        def rollback(compute, source_bdms):
+            instance.task_state = task_states.MIGRATING
+            instance.save()
+            compute._rollback_live_migration(
+                context, instance, dest, migrate_data,
+                migration_status='failed', source_bdms=source_bdms)
+            LOG.warning('nova-livemig-ext: the interrupted live migration '
+                        'was rolled back; the guest runs on this host',
+                        instance=instance)
+
+        self._livemig_when_nova_ready(context, instance, rollback)
+
+    def _livemig_resume_at_start(self, instance, domain, errors, record):
+        """Watch and resume a post-copy migration, briefly, at start."""
+        call = record.get('call')
+        if domain is None or not call:
+            return livemig_postcopy.Where.UNKNOWN
+        dconnuri, params, flags = call
+        planned = PlannedDomain(domain, None)
+        planned.call = (dconnuri, params, flags)
+        timeout_s = min(float(self.livemig_policy.postcopy_recovery_timeout_s),
+                        RESTART_RECOVERY_S)
+        log = InstanceLog(LOG, {'instance': instance})
+
+        def views():
+            return (livemig_postcopy.read_view(domain, errors.is_libvirt_error,
+                                               errors.domain_gone),
+                    livemig_postcopy.UNREACHABLE)
+
+        settled = livemig_postcopy.settle(
+            views, planned.resume_postcopy, time.monotonic, time.sleep,
+            timeout_s, errors.is_libvirt_error, log=log)
+        return settled.where
+
+    def _livemig_complete_in_nova(self, context, instance, dest, record,
+                                  migrate_data):
+        """The guest runs on the destination: do Nova's part of the end."""
+        LOG.warning('nova-livemig-ext: the interrupted live migration to '
+                    '%s completed; finishing it in Nova', dest,
+                    instance=instance)
+
+        def complete(compute, source_bdms):
+            instance.vm_state = vm_states.ACTIVE
+            instance.task_state = task_states.MIGRATING
+            instance.save()
+            compute._post_live_migration_update_host(
+                context, instance, dest, record.get('block_migration', False),
+                migrate_data, source_bdms=source_bdms)
+            LOG.info('nova-livemig-ext: the interrupted live migration to '
+                     '%s is complete in Nova', dest, instance=instance)
+
+        self._livemig_when_nova_ready(context, instance, complete)
+
+    def _livemig_when_nova_ready(self, context, instance, finish):
+        """Run ``finish(compute_manager, source_bdms)`` once Nova can.
+
+        Nova's post-migration and rollback need the resource tracker set up
+        by nova-compute after ``init_host``; the libvirt side is already
+        settled, so this only waits. The record goes once it is done.
+        """
+        compute = self.virtapi._compute
+        source_bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            context, instance.uuid)
+
+        def run():
+            deadline_s = time.monotonic() + NOVA_READY_WAIT_S
+            while getattr(compute.rt, 'pci_tracker', None) is None:
+                if time.monotonic() > deadline_s:
+                    LOG.error('nova-livemig-ext: nova-compute never became '
+                              'ready; the interrupted live migration is '
+                              'finished at the next start',
+                              instance=instance)
+                    return
+                time.sleep(1.0)
+            try:
+                finish(compute, source_bdms)
+            except Exception:
+                LOG.exception('nova-livemig-ext: finishing the interrupted '
+                              'live migration in Nova failed; its record is '
+                              'kept for the next start', instance=instance)
+                return
+            self.livemig_records.remove(instance.uuid)
+
+        thread_pool_factory.spawn(run)
+
+    def _livemig_leave_to_operator(self, context, instance, dest, record,
+                                   migration, where):
+        call = record.get('call') or [self._live_migration_uri(dest)]
+        command = livemig_postcopy.RECOVER_COMMAND % {
+            'domain': instance.name, 'source': self._host._uri,
+            'dest': call[0]}
+        LOG.error('nova-livemig-ext: the interrupted post-copy live '
+                  'migration to %(dest)s is %(where)s and could not be '
+                  'completed at start. Both halves are kept. Resume it on '
+                  'this host with: %(command)s, then restart nova-compute '
+                  'to finish it in Nova',
+                  {'dest': dest, 'where': where.value, 'command': command},
+                  instance=instance)
+        needed = PostcopyRecoveryNeeded(
+            source_host=instance.host, command=command,
+            detail='Then restart nova-compute there.')
+        compute_utils.add_instance_fault_from_exc(context, instance, needed)
+        migration.status = 'error'
+        migration.save()
+        instance.vm_state = vm_states.ERROR
+        instance.task_state = None
+        instance.save()
 
     def _livemig_outcome(self, guest, instance, future, report):
         """How the job ended, as libvirt tells it (Nova's own rules)."""
         if report.outcome is not livemig_monitor.Outcome.UNKNOWN:
             return report.outcome
         lv = _libvirt()
-        info = guest.get_job_info()
-        job_type = info.type
+        try:
+            job_type = guest.get_job_info().type
+        except lv.libvirtError as e:
+            # Statistics that cannot be read say nothing about the end.
+            LOG.warning('Live migration: job information unavailable: %s',
+                        e, instance=instance)
+            job_type = lv.VIR_DOMAIN_JOB_NONE
         if job_type in (lv.VIR_DOMAIN_JOB_NONE, lv.VIR_DOMAIN_JOB_UNBOUNDED):
             # The source domain left (switchover) or the migrate call
             # returned: wait for Nova's thread, then ask where the guest is.

@@ -87,6 +87,20 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
     progress: list[livemig_monitor.Progress] = []
     reports: list[livemig_monitor.MigrationReport] = []
     cpu_s: list[float] = []
+    destination = config.other(guest.host)
+    dest_conns: list[Any] = []
+
+    def dest_domain() -> Any | None:
+        """The guest on the destination, read through its own socket."""
+        try:
+            conn = libvirt.open(destination.uri)
+        except libvirt.libvirtError:
+            return None
+        dest_conns.append(conn)
+        try:
+            return conn.lookupByName(guest.name)
+        except libvirt.libvirtError:
+            return None
 
     def collect(update: livemig_monitor.Progress) -> None:
         progress.append(update)
@@ -101,10 +115,18 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
         monitor = livemig_monitor.MigrationMonitor(
             recorded, controller, time.monotonic, native.time_module().sleep,
             poll_interval_s=policy.poll_interval_s, on_sample=collect,
-            errors=livemig_monitor.ErrorClassifier((libvirt.libvirtError,)))
+            errors=livemig_monitor.ErrorClassifier((libvirt.libvirtError,)),
+            deadline_s=livemig_job.wall_clock_deadline_s(
+                policy, livemig_job.data_gib(instance.memory_mib)))
         cpu_started_s = time.thread_time()
-        report = livemig_monitor.run_migration(recorded, dest_uri, dict(params), flags,
-                                               monitor)
+        try:
+            report = livemig_monitor.run_migration(
+                recorded, dest_uri, dict(params), flags, monitor,
+                dest_domain=dest_domain,
+                recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
+        finally:
+            for conn in dest_conns:
+                conn.close()
         cpu_s.append(time.thread_time() - cpu_started_s)
         reports.append(report)
         error = None

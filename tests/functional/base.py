@@ -73,6 +73,20 @@ class ScriptedJob(object):
         }
 
 
+def fake_state(dom, flags=0):
+    """libvirt's ``virDomainGetState``, which Nova's fake lacks.
+
+    A test sets ``livemig_reason`` for the state's reason (post-copy) and
+    ``livemig_gone`` once the domain has left the host.
+    """
+    if getattr(dom, 'livemig_gone', False):
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError,
+            'Domain not found: no domain with matching uuid',
+            error_code=fakelibvirt.VIR_ERR_NO_DOMAIN)
+    return [dom._state, getattr(dom, 'livemig_reason', 0)]
+
+
 class LiveMigExtTestBase(libvirt_base.ServersTestBase,
                          integrated_helpers.InstanceHelperMixin):
     """Two computes, ``src`` and ``dest``, on our driver and fake libvirt.
@@ -124,7 +138,8 @@ class LiveMigExtTestBase(libvirt_base.ServersTestBase,
                 ('migrateStartPostCopy', recorder('migrateStartPostCopy')),
                 ('migrateSetMaxDowntime',
                  recorder('migrateSetMaxDowntime')),
-                ('migrateSetMaxSpeed', recorder('migrateSetMaxSpeed'))]:
+                ('migrateSetMaxSpeed', recorder('migrateSetMaxSpeed')),
+                ('state', fake_state)]:
             self.useFixture(fixtures.MonkeyPatch(
                 'nova.tests.fixtures.libvirt.Domain.%s' % name, fake))
         if self.LIVEMIG_OPTS:

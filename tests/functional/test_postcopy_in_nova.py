@@ -1,0 +1,345 @@
+"""Failures after the switch to post-copy, inside Nova's live-migration path.
+
+After the switch the newest memory is on the destination: Nova's rollback
+would destroy it. These tests break the migration after the switch (and the
+monitor's side effects, and libvirt's statistics) and check through the API
+that the guest is never rolled back: it completes on the destination, or the
+migration ends in ``error`` with both halves kept and the recovery command
+in the instance fault.
+"""
+
+import threading
+import time
+
+import fixtures
+from nova import objects
+from nova.tests.fixtures import libvirt as fakelibvirt
+
+from nova_livemig_ext import postcopy
+from tests.functional import test_monitor_in_nova as base
+
+POSTCOPY_OPTS = dict(permit_post_copy=True,
+                     ladder=['downtime', 'postcopy', 'abort'],
+                     **base.FAST)
+POSTCOPY_PHASE_FAILED = ("operation failed: job 'migration out' failed in "
+                         "post-copy phase")
+
+
+class PostcopyTestBase(base.MonitorTestBase):
+
+    LIVEMIG_OPTS = POSTCOPY_OPTS
+
+    def setUp(self):
+        super().setUp()
+        self.resume_calls = []
+
+    def _migrate_stub(self, domain, destination, params, flags):
+        if flags & postcopy.VIR_MIGRATE_POSTCOPY_RESUME:
+            self.resume_calls.append((destination, dict(params), flags))
+            return self.resume_script(domain, params)
+        return super()._migrate_stub(domain, destination, params, flags)
+
+    def switch_then_fail(self, domain, params):
+        """Pre-copy, the switch, then the stream breaks (as libvirt says)."""
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['migrateStartPostCopy'])
+        self.arrive_on_dest(params)
+        domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
+        domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
+        self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_NONE}
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError, POSTCOPY_PHASE_FAILED,
+            error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+
+    def resume_completes(self, domain, params):
+        domain.livemig_gone = True
+        domain.complete_job()
+
+    def force_post_copy(self, server):
+        migration = self.migration_of(server)
+        self.wait_for_log('Live migration set_downtime(300 ms)')
+        self.api.force_complete_migration(server['id'], migration['id'])
+
+    def dest_domain(self, server):
+        conn = self.dest.driver._host.get_connection()
+        return conn.lookupByUUIDString(server['id'])
+
+
+class BrokenPostcopyIsResumedTest(PostcopyTestBase):
+
+    def migrate_script(self, domain, params):
+        self.switch_then_fail(domain, params)
+
+    def resume_script(self, domain, params):
+        if len(self.resume_calls) < 2:
+            # QEMU's stream still alive: libvirt refuses the resume.
+            raise fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError,
+                'operation failed: QEMU reports migration is still running',
+                error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+        self.resume_completes(domain, params)
+
+    def test_no_rollback_after_the_switch_the_resume_completes(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        self._wait_for_migration_status(server, ['completed'])
+        self.assert_moved_to_dest(server)
+        self.assertEqual(2, len(self.resume_calls))
+        dest_uri, params, flags = self.resume_calls[-1]
+        first_uri, first_params, first_flags = self.migrate_calls[0]
+        # The original call again, with POSTCOPY_RESUME added.
+        self.assertEqual(first_uri, dest_uri)
+        self.assertEqual(first_params, params)
+        self.assertEqual(first_flags | postcopy.VIR_MIGRATE_POSTCOPY_RESUME,
+                         flags)
+        self.assertTrue(self.dest_domain(server).isActive())
+        log = self.stdlog.logger.output
+        self.assertIn('nothing is rolled back', log)
+        self.assertIn('post-copy resumed (attempt 2)', log)
+        self.assertNotIn('Rolling back', log)
+
+
+class RecoveryTimeoutTest(PostcopyTestBase):
+
+    LIVEMIG_OPTS = dict(POSTCOPY_OPTS, postcopy_recovery_timeout_s=10)
+
+    def migrate_script(self, domain, params):
+        self.switch_then_fail(domain, params)
+
+    def resume_script(self, domain, params):
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError,
+            "unable to connect to server at 'dest:16509': No route to host",
+            error_code=fakelibvirt.VIR_ERR_SYSTEM_ERROR)
+
+    def test_both_halves_kept_error_names_the_recovery_command(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        self.wait_for_migration(server, 'error', timeout_s=60)
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertIn('nova-livemig-ext recover', server['fault']['message'])
+        self.assertIn(self.src_hostname, server['fault']['message'])
+        # Nova still has it on the source: nothing was moved or cleaned.
+        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
+        # Both halves are still there, neither destroyed nor resumed.
+        src_dom = self.src.driver._host.get_connection().lookupByUUIDString(
+            server['id'])
+        self.assertEqual(fakelibvirt.VIR_DOMAIN_PAUSED, src_dom._state)
+        self.assertTrue(self.dest_domain(server).isActive())
+        self.assertEqual([], self.job.called('resume'))
+        self.assertGreaterEqual(len(self.resume_calls), 2)
+        log = self.stdlog.logger.output
+        self.assertIn('could not be completed within 10 s', log)
+        self.assertIn('No route to host', log)
+
+
+class SaveFailsAfterTheSwitchTest(PostcopyTestBase):
+    """A database error saving the post-copy status changes nothing."""
+
+    def setUp(self):
+        super().setUp()
+        real_save = objects.Migration.save
+        self.save_failures = []
+
+        def save(migration, *args, **kwargs):
+            if (migration.status == 'running (post-copy)'
+                    and not self.save_failures):
+                self.save_failures.append(migration.status)
+                raise RuntimeError('database gone away')
+            return real_save(migration, *args, **kwargs)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.objects.Migration.save', save))
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['migrateStartPostCopy'])
+        time.sleep(0.5)
+        domain.livemig_gone = True
+        self.complete(domain, params)
+
+    def test_the_migration_still_completes_on_dest(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        self._wait_for_migration_status(server, ['completed'])
+        self.assert_moved_to_dest(server)
+        self.assertEqual(['running (post-copy)'], self.save_failures)
+        self.assertIn('saving the post-copy status failed',
+                      self.stdlog.logger.output)
+
+
+class JobStatsFailTest(PostcopyTestBase):
+    """libvirt stops answering jobStats: the deadline still holds."""
+
+    LIVEMIG_OPTS = dict(ladder=['abort'], completion_timeout_max_s=10,
+                        completion_timeout_s_per_gib=10,
+                        switchover_timeout_s=5, **base.FAST)
+
+    def setUp(self):
+        super().setUp()
+
+        def stats(dom, flags=0):
+            raise fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError,
+                'Timed out during operation: cannot acquire state change '
+                'lock', error_code=fakelibvirt.VIR_ERR_OPERATION_TIMEOUT)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.jobStats', stats))
+
+    def migrate_script(self, domain, params):
+        self.job.wait_for(['abortJob'], timeout_s=60)
+        self.cancelled(domain)
+
+    def test_deadline_by_the_wall_clock(self):
+        server = self._create_server(host='src', networks='none')
+        started_s = time.monotonic()
+        self.api.post_server_action(
+            server['id'],
+            {'os-migrateLive': {'host': 'dest', 'block_migration': 'auto'}})
+        self.wait_for_migration(server, 'cancelled')
+        # 512 MiB at 10 s/GiB: 5 s.
+        self.assertLess(time.monotonic() - started_s, 30)
+        self.assert_stayed_on_src(server)
+        self.assertIn('while job statistics were unreadable',
+                      self.stdlog.logger.output)
+
+
+class ForceCompleteWithoutStatsTest(PostcopyTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.stats_broken = False
+        job_stats = fakelibvirt.Domain.jobStats
+
+        def stats(dom, flags=0):
+            if self.stats_broken:
+                raise fakelibvirt.make_libvirtError(
+                    fakelibvirt.libvirtError,
+                    'Timed out during operation: cannot acquire state '
+                    'change lock',
+                    error_code=fakelibvirt.VIR_ERR_OPERATION_TIMEOUT)
+            return job_stats(dom, flags)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.jobStats', stats))
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['migrateStartPostCopy'])
+        domain.livemig_gone = True
+        self.complete(domain, params)
+
+    def test_force_complete_is_not_ignored(self):
+        server = self.start_migration()
+        self.wait_for_log('Live migration set_downtime(300 ms)')
+        self.stats_broken = True
+        migration = self.migration_of(server)
+        self.api.force_complete_migration(server['id'], migration['id'])
+        self._wait_for_migration_status(server, ['completed'])
+        self.assert_moved_to_dest(server)
+        self.assertEqual(1, len(self.job.called('migrateStartPostCopy')))
+
+
+class SimulatedCrash(BaseException):
+    """nova-compute dying: nothing in Nova or in our driver catches it."""
+
+
+class RestartDuringPostcopyTest(PostcopyTestBase):
+    """nova-compute dies after the switch and starts again."""
+
+    def setUp(self):
+        super().setUp()
+        self.crash = threading.Event()
+        test = self
+        from nova_livemig_ext import driver
+        real_each_poll = driver.NovaMigrationMonitor._each_poll
+
+        def each_poll(monitor, now_s):
+            if test.crash.is_set():
+                raise SimulatedCrash()
+            real_each_poll(monitor, now_s)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.driver.NovaMigrationMonitor._each_poll',
+            each_poll))
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['migrateStartPostCopy'])
+        self.arrive_on_dest(params)
+        domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
+        domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY
+        self.crash.set()
+        # The stream breaks while nobody watches.
+        time.sleep(1.0)
+        domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError, POSTCOPY_PHASE_FAILED,
+            error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+
+    def resume_script(self, domain, params):
+        self.resume_completes(domain, params)
+
+    def test_restart_resumes_and_completes_in_nova(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        self.wait_for_migration(server, 'running (post-copy)')
+        records = self.src.driver.livemig_records
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                self.crash.is_set() and self.job.called(
+                    'migrateStartPostCopy')):
+            time.sleep(0.1)
+        time.sleep(2.0)
+        # What the dead nova-compute left: the record, the task state.
+        self.assertIsNotNone(records.read(server['id']))
+        self.assertEqual('running (post-copy)',
+                         self.migration_of(server)['status'])
+        self.assertEqual([], self.resume_calls)
+
+        self.restart_compute_service('src')
+        self.src = self.computes['src']
+        self.wait_for_log('is complete in Nova')
+        self._wait_for_migration_status(server, ['completed'])
+        self.assert_moved_to_dest(server)
+        self.assertEqual(1, len(self.resume_calls))
+        self.assertIsNone(records.read(server['id']))
+        log = self.stdlog.logger.output
+        self.assertIn('was interrupted (migration running (post-copy)', log)
+        self.assertIn('completed; finishing it in Nova', log)
+
+
+class RestartDuringPrecopyTest(RestartDuringPostcopyTest):
+    """nova-compute dies in pre-copy: the unwatched job is aborted."""
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        time.sleep(0.5)
+        self.crash.set()
+        # libvirt's job goes on with nobody watching, until aborted.
+        self.job.wait_for(['abortJob'], timeout_s=60)
+        self.cancelled(domain)
+
+    def test_restart_aborts_and_rolls_back(self):
+        server = self.start_migration()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.crash.is_set():
+            time.sleep(0.1)
+        time.sleep(2.0)
+        self.assertEqual([], self.job.called('abortJob'))
+        self.assertIsNotNone(
+            self.src.driver.livemig_records.read(server['id']))
+
+        self.restart_compute_service('src')
+        self.wait_for_log('was rolled back; the guest runs on this host')
+        self.wait_for_migration(server, 'failed')
+        self.assert_stayed_on_src(server)
+        self.assertEqual(1, len(self.job.called('abortJob')))
+        src = self.computes['src']
+        self.assertIsNone(src.driver.livemig_records.read(server['id']))
+        log = self.stdlog.logger.output
+        self.assertIn('aborting the unwatched pre-copy job', log)
+        self.assertIn('was rolled back; the guest runs on this host', log)
+
+    test_restart_resumes_and_completes_in_nova = None
