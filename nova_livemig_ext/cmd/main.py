@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nova_livemig_ext.cmd import plan
     plan.register(sub)
 
+    from nova_livemig_ext.cmd import recover
+    recover.register(sub)
+
     # Handled in main() before parsing; listed here for --help.
     sub.add_parser('lab', help='the real two-host libvirt lab: setup, '
                    'start, stop, status, boot, migrate, ... (see lab '

@@ -1,0 +1,296 @@
+"""Faults after the switch to post-copy, with real migrations.
+
+After the switch the guest runs on the destination while part of its
+memory is still on the source. Whatever breaks then, the migration must end
+with the guest complete on the destination, or with both halves kept for
+``nova-livemig-ext recover``, which then completes it. Never a rollback, and
+every page checked by the guest itself.
+
+Faults: the link cut for a while (QEMU's stream survives it, libvirt's
+connection does not); QEMU's stream paused for real
+(``abortJobFlags(VIR_DOMAIN_ABORT_JOB_POSTCOPY)``, QEMU's migrate-pause);
+both at once, for longer than the recovery timeout.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import testtools.content
+
+from nova_livemig_ext import monitor, postcopy
+from nova_livemig_ext.cmd import main as cmd_main
+from nova_livemig_ext.lab import controlled, demo, measure, network
+from nova_livemig_ext.lab import guest as lab_guest
+from nova_livemig_ext.lab.config import HostSpec, LabConfig
+from tests.e2e import base
+
+WORKING_SET_MB = demo.WORKING_SET_MB
+DIRTY_RATE_MB_S = demo.DIRTY_RATE_MB_S
+# Post-copy as the first rung: the busy guest reaches it after a few passes.
+POLICY = demo.ours_policy().replace(ladder=("postcopy", "abort"))
+FAULT_AFTER_SWITCH_S = 1.0
+# Longer than libvirt's keepalive (2 s x 3) so that libvirt gives up on its
+# peer, far shorter than TCP's retransmission limit so QEMU's stream lives.
+SHORT_CUT_S = 15.0
+RECOVERY_TIMEOUT_S = 20
+SETTLE_S = 6.0
+
+
+def source_state(host: HostSpec, name: str) -> tuple[int, int] | None:
+    import libvirt
+    try:
+        conn = libvirt.open(host.uri)
+    except libvirt.libvirtError:
+        return None
+    try:
+        state = conn.lookupByName(name).state()
+        return int(state[0]), int(state[1])
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def run_recover(cfg: LabConfig, guest: lab_guest.Guest) -> tuple[int, str]:
+    """``nova-livemig-ext recover`` for a lab guest moving from A to B."""
+    b = cfg.host_b
+    argv = ["recover", guest.name, "--from", cfg.host_a.uri, "--to",
+            measure.destination_uri(b, measure.flags_from_names(["PEER2PEER"])),
+            "--dest-connect", b.uri, "--migrate-uri", b.migration_uri,
+            "--listen-address", b.link_address, "--timeout", "120"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        rc = cmd_main.main(argv)
+    return rc, out.getvalue()
+
+
+class AfterSwitch(threading.Thread):
+    """Runs ``fault`` once, ``delay_s`` after the source enters post-copy."""
+
+    def __init__(self, host: HostSpec, name: str, delay_s: float,
+                 fault: Callable[[], None], give_up_s: float = 240.0) -> None:
+        super().__init__(name="fault-after-switch", daemon=True)
+        self.host, self.guest_name = host, name
+        self.delay_s, self.fault, self.give_up_s = delay_s, fault, give_up_s
+        self.switched_at: float | None = None
+        self.injected_at: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.give_up_s
+        try:
+            while time.monotonic() < deadline:
+                state = source_state(self.host, self.guest_name)
+                if state == (postcopy.VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY):
+                    self.switched_at = time.monotonic()
+                    time.sleep(self.delay_s)
+                    self.injected_at = time.monotonic()
+                    self.fault()
+                    return
+                time.sleep(0.1)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def pause_postcopy(host: HostSpec, name: str) -> None:
+    """QEMU's migrate-pause through libvirt: the stream is really broken."""
+    import libvirt
+    conn = libvirt.open(host.uri)
+    try:
+        conn.lookupByName(name).abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+    finally:
+        conn.close()
+
+
+class TestPostcopyFaults(base.LabTestCase):
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.addCleanup(network.set_link_up, self.cfg, True)
+
+    def migrate_with_fault(self, fault: Callable[[lab_guest.Guest], None],
+                           policy: Any = POLICY
+                           ) -> tuple[controlled.ControlledMigration, AfterSwitch,
+                                      lab_guest.Guest]:
+        guest = self.boot(WORKING_SET_MB, DIRTY_RATE_MB_S)
+        injector = AfterSwitch(self.cfg.host_a, guest.name, FAULT_AFTER_SWITCH_S,
+                               lambda: fault(guest))
+        injector.start()
+        done = controlled.migrate_with_policy(self.cfg, guest, policy, settle_s=SETTLE_S)
+        injector.join(5)
+        self.addDetail("summary", testtools.content.json_content(measure.summary(done.result)))
+        self.addDetail("recovery", testtools.content.text_content(repr(done.report.recovery)))
+        self.addDetail("decisions", testtools.content.text_content("\n".join(
+            f"{a.decision.at_s:7.1f}s {a.decision.action.value} {a.decision.reason}"
+            for a in done.report.decisions)))
+        self.assertIsNone(injector.error)
+        self.assertIsNotNone(injector.injected_at, "the migration never switched to post-copy")
+        return done, injector, guest
+
+    def assertCompletedIntact(self, done: controlled.ControlledMigration) -> None:
+        self.assertIs(monitor.Outcome.COMPLETED, done.report.outcome, done.report.error)
+        self.assertFalse(done.report.source_resumed)
+        self.assertIntact(done.result, "b")
+        self.assertNoQemu(self.cfg.host_a, within_s=20)
+
+    def test_short_link_cut_after_switch_completes(self) -> None:
+        def cut(guest: lab_guest.Guest) -> None:
+            network.set_link_up(self.cfg, False)
+            time.sleep(SHORT_CUT_S)
+            network.set_link_up(self.cfg, True)
+
+        done, injector, _ = self.migrate_with_fault(cut)
+        self.assertCompletedIntact(done)
+        assert injector.injected_at is not None
+        self.addDetail("outage", testtools.content.text_content(
+            f"link down {SHORT_CUT_S:.0f} s, job ended "
+            f"{done.result.run.ended_s - injector.injected_at:.1f} s after the cut, "
+            f"longest guest pause {done.result.max_heartbeat_gap_s:.2f} s"))
+
+    def test_broken_stream_is_resumed_by_the_monitor(self) -> None:
+        done, injector, _ = self.migrate_with_fault(
+            lambda guest: pause_postcopy(self.cfg.host_a, guest.name))
+        self.assertCompletedIntact(done)
+        recovery = done.report.recovery
+        assert recovery is not None, "the migrate call never failed: nothing was broken"
+        self.assertTrue(recovery.resumed, recovery)
+        self.assertGreaterEqual(recovery.resume_attempts, 1)
+
+    def test_recovery_timeout_keeps_both_halves_then_recover_completes(self) -> None:
+        policy = POLICY.replace(postcopy_recovery_timeout_s=RECOVERY_TIMEOUT_S)
+
+        def cut_and_pause(guest: lab_guest.Guest) -> None:
+            network.set_link_up(self.cfg, False)
+            pause_postcopy(self.cfg.host_a, guest.name)
+
+        done, _, guest = self.migrate_with_fault(cut_and_pause, policy)
+        self.assertIs(monitor.Outcome.NEEDS_RECOVERY, done.report.outcome, done.report.error)
+        recovery = done.report.recovery
+        assert recovery is not None
+        self.assertGreaterEqual(recovery.waited_s, RECOVERY_TIMEOUT_S)
+        # Both halves are still there: the source paused with the missing
+        # pages, the destination running what arrived.
+        self.assertEqual((postcopy.VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),
+                         source_state(self.cfg.host_a, guest.name))
+        dest_state = source_state(self.cfg.host_b, guest.name)
+        assert dest_state is not None, "the destination half is gone"
+        self.assertEqual(postcopy.VIR_DOMAIN_RUNNING, dest_state[0])
+
+        network.set_link_up(self.cfg, True)
+        recovered_at = time.monotonic()
+        rc, out = self.recover(guest)
+        self.addDetail("recover", testtools.content.text_content(out))
+        self.assertEqual(0, rc, out)
+        self.assertIn("recovered: the guest runs on the destination", out)
+        time.sleep(SETTLE_S)
+        integrity = measure.assess_integrity(guest.lines(), guest.heartbeats(), "b",
+                                             recovered_at, SETTLE_S)
+        self.assertTrue(integrity.ok, integrity.reasons)
+        self.assertEqual(0, integrity.bad_pages)
+        self.assertNoQemu(self.cfg.host_a, within_s=20)
+
+        # Run again, it says plainly there is nothing left to do.
+        rc, out = self.recover(guest)
+        self.assertEqual(0, rc, out)
+        self.assertIn("nothing to recover: the migration completed", out)
+
+    def recover(self, guest: lab_guest.Guest) -> tuple[int, str]:
+        return run_recover(self.cfg, guest)
+
+
+class TestMonitorProcessKilled(base.LabTestCase):
+    """The process running the monitor dies (kill -9), then recover runs.
+
+    ``nova-livemig-ext migrate`` is killed mid-migration; the peer-to-peer
+    job goes on inside the source libvirtd with nobody steering it.
+    ``recover`` then brings it to its true end: in pre-copy the job is
+    aborted and the guest keeps running on the source; in post-copy the
+    migration completes on the destination.
+    """
+
+    def start_cli(self, guest: lab_guest.Guest, conf: str) -> subprocess.Popen[bytes]:
+        b = self.cfg.host_b
+        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+            f.write(conf)
+        self.addCleanup(os.unlink, f.name)
+        argv = [sys.executable, "-m", "nova_livemig_ext.cmd.main", "migrate", guest.name,
+                "--from", self.cfg.host_a.uri,
+                "--to", measure.destination_uri(b, measure.flags_from_names(["PEER2PEER"])),
+                "--dest-connect", b.uri, "--migrate-uri", b.migration_uri,
+                "--listen-address", b.link_address, "--config-file", f.name, "--quiet"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        return proc
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail(f"never saw {what}")
+            time.sleep(0.2)
+
+    def sent_bytes(self, guest: lab_guest.Guest) -> int:
+        import libvirt
+        conn = libvirt.open(self.cfg.host_a.uri)
+        try:
+            return int(conn.lookupByName(guest.name).jobStats().get("memory_processed", 0))
+        except libvirt.libvirtError:
+            return 0
+        finally:
+            conn.close()
+
+    def test_killed_in_precopy_then_recover_aborts(self) -> None:
+        guest = self.boot(WORKING_SET_MB, DIRTY_RATE_MB_S)
+        guest.watch(self.cfg.host_b)
+        proc = self.start_cli(guest, "[livemig_ext]\n")
+        self.wait_for(lambda: self.sent_bytes(guest) > 40 * 10**6, "40 MB sent")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_at = time.monotonic()
+        time.sleep(3)
+        # Nobody watches, but libvirt's job goes on.
+        self.assertGreater(self.sent_bytes(guest), 0, "the job ended with its client")
+        rc, out = run_recover(self.cfg, guest)
+        self.addDetail("recover", testtools.content.text_content(out))
+        self.assertEqual(0, rc, out)
+        self.assertIn("aborting it", out)
+        self.assertIn("unwatched pre-copy migration was aborted", out)
+        time.sleep(SETTLE_S)
+        integrity = measure.assess_integrity(guest.lines(), guest.heartbeats(), "a",
+                                             killed_at, SETTLE_S)
+        self.assertTrue(integrity.ok, integrity.reasons)
+        self.assertEqual(0, integrity.bad_pages)
+        self.assertNoQemu(self.cfg.host_b, within_s=30)
+
+    def test_killed_in_postcopy_then_recover_completes(self) -> None:
+        guest = self.boot(WORKING_SET_MB, DIRTY_RATE_MB_S)
+        guest.watch(self.cfg.host_b)
+        proc = self.start_cli(guest, "[livemig_ext]\npermit_post_copy = True\n"
+                                     "ladder = postcopy,abort\n")
+        self.wait_for(lambda: source_state(self.cfg.host_a, guest.name) == (
+            postcopy.VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY),
+            "the switch to post-copy")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_at = time.monotonic()
+        rc, out = run_recover(self.cfg, guest)
+        self.addDetail("recover", testtools.content.text_content(out))
+        self.assertEqual(0, rc, out)
+        self.assertRegex(out, "recovered: the guest runs on the destination|"
+                              "nothing to recover: the migration completed")
+        time.sleep(SETTLE_S)
+        integrity = measure.assess_integrity(guest.lines(), guest.heartbeats(), "b",
+                                             killed_at, SETTLE_S)
+        self.assertTrue(integrity.ok, integrity.reasons)
+        self.assertEqual(0, integrity.bad_pages)
+        self.assertNoQemu(self.cfg.host_a, within_s=30)

@@ -1,0 +1,90 @@
+"""``nova-livemig-ext recover``: what it says when there is nothing to do.
+
+libvirt's test driver (real libvirt, in-process) stands in for the two
+hosts; a real broken post-copy is recovered in the lab by the e2e tests.
+"""
+
+import contextlib
+import io
+import os
+
+import fixtures
+import testtools
+
+from nova_livemig_ext.cmd import main as cmd
+from nova_livemig_ext.cmd import recover
+
+SOURCE = """<node>
+  <domain type='test'>
+    <name>stayed</name><memory>65536</memory>
+    <os><type>hvm</type></os>
+  </domain>
+</node>
+"""
+DEST = """<node>
+  <domain type='test'>
+    <name>moved</name><memory>65536</memory>
+    <os><type>hvm</type></os>
+  </domain>
+</node>
+"""
+
+
+class RecoverTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.uris = {}
+        for name, xml in (('source', SOURCE), ('dest', DEST)):
+            path = os.path.join(tmp, name + '.xml')
+            with open(path, 'w') as f:
+                f.write(xml)
+            self.uris[name] = 'test://' + path
+
+    def run_cmd(self, domain, *extra, source=None, dest=None):
+        argv = ['recover', domain, '--from', source or self.uris['source'],
+                '--to', dest or self.uris['dest'], *extra]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = cmd.main(argv)
+            except SystemExit as e:
+                rc = e.code
+        return rc, out.getvalue(), err.getvalue()
+
+    def test_completed_migration_is_nothing_to_recover(self):
+        rc, out, _ = self.run_cmd('moved')
+        self.assertEqual(recover.EXIT_COMPLETED, rc)
+        self.assertIn('nothing to recover: the migration completed', out)
+
+    def test_never_switched_is_nothing_to_recover(self):
+        rc, out, _ = self.run_cmd('stayed')
+        self.assertEqual(recover.EXIT_COMPLETED, rc)
+        self.assertIn('never switched to post-copy', out)
+        self.assertIn('running', out)
+
+    def test_unknown_domain(self):
+        rc, _, err = self.run_cmd('nope')
+        self.assertEqual(recover.EXIT_BAD_TARGET, rc)
+        self.assertIn("no domain 'nope' on the source or the destination",
+                      err)
+
+    def test_source_unreachable(self):
+        rc, _, err = self.run_cmd('moved',
+                                  source='qemu+tcp://127.0.0.1:1/system')
+        self.assertEqual(recover.EXIT_BAD_TARGET, rc)
+        self.assertIn('cannot connect to the source libvirt', err)
+        self.assertNotIn('Traceback', err)
+
+    def test_bad_timeout(self):
+        for bad in ('nan', 'inf', '-5', '0', 'soon'):
+            rc, _, err = self.run_cmd('moved', '--timeout', bad)
+            self.assertEqual(2, rc, bad)
+            self.assertIn('--timeout', err)
+
+    def test_bad_config_file_is_one_line(self):
+        rc, _, err = self.run_cmd('moved', '--config-file', '/')
+        self.assertEqual(recover.EXIT_REFUSED, rc)
+        self.assertEqual(1, len(err.strip().splitlines()), err)
+        self.assertIn('is a directory', err)
