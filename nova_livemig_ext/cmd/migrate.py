@@ -74,6 +74,12 @@ def report_dict(report: livemig_monitor.MigrationReport) -> dict[str, Any]:
         'error': report.error,
         'paused_by_monitor': report.paused_by_monitor,
         'switched_to_postcopy': report.switched_to_postcopy,
+        'recovery': None if report.recovery is None else {
+            'where': report.recovery.where.value,
+            'waited_s': round(report.recovery.waited_s, 1),
+            'resume_attempts': report.recovery.resume_attempts,
+            'resumed': report.recovery.resumed,
+            'last_error': report.recovery.last_error},
         'source_resumed': report.source_resumed,
         'decisions': [
             {'at_s': a.decision.at_s, 'action': a.decision.action.value,
@@ -102,6 +108,15 @@ def print_report(report: livemig_monitor.MigrationReport,
         print('error:       %s' % report.error, file=out)
     if report.source_resumed:
         print('the guest was resumed on the source', file=out)
+    recovery = report.recovery
+    if recovery is not None:
+        print('post-copy:   %s after %.1f s of trouble, %d resume attempt(s)'
+              % (recovery.where.value, recovery.waited_s,
+                 recovery.resume_attempts), file=out)
+    if report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
+        print('both halves of the guest were kept: run nova-livemig-ext '
+              'recover with the same --from, --to and options once the '
+              'migration network works', file=out)
 
 
 def _open(libvirt: Any, uri: str, role: str) -> Any:
@@ -207,16 +222,25 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
     monitor = livemig_monitor.MigrationMonitor(
         dom, controller, time.monotonic, time.sleep,
         poll_interval_s=policy.poll_interval_s, on_sample=show,
-        errors=livemig_monitor.ErrorClassifier((libvirt.libvirtError,)))
+        errors=livemig_monitor.ErrorClassifier((libvirt.libvirtError,)),
+        deadline_s=livemig_job.wall_clock_deadline_s(
+            policy, livemig_job.data_gib(inst.memory_mib)))
 
     def completed_stats() -> dict[str, Any]:
         arrived = dest.lookupByName(args.domain)
         return dict(arrived.jobStats(
             libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
 
+    def dest_domain() -> Any | None:
+        try:
+            return dest.lookupByName(args.domain)
+        except libvirt.libvirtError:
+            return None
+
     report = livemig_monitor.run_migration(
         dom, args.dest, params, plan.flags, monitor,
-        fetch_completed_stats=completed_stats)
+        fetch_completed_stats=completed_stats, dest_domain=dest_domain,
+        recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
     print_report(report, out)
     return report
 
