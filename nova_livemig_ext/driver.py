@@ -407,7 +407,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 if error is not None and outcome is not (
                         livemig_monitor.Outcome.COMPLETED):
                     if monitor.errors.aborted(error):
-                        outcome = livemig_monitor.Outcome.CANCELLED
+                        # Our own abort (deadline, ladder) is a failure of
+                        # the migration; Nova's "cancelled" means an
+                        # operator's abort.
+                        outcome = (livemig_monitor.Outcome.ABORTED
+                                   if monitor.abort_requested
+                                   else livemig_monitor.Outcome.CANCELLED)
                     LOG.warning('Live migration failed: %s', error,
                                 instance=instance)
                 report = monitor.finish(report, outcome, error=report.error)
@@ -434,6 +439,16 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 forget = True
                 recover_method(context, instance, dest, migrate_data,
                                migration_status='cancelled')
+            elif outcome is livemig_monitor.Outcome.ABORTED:
+                forget = True
+                LOG.warning('nova-livemig-ext: live migration to %(dest)s '
+                            'aborted by its controller, the guest keeps '
+                            'running on this host: %(reason)s',
+                            {'dest': dest,
+                             'reason': self._livemig_abort_reason(report)},
+                            instance=instance)
+                recover_method(context, instance, dest, migrate_data,
+                               migration_status='failed')
             else:
                 forget = True
                 recover_method(context, instance, dest, migrate_data)
@@ -505,6 +520,13 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         return PostcopyRecoveryNeeded(
             source_host=instance.host, command=command,
             detail='Both halves were kept; see troubleshooting docs.')
+
+    @staticmethod
+    def _livemig_abort_reason(report):
+        reasons = [a.decision.reason for a in report.decisions
+                   if a.applied and a.decision.action is
+                   livemig_monitor.ctl.Action.ABORT]
+        return reasons[-1] if reasons else 'no reason recorded'
 
     # --- across restarts ---------------------------------------------------
 

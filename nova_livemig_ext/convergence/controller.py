@@ -1001,7 +1001,8 @@ def force_complete(config: ControllerConfig, state: ControllerState,
     """The operator asked to finish now (Nova's force-complete).
 
     Goes at once to the rung that completes the migration: post-copy when it
-    was armed and is allowed for this instance, otherwise a pause. An
+    is on the ladder, was armed and is allowed for this instance, otherwise
+    a pause. An
     operator's explicit request overrides the ladder's order and
     ``pause_allowed``, as in Nova; it does not override what cannot work
     (post-copy that was never armed) and never pushes post-copy over a
@@ -1016,9 +1017,9 @@ def force_complete(config: ControllerConfig, state: ControllerState,
     extra: tuple[Measure, ...] = (('requested_at_s',
                                    round(elapsed_s(state, now_s), 1)),)
     if (config.postcopy_armed and config.postcopy_allowed
+            and RUNG_POSTCOPY in config.ladder
             and not state.network_stalled):
-        index = (config.ladder.index(RUNG_POSTCOPY)
-                 if RUNG_POSTCOPY in config.ladder else state.rung_index)
+        index = config.ladder.index(RUNG_POSTCOPY)
         state = dataclasses.replace(_entered(state, index, now_s),
                                     postcopy_wait_since_s=None)
         est = state.estimate

@@ -61,6 +61,15 @@ class ForceCompleteTest(testtools.TestCase):
         self.assertEqual([A.PAUSE],
                          [d.action for d in ctl.force_complete(22.0)])
 
+    def test_post_copy_only_when_the_ladder_has_it(self):
+        # Permitted and armed, but the operator left it off the ladder:
+        # force-complete pauses instead.
+        ctl = started(c.ControllerConfig(
+            ladder=('downtime', 'auto_converge', 'abort'), postcopy_armed=True,
+            postcopy_allowed=True))
+        self.assertEqual([A.PAUSE],
+                         [d.action for d in ctl.force_complete(22.0)])
+
     def test_second_request_does_nothing(self):
         ctl = started(c.ControllerConfig(ladder=('downtime', 'abort')))
         ctl.force_complete(22.0)
