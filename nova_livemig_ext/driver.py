@@ -806,11 +806,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         rungs = ', '.join('%s (%s)' % (rung, reason)
                           for rung, reason in report.rungs_used) or 'none'
         LOG.info('nova-livemig-ext: live migration %(outcome)s in '
-                 '%(total).1f s, downtime %(downtime)s ms (predicted '
+                 '%(total).1f s, downtime %(downtime)s (predicted '
                  '%(predicted)s ms), %(iterations)s iterations, %(sent)s '
                  'bytes sent, rungs used: %(rungs)s',
                  {'outcome': report.outcome.value, 'total': report.total_s,
-                  'downtime': report.downtime_ms,
+                  'downtime': livemig_monitor.downtime_text(report),
                   'predicted': (None if report.predicted_downtime_ms is None
                                 else round(report.predicted_downtime_ms)),
                   'iterations': report.iterations,

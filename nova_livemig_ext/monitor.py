@@ -508,15 +508,30 @@ class MigrationMonitor:
         if completed_stats:
             report = with_completed_stats(report, completed_stats)
         self.log.info('Live migration %(outcome)s after %(total_s).1f s: '
-                      'downtime %(downtime_ms)s ms (predicted '
-                      '%(predicted_ms)s ms), %(iterations)s iterations, '
-                      '%(sent)s bytes sent',
+                      'downtime %(downtime)s (predicted %(predicted_ms)s '
+                      'ms), %(iterations)s iterations, %(sent)s bytes sent',
                       {'outcome': outcome.value, 'total_s': report.total_s,
-                       'downtime_ms': report.downtime_ms,
+                       'downtime': downtime_text(report),
                        'predicted_ms': report.predicted_downtime_ms,
                        'iterations': report.iterations,
                        'sent': report.memory_sent_bytes})
         return report
+
+
+def downtime_text(report: MigrationReport) -> str:
+    """libvirt's downtime figure, never passed off as the guest's pause.
+
+    After post-copy libvirt reports none, and the guest also waited on page
+    faults for pages still on the source: say so instead of a number.
+    """
+    if report.switched_to_postcopy:
+        figure = ('%d ms' % report.downtime_ms
+                  if report.downtime_ms is not None else 'none')
+        return ('%s from libvirt; post-copy: the guest also waited on page '
+                'faults, which libvirt does not count' % figure)
+    if report.downtime_ms is None:
+        return 'not reported by libvirt'
+    return '%d ms (libvirt)' % report.downtime_ms
 
 
 def with_completed_stats(report: MigrationReport,
@@ -527,8 +542,8 @@ def with_completed_stats(report: MigrationReport,
         report,
         downtime_ms=(sample.downtime_ms if sample.downtime_ms is not None
                      else report.downtime_ms),
-        iterations=(sample.iteration if sample.iteration is not None
-                    else report.iterations),
+        # A cancelled job's statistics count 0 iterations: keep what ran.
+        iterations=sample.iteration or report.iterations,
         memory_total_bytes=(sample.memory_total_bytes
                             or report.memory_total_bytes),
         memory_sent_bytes=(sample.memory_processed_bytes

@@ -95,8 +95,9 @@ def print_report(report: livemig_monitor.MigrationReport,
                  out: TextIO) -> None:
     print('outcome:     %s' % report.outcome.value, file=out)
     print('total:       %.1f s' % report.total_s, file=out)
-    print('downtime:    %s ms (libvirt), predicted %s ms' % (
-        report.downtime_ms, None if report.predicted_downtime_ms is None
+    print('downtime:    %s, predicted %s ms' % (
+        livemig_monitor.downtime_text(report),
+        None if report.predicted_downtime_ms is None
         else round(report.predicted_downtime_ms)), file=out)
     print('iterations:  %s' % report.iterations, file=out)
     print('memory sent: %s MiB of %s MiB' % (
