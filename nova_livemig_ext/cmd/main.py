@@ -69,9 +69,10 @@ def check_config_file(path: str) -> None:
         mode = os.stat(path).st_mode
         if stat.S_ISDIR(mode):
             raise ConfigFileError('config file %s is a directory' % path)
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-            raise ConfigFileError('config file %s is a pipe or a socket, '
-                                  'not a file' % path)
+        if not stat.S_ISREG(mode) and path != os.devnull:
+            # A pipe or a terminal would block, a device never end.
+            raise ConfigFileError('config file %s is not a regular file'
+                                  % path)
         with open(path, 'rb') as f:
             head = f.read(_SNIFF_BYTES)
     except FileNotFoundError:

@@ -20,6 +20,8 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import stat
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -30,6 +32,8 @@ from nova_livemig_ext import planner
 from nova_livemig_ext import policy as livemig_policy
 
 EXIT_BAD_INPUT = 2
+# A day of samples at 2 per second is about 30 MiB.
+MAX_TRACE_BYTES = 256 * 1024 * 1024
 # Working sets shrinking by less than this per pass count as not shrinking
 # (the controller's default min_pass_progress_fraction).
 STALLED_SHRINK_FRACTION = 0.05
@@ -217,6 +221,13 @@ def _finite_float(text: str) -> float:
 def read_trace(path: str) -> Any:
     """The JSON of a trace file; any reason it cannot be read is one line."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            raise InputError(f'cannot read trace {path}: not a regular file')
+        if info.st_size > MAX_TRACE_BYTES:
+            raise InputError(f'cannot read trace {path}: {info.st_size} bytes'
+                             f' is more than a trace holds (at most '
+                             f'{MAX_TRACE_BYTES // planner.MIB} MiB)')
         with open(path, 'rb') as f:
             data = f.read()
         return json.loads(data.decode('utf-8'),

@@ -84,8 +84,11 @@ BAD = [
     (['flags', '--config-file', '{d}/latin1.conf'], ['not UTF-8',
                                                      'offset 17']),
     (['flags', '--config-file', '{d}/missing.conf'], ['does not exist']),
-    (['flags', '--config-file', '{d}/fifo'], ['pipe']),
-    (['flags', '--config-file', '{d}/socket'], ['socket']),
+    (['flags', '--config-file', '{d}/fifo'], ['fifo', 'not a regular']),
+    (['flags', '--config-file', '{d}/socket'], ['socket',
+                                                'not a regular']),
+    (['flags', '--config-file', '/dev/zero'], ['/dev/zero',
+                                               'not a regular']),
     (['flags', '--config-file', '{d}/no-section.conf'], ['no-section.conf']),
     (['flags', '--config-file', '{d}/open-section.conf'],
      ['open-section.conf']),
@@ -175,6 +178,8 @@ BAD = [
     # plan: traces
     (['plan', '--trace', '{d}'], ['{d}', 'directory']),
     (['plan', '--trace', '{d}/missing.json'], ['missing.json']),
+    (['plan', '--trace', '{d}/fifo'], ['fifo', 'not a regular file']),
+    (['plan', '--trace', '/dev/zero'], ['/dev/zero', 'not a regular']),
     (['plan', '--trace', '{d}/binary.json'], ['binary.json']),
     (['plan', '--trace', '{d}/binary.conf'], ['binary.conf']),
     (['plan', '--trace', '{d}/truncated.json'], ['truncated.json',
@@ -354,6 +359,12 @@ class GoodInputTest(testtools.TestCase):
         self.assertEqual(1e9, self.plan_json(
             '--bandwidth', '1GB/s', '--link-efficiency', '0.5')[
                 'bandwidth_bytes_s'])
+
+    def test_dev_null_is_an_empty_configuration(self):
+        status, out, err, exc = run_main(GOOD_PLAN + [
+            '--config-file', os.devnull])
+        self.assertIsNone(exc)
+        self.assertEqual((0, ''), (status, err))
 
     def test_versions_with_fewer_parts(self):
         self.assertEqual(11000000, cmd.parse_version('11'))
