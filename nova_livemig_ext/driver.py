@@ -103,7 +103,12 @@ class PlannedDomain(object):
     def resume_postcopy(self):
         """Repeat the migration call with VIR_MIGRATE_POSTCOPY_RESUME."""
         if self.call is None:
-            raise _libvirt().libvirtError(
+            # A libvirtError built here would carry the thread's last libvirt
+            # error instead of this text: clear it first.
+            lv = _libvirt()
+            if hasattr(lv, 'virResetLastError'):
+                lv.virResetLastError()
+            raise lv.libvirtError(
                 'no migration call was made: nothing to resume')
         dconnuri, params, flags = self.call
         return self._domain.migrateToURI3(
@@ -238,6 +243,16 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
     def init_host(self, host):
         # Options first: a refused configuration must stop nova-compute
         # before it touches libvirt or any guest.
+        for problem in livemig_conf.unknown_options(CONF):
+            LOG.warning('nova-livemig-ext: %s', problem)
+        problems = (livemig_conf.invalid_values(CONF)
+                    + livemig_conf.invalid_values(
+                        CONF, ('libvirt',), prefix='live_migration'))
+        if problems:
+            message = ('nova-livemig-ext refuses this configuration: %s'
+                       % '; '.join(problems))
+            LOG.error('%s', message)
+            raise exception.InvalidConfiguration(message)
         try:
             policy = livemig_policy.policy_from_conf(CONF)
         except livemig_policy.InvalidPolicy as e:

@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV=${NOVA_LIVEMIG_VENV:-.venv}
 PY=${PYTHON:-python3}
-stamp="$VENV/.installed-$(cat requirements.txt test-requirements.txt benchmarks/requirements.txt setup.cfg | sha1sum | cut -c1-12)"
+stamp="$VENV/.installed-$(cat requirements.txt test-requirements.txt benchmarks/requirements.txt setup.cfg nova_livemig_ext.pth tools/build_hook.py | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     "$VENV/bin/pip" install -q -U pip

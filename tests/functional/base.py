@@ -103,6 +103,9 @@ class LiveMigExtTestBase(libvirt_base.ServersTestBase,
     def setUp(self):
         self.flags(api_paste_config=API_PASTE, group='wsgi')
         super().setUp()
+        # Our own: each compute keeps its live migration records under
+        # state_path, and parallel workers must not share them.
+        self.flags(state_path=self.useFixture(fixtures.TempDir()).path)
         self.fake_libvirt = self.useFixture(lm_fixtures.ModernFakeLibvirt())
         self.migrate_calls = []
         self.job = ScriptedJob()

@@ -107,6 +107,21 @@ class InitHostRefusesTest(DriverTestBase):
             for name in options:
                 livemig_driver.CONF.clear_override(name, 'livemig_ext')
 
+    def test_invalid_values_in_the_files_are_refused_typos_warned(self):
+        self.useFixture(test.fixtures.MockPatch(
+            'nova_livemig_ext.conf.unknown_options',
+            return_value=['unknown option [livemig_ext] requires_tls in '
+                          '/etc/nova/nova.conf is ignored (did you mean '
+                          'require_tls?)']))
+        self.useFixture(test.fixtures.MockPatch(
+            'nova_livemig_ext.conf.invalid_values',
+            side_effect=lambda conf, groups=('livemig_ext',), prefix='': (
+                ['[livemig_ext] poll_interval_s = nan in /etc/nova/nova.conf'
+                 ' is not a finite number'] if groups == ('livemig_ext',)
+                else [])))
+        self.assert_refused(['poll_interval_s = nan'])
+        self.assertIn('did you mean require_tls?', self.stdlog.logger.output)
+
     def test_post_copy_without_userfaultfd(self):
         self.flags(group='livemig_ext', permit_post_copy=True)
         self.useFixture(test.fixtures.MockPatch(

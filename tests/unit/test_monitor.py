@@ -1,14 +1,15 @@
 """The monitor loop against a scripted fake domain."""
 
 import logging
-import threading
 
 import fixtures
 import testtools
 
 from nova_livemig_ext import monitor as m
+from nova_livemig_ext import native
 from nova_livemig_ext.convergence import controller as c
 from nova_livemig_ext.convergence import model
+from tests import fixtures as lm_fixtures
 
 A = c.Action
 MIB = model.MIB
@@ -44,7 +45,9 @@ class FakeDomain:
         self.calls = []
         self.paused = False
         self.aborted = False
-        self.script_done = threading.Event()
+        # A real Event: migrateToURI3 waits in a real OS thread even when
+        # eventlet has patched the process.
+        self.script_done = native.threading_module().Event()
 
     def jobStats(self, flags=0):
         if not self.script:
@@ -513,6 +516,8 @@ class TestPostcopyFailures(MonitorTestCase):
         class CrashAfterSwitch(ScriptedController):
             def observe(self, sample, now_s):
                 if self.observed:
+                    # The job breaks in post-copy as the monitor dies.
+                    domain.script_done.set()
                     raise RuntimeError('controller bug')
                 return super().observe(sample, now_s)
 
@@ -645,6 +650,9 @@ class TestErrorClassifier(testtools.TestCase):
             import libvirt
         except ImportError:
             self.skipTest('libvirt-python is not installed')
+        # libvirtError(msg) takes the thread's last libvirt error, which an
+        # earlier test may have left behind.
+        self.useFixture(lm_fixtures.ResetLibvirtError())
         errors = m.ErrorClassifier()
         error = libvirt.libvirtError('Domain not found')
         self.assertTrue(errors.is_libvirt_error(error))
