@@ -11,6 +11,11 @@ file lives in the host's own ``/run/libvirt`` directory, which is visible from
 the root namespace under the state directory), so it needs no address at all.
 Everything between the hosts (the peer-to-peer libvirt connection and QEMU's
 migration stream) crosses the shaped veth pair.
+
+Each libvirtd also has its own UTS namespace (its own hostname, which Nova
+uses as the compute node's name).  ``shared_dir`` is listed in every host's
+qemu.conf ``shared_filesystems``: a Nova ``instances_path`` below it is
+storage both hosts share, so a migration moves only memory.
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class HostSpec:
     migration_port_max: int
     host_uuid: str
     root: Path
+    hostname: str
+    shared_dir: Path
 
     def private_dir(self, key: str) -> Path:
         """The real path behind one of the host's bind-mounted directories."""
@@ -115,6 +122,11 @@ class LabConfig:
         return self.state_dir / "downloads"
 
     @property
+    def shared_dir(self) -> Path:
+        """Storage both hosts treat as shared (qemu.conf shared_filesystems)."""
+        return self.state_dir / "shared"
+
+    @property
     def kernel_path(self) -> Path:
         return self.guest_dir / "vmlinuz"
 
@@ -149,6 +161,8 @@ def _host_spec(state_dir: Path, name: str, index: int) -> HostSpec:
         migration_port_max=49100 + 100 * index + 15,
         host_uuid=f"6c61622d-686f-7374-2d{index:02x}-6e6f76616c6d",
         root=state_dir / "hosts" / name,
+        hostname=f"nlm-lab-{name}",
+        shared_dir=state_dir / "shared",
     )
 
 

@@ -1,10 +1,10 @@
 """Two libvirtd daemons on one machine, each a "host" in its own namespaces.
 
-Each daemon runs under ``ip netns exec <ns> unshare --mount`` with its own
-directories bind-mounted over /etc/libvirt, /var/lib/libvirt,
+Each daemon runs under ``ip netns exec <ns> unshare --mount --uts`` with its
+own directories bind-mounted over /etc/libvirt, /var/lib/libvirt,
 /var/cache/libvirt, /var/log/libvirt and /run/libvirt, its own host_uuid
-(libvirt refuses to migrate to a host with its own UUID), TCP port and
-migration port range.
+(libvirt refuses to migrate to a host with its own UUID), its own hostname
+(Nova names a compute node after it) and migration port range.
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def qemu_conf(host: HostSpec) -> str:
         f"migration_port_max = {host.migration_port_max}",
         "keepalive_interval = 2",
         "keepalive_count = 3",
+        f'shared_filesystems = [ "{host.shared_dir}" ]',
         "",
     ])
 
@@ -72,6 +73,8 @@ def prepare_dirs(host: HostSpec) -> None:
     for key, _target in HOST_PRIVATE_DIRS:
         host.private_dir(key).mkdir(parents=True, exist_ok=True)
     (host.private_dir("log") / "qemu").mkdir(exist_ok=True)
+    # libvirtd resolves shared_filesystems at start: the directory must exist.
+    host.shared_dir.mkdir(parents=True, exist_ok=True)
     host.daemon_conf.write_text(libvirtd_conf(host))
     (host.private_dir("etc") / "qemu.conf").write_text(qemu_conf(host))
     (host.private_dir("etc") / "libvirt.conf").write_text("")
@@ -102,29 +105,57 @@ def _daemon_command(host: HostSpec) -> list[str]:
     mounts = " && ".join(
         f"mount --bind {shlex.quote(str(host.private_dir(key)))} {target}"
         for key, target in HOST_PRIVATE_DIRS)
-    script = (f"{mounts} && exec libvirtd --listen -f {shlex.quote(str(host.daemon_conf))} "
+    script = (f"hostname {shlex.quote(host.hostname)} && {mounts} && "
+              f"exec libvirtd --listen -f {shlex.quote(str(host.daemon_conf))} "
               f"-p {shlex.quote(str(host.pid_file))}")
-    return ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--propagation", "private",
-            "--", "sh", "-c", script]
+    return ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts",
+            "--propagation", "private", "--", "sh", "-c", script]
+
+
+def _launch_record(host: HostSpec) -> Path:
+    return host.root / "launched-with"
+
+
+def _launch_signature(host: HostSpec, pid: int) -> str:
+    """Which daemon this version started, with which command and configuration."""
+    return "\n".join([str(pid), shlex.join(_daemon_command(host)), libvirtd_conf(host),
+                      qemu_conf(host)])
+
+
+def _launched_as_now(host: HostSpec, pid: int) -> bool:
+    try:
+        return _launch_record(host).read_text() == _launch_signature(host, pid)
+    except OSError:
+        return False
 
 
 def start_daemon(host: HostSpec) -> int:
     """Start one host's libvirtd (idempotent) and wait until it answers."""
     pid = daemon_pid(host)
     if pid is not None:
-        return pid
+        if _launched_as_now(host, pid):
+            return pid
+        # Started by an older version of the lab (other ports, no hostname):
+        # its guests, if any, go with it.
+        LOG.warning("host %s: libvirtd %d runs an outdated configuration: restarting it",
+                    host.name, pid)
+        destroy_domains(host)
+        stop_daemon(host)
+        kill_namespace_processes(host)
     prepare_dirs(host)
     if _port_in_use(host):
         raise LabError(f"host {host.name}: TCP port {host.tcp_port} already in use in "
                        f"netns {host.netns} (a stray libvirtd? run 'stop')")
     host.pid_file.unlink(missing_ok=True)
     host.socket_path.unlink(missing_ok=True)
+    _launch_record(host).unlink(missing_ok=True)
     with open(host.daemon_output, "ab") as out:
         subprocess.Popen(_daemon_command(host), stdin=subprocess.DEVNULL, stdout=out,
                          stderr=subprocess.STDOUT, start_new_session=True)
     _wait_for_daemon(host)
     pid = daemon_pid(host)
     assert pid is not None
+    _launch_record(host).write_text(_launch_signature(host, pid))
     return pid
 
 
