@@ -4,7 +4,8 @@ driving the lab's two libvirtd hosts.
 Run with the stack's own virtualenv (tools/novastack/stack.sh does)::
 
     stack.sh up [--no-computes] [--driver ext|stock]   control plane (+ computes)
-    stack.sh computes up|down [--driver ext|stock] [--set SECTION.OPTION=VALUE ...]
+    stack.sh computes up|down|restart [--driver ext|stock]
+             [--set SECTION.OPTION=VALUE ...] [--var LIVEMIG_EXT_<OPTION>=VALUE ...]
     stack.sh images                                     lab guest images + flavors
     stack.sh status
     stack.sh down
@@ -205,8 +206,8 @@ def _replace_authtoken(paste: str) -> str:
     return text
 
 
-def write_compute_conf(host: lab_config.HostSpec, driver: str,
-                       overrides: list[str]) -> Path:
+def write_compute_conf(host: lab_config.HostSpec, driver: str, overrides: list[str],
+                       plugin_vars: dict[str, str]) -> Path:
     """The compute's own file: libvirt host, paths, privsep, then the plugin's options."""
     path = compute_conf_path(host)
     other = LAB.other(host)
@@ -220,7 +221,10 @@ def write_compute_conf(host: lab_config.HostSpec, driver: str,
                     "update_resources_interval": 20},
         "libvirt": {"virt_type": "qemu", "cpu_mode": "none", "connection_uri": host.uri,
                     "live_migration_scheme": "tcp",
-                    "live_migration_inbound_addr": host.link_address},
+                    "live_migration_inbound_addr": host.link_address,
+                    # The lab's libvirtd listen on their own ports, not 16509:
+                    # the (deprecated) URI template carries the peer's port.
+                    "live_migration_uri": f"qemu+tcp://%s:{other.tcp_port}/system"},
         "oslo_concurrency": {"lock_path": state_path / "lock"},
         "nova_sys_admin": {"helper_command": helper},
         "privsep_osbrick": {"helper_command": helper},
@@ -229,10 +233,9 @@ def write_compute_conf(host: lab_config.HostSpec, driver: str,
     })
     # The devstack plugin's own post-config phase writes compute_driver (for
     # our driver) and the [livemig_ext] options into the compute's file.
-    _devstack("post-config", path, enable_driver=(driver == "ext"))
+    _devstack("post-config", path, enable_driver=(driver == "ext"), plugin_vars=plugin_vars)
     if driver == "stock":
         iniset(path, "DEFAULT", "compute_driver", DRIVERS["stock"])
-    del other
     for item in overrides:
         key, _, value = item.partition("=")
         section, _, option = key.rpartition(".")
@@ -243,8 +246,8 @@ def write_compute_conf(host: lab_config.HostSpec, driver: str,
 
 
 def _devstack(phase: str, conf: Path, enable_driver: bool = True,
-              log_file: Path | None = None) -> None:
-    env = dict(os.environ, NOVASTACK_BIN=str(BIN),
+              log_file: Path | None = None, plugin_vars: dict[str, str] | None = None) -> None:
+    env = dict(os.environ, NOVASTACK_BIN=str(BIN), **(plugin_vars or {}),
                LIVEMIG_EXT_ENABLE_DRIVER="True" if enable_driver else "False")
     args = ["bash", str(HERE / "devstack-phase.sh"), phase, str(conf)]
     if log_file is not None:
@@ -633,7 +636,19 @@ def compute_name(host: lab_config.HostSpec) -> str:
     return f"nova-compute-{host.name}"
 
 
-def start_computes(driver: str, overrides: list[str]) -> None:
+def parse_plugin_vars(items: list[str]) -> dict[str, str]:
+    """``LIVEMIG_EXT_LADDER=a,b`` items: devstack variables for the plugin."""
+    found = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("LIVEMIG_EXT_"):
+            raise StackError(f"--var {item!r}: expected LIVEMIG_EXT_<OPTION>=VALUE")
+        found[name] = value
+    return found
+
+
+def start_computes(driver: str, overrides: list[str],
+                   plugin_vars: dict[str, str] | None = None) -> None:
     """Start both nova-computes against the lab's libvirtd hosts (the lab must be up)."""
     if driver not in DRIVERS:
         raise StackError(f"--driver {driver}: expected one of {', '.join(DRIVERS)}")
@@ -641,11 +656,17 @@ def start_computes(driver: str, overrides: list[str]) -> None:
         if not host.socket_path.exists():
             raise StackError(f"lab host {host.name} is not running (no {host.socket_path}): "
                              "run 'nova-livemig-ext lab start' first")
+        reported = _libvirt_hostname(host)
+        if reported != host.hostname:
+            # Nova names the compute node after it: two equal names collide.
+            raise StackError(f"lab host {host.name}'s libvirtd reports hostname {reported!r}, "
+                             f"not {host.hostname!r}: restart the lab ('nova-livemig-ext lab "
+                             "stop', then 'start')")
     started = time.monotonic()
     INSTANCES_PATH.mkdir(parents=True, exist_ok=True)
     for host in LAB.hosts:
         compute_state_path(host).mkdir(parents=True, exist_ok=True)
-        conf = write_compute_conf(host, driver, overrides)
+        conf = write_compute_conf(host, driver, overrides, plugin_vars or {})
         log_file = LOG_DIR / f"{compute_name(host)}.log"
         with open(log_file, "a") as out:
             out.write(f"--- novastack: starting with driver {DRIVERS[driver]} ---\n")
@@ -661,6 +682,15 @@ def start_computes(driver: str, overrides: list[str]) -> None:
             _devstack("test-config", compute_conf_path(host),
                       log_file=LOG_DIR / f"{compute_name(host)}.log")
     log("computes up with %s: %.1f s", DRIVERS[driver], time.monotonic() - started)
+
+
+def _libvirt_hostname(host: lab_config.HostSpec) -> str:
+    import libvirt
+    conn = libvirt.open(host.uri)
+    try:
+        return str(conn.getHostname())
+    finally:
+        conn.close()
 
 
 def _hypervisors_up(hostnames: set[str]):  # noqa
@@ -833,12 +863,30 @@ def non_loopback(addresses: list[str]) -> list[str]:
     return bad
 
 
+def _pss_mib(pids: set[int]) -> float:
+    total_kib = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total_kib += int(line.split()[1])
+    return round(total_kib / 1024, 1)
+
+
 def status() -> dict[str, object]:
-    services = {name: service_pid(name) for name in
-                CONTROL_SERVICES + tuple(compute_name(h) for h in LAB.hosts)}
+    services: dict[str, object] = {}
+    for name in CONTROL_SERVICES + tuple(compute_name(h) for h in LAB.hosts):
+        pid = service_pid(name)
+        services[name] = None if pid is None else {
+            "pid": pid, "pss_mib": _pss_mib(_group_members(pid))}
     listening = listeners()
-    return {"state_dir": str(STATE), "services": services, "listening": listening,
-            "listening_beyond_loopback": non_loopback(listening),
+    return {"state_dir": str(STATE), "services": services,
+            "pss_mib_total": round(sum(s["pss_mib"] for s in services.values()  # type: ignore
+                                       if s is not None), 1),
+            "listening": listening, "listening_beyond_loopback": non_loopback(listening),
             "endpoints": ENDPOINTS}
 
 
@@ -884,10 +932,12 @@ def main(argv: list[str]) -> int:
     up.add_argument("--no-computes", action="store_true")
     up.add_argument("--driver", default="ext", choices=sorted(DRIVERS))
     up.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE")
+    up.add_argument("--var", action="append", default=[], metavar="LIVEMIG_EXT_X=VALUE")
     computes = sub.add_parser("computes")
     computes.add_argument("action", choices=("up", "down", "restart"))
     computes.add_argument("--driver", default="ext", choices=sorted(DRIVERS))
     computes.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE")
+    computes.add_argument("--var", action="append", default=[], metavar="LIVEMIG_EXT_X=VALUE")
     images = sub.add_parser("images")
     images.add_argument("--dirty-mb", type=int, default=120)
     images.add_argument("--dirty-rate", type=int, default=40, metavar="MB_S")
@@ -902,12 +952,12 @@ def main(argv: list[str]) -> int:
         if args.command == "up":
             start_control_plane()
             if not args.no_computes:
-                start_computes(args.driver, args.set)
+                start_computes(args.driver, args.set, parse_plugin_vars(args.var))
         elif args.command == "computes":
             if args.action in ("down", "restart"):
                 stop_computes()
             if args.action in ("up", "restart"):
-                start_computes(args.driver, args.set)
+                start_computes(args.driver, args.set, parse_plugin_vars(args.var))
         elif args.command == "images":
             print(json.dumps({"image": lab_image(args.dirty_mb, args.dirty_rate),
                               "flavor": lab_flavor()}, indent=1))

@@ -6,6 +6,8 @@
 #   tools/novastack/stack.sh up [--no-computes] [--driver ext|stock]
 #   tools/novastack/stack.sh computes up|down|restart [--driver ext|stock]
 #                                                [--set SECTION.OPTION=VALUE ...]
+#                                                [--var LIVEMIG_EXT_<OPTION>=VALUE ...]
+#   tools/novastack/stack.sh images [--dirty-mb N] [--dirty-rate MB_S]
 #   tools/novastack/stack.sh status | down | reset
 #
 # "up" installs first when needed.  The computes need the lab running
@@ -16,8 +18,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 state=${NOVASTACK_DIR:-/var/tmp/novastack}
 cmd=${1:-}
 if [ -z "$cmd" ]; then
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
+fi
+# One command at a time changes the stack (several test workers may ask).
+if [ "$cmd" != status ] && [ "$cmd" != iniset ]; then
+    mkdir -p "$state"
+    exec 9>>"$state/stack.lock"
+    flock 9
 fi
 if [ "$cmd" = install ] || [ "$cmd" = up ]; then
     bash "$here/install.sh"
