@@ -253,10 +253,10 @@ def _devstack(phase: str, conf: Path, enable_driver: bool = True,
     if log_file is not None:
         args.append(str(log_file))
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
-    output = (proc.stdout + proc.stderr).strip()
-    if output:
-        for line in output.splitlines():
-            log("devstack %s: %s", phase, line)
+    # Python's warnings on stderr are noise unless the phase failed.
+    output = (proc.stdout if proc.returncode == 0 else proc.stdout + proc.stderr).strip()
+    for line in output.splitlines():
+        log("devstack %s: %s", phase, line)
     if proc.returncode != 0:
         raise StackError(f"devstack plugin phase {phase} failed for {conf}")
 
@@ -309,22 +309,23 @@ def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None,
     return proc.pid
 
 
-def stop(name: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    pid = service_pid(name)
-    if pid is None:
-        pid_file(name).unlink(missing_ok=True)
-        return
-    _signal_group(pid, signal.SIGTERM)
+def stop(*names: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the services' process groups together; SIGKILL what outlives timeout_s."""
+    groups = {name: pid for name in names if (pid := service_pid(name)) is not None}
+    for pid in groups.values():
+        _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _group_alive(pid):
+    while time.monotonic() < deadline and any(_group_alive(p) for p in groups.values()):
         time.sleep(0.2)
-    if _group_alive(pid):
-        log("%s (group %d) ignored SIGTERM for %.0f s: SIGKILL", name, pid, timeout_s)
-        _signal_group(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.1)
-    pid_file(name).unlink(missing_ok=True)
+    for name, pid in groups.items():
+        if _group_alive(pid):
+            log("%s (group %d) ignored SIGTERM for %.0f s: SIGKILL", name, pid, timeout_s)
+            _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_group_alive(p) for p in groups.values()):
+        time.sleep(0.1)
+    for name in names:
+        pid_file(name).unlink(missing_ok=True)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -703,8 +704,7 @@ def _hypervisors_up(hostnames: set[str]):  # noqa
 
 
 def stop_computes() -> None:
-    for host in LAB.hosts:
-        stop(compute_name(host))
+    stop(*(compute_name(host) for host in LAB.hosts))
 
 
 def destroy_nova_domains() -> list[str]:
@@ -894,9 +894,10 @@ def down() -> dict[str, object]:
     started = time.monotonic()
     destroyed = destroy_nova_domains()
     stop_computes()
-    for name in ("nova-scheduler", "nova-conductor", "nova-api", "glance-api", "neutron-api",
-                 "placement-api", "rabbitmq", "epmd", "mariadb"):
-        stop(name, timeout_s=30.0 if name in ("rabbitmq", "mariadb") else STOP_TIMEOUT_S)
+    stop("nova-scheduler", "nova-conductor", "nova-api", "glance-api", "neutron-api",
+         "placement-api")
+    for name in ("rabbitmq", "epmd", "mariadb"):
+        stop(name, timeout_s=30.0)
     leftovers = stray_processes()
     for pid, _cmd in leftovers:
         with contextlib.suppress(ProcessLookupError):
