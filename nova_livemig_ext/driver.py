@@ -49,6 +49,9 @@ livemig_conf.register_opts(CONF)
 RESTART_RECOVERY_S = 120.0
 # How long to wait for an unwatched pre-copy job to end after abortJob.
 ABORT_WAIT_S = 60.0
+# After the job's statistics said it ended, how long to wait for the migrate
+# call to return with its error.
+CALL_RETURN_WAIT_S = 60.0
 # Nova's part of ending an interrupted migration needs the resource tracker,
 # which nova-compute sets up only after init_host: wait for it this long.
 NOVA_READY_WAIT_S = 600.0
@@ -405,6 +408,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         forget = False
         try:
             report = self._livemig_watch(monitor, guest, instance, future)
+            # libvirt's statistics can say the job ended before its migrate
+            # call has returned: wait for the call, whose error tells an
+            # operator's abort from a failure.
+            deadline_s = time.monotonic() + CALL_RETURN_WAIT_S
+            while not future.done() and time.monotonic() < deadline_s:
+                time.sleep(0.1)
             error = self.livemig_errors.get(instance.uuid)
             if report.error is None and error is not None:
                 report = livemig_monitor.dataclasses.replace(
