@@ -21,14 +21,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import testtools.content
 
-from nova_livemig_ext import monitor, postcopy
+from nova_livemig_ext import monitor, native, postcopy
 from nova_livemig_ext.cmd import main as cmd_main
 from nova_livemig_ext.lab import controlled, demo, hosts, measure, network
 from nova_livemig_ext.lab import guest as lab_guest
@@ -75,30 +74,43 @@ def run_recover(cfg: LabConfig, guest: lab_guest.Guest) -> tuple[int, str]:
     return rc, out.getvalue()
 
 
-class AfterSwitch(threading.Thread):
-    """Runs ``fault`` once, ``delay_s`` after the source enters post-copy."""
+class AfterSwitch:
+    """Runs ``fault`` once, ``delay_s`` after the source enters post-copy.
+
+    In a real OS thread: the test process may have been patched by eventlet
+    (Nova's functional tests run in the same worker), and a green thread
+    would never run while libvirt calls block the process.
+    """
 
     def __init__(self, host: HostSpec, name: str, delay_s: float,
                  fault: Callable[[], None], give_up_s: float = 240.0) -> None:
-        super().__init__(name="fault-after-switch", daemon=True)
+        self._thread = native.threading_module().Thread(
+            target=self.run, name="fault-after-switch", daemon=True)
         self.host, self.guest_name = host, name
         self.delay_s, self.fault, self.give_up_s = delay_s, fault, give_up_s
         self.switched_at: float | None = None
         self.injected_at: float | None = None
         self.error: BaseException | None = None
 
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
     def run(self) -> None:
+        sleep = native.time_module().sleep
         deadline = time.monotonic() + self.give_up_s
         try:
             while time.monotonic() < deadline:
                 state = source_state(self.host, self.guest_name)
                 if state == (postcopy.VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY):
                     self.switched_at = time.monotonic()
-                    time.sleep(self.delay_s)
+                    sleep(self.delay_s)
                     self.injected_at = time.monotonic()
                     self.fault()
                     return
-                time.sleep(0.1)
+                sleep(0.05)
         except BaseException as exc:  # reported by the test
             self.error = exc
 
@@ -147,7 +159,7 @@ class TestPostcopyFaults(base.LabTestCase):
     def test_short_link_cut_after_switch_completes(self) -> None:
         def cut(guest: lab_guest.Guest) -> None:
             network.set_link_up(self.cfg, False)
-            time.sleep(SHORT_CUT_S)
+            native.time_module().sleep(SHORT_CUT_S)
             network.set_link_up(self.cfg, True)
 
         done, injector, _ = self.migrate_with_fault(cut)
