@@ -19,10 +19,19 @@ VENV=${NOVA_LIVEMIG_VENV:-.venv}
 
 if [ "$(id -u)" -eq 0 ]; then
     "$VENV/bin/nova-livemig-ext" lab setup
+    # The real OpenStack the tests in tests/nova_e2e drive (MariaDB,
+    # RabbitMQ, placement, nova, glance, neutron API in their own venv).
+    bash tools/novastack/stack.sh install
 fi
 
 results=$(mktemp -d)
-trap 'rm -rf "$results"' EXIT
+cleanup() {
+    rm -rf "$results"
+    if [ "$(id -u)" -eq 0 ]; then
+        bash tools/novastack/stack.sh down >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
 rc=0
 
 # Pass 1: everything. Nova's functional base runs under eventlet here
