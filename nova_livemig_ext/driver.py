@@ -520,14 +520,21 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             monitor, report, resume, None,
             float(policy.postcopy_recovery_timeout_s))
 
+    def _livemig_recover_command(self, instance, dest, call):
+        """The command that resumes this migration by hand on this host.
+
+        ``call`` is the migrate call made (its URI is what the source
+        libvirtd dials), or None when it is not known.
+        """
+        dest_uri = call[0] if call else self._live_migration_uri(dest)
+        return livemig_postcopy.RECOVER_COMMAND % {
+            'domain': instance.name, 'source': self._host._uri,
+            'dest': dest_uri}
+
     def _livemig_recovery_needed(self, instance, dest, report, policy):
         planned = self.livemig_calls.get(instance.uuid)
-        dest_uri = (planned.call[0] if planned is not None
-                    and planned.call is not None
-                    else self._live_migration_uri(dest))
-        source_uri = self._host._uri
-        command = livemig_postcopy.RECOVER_COMMAND % {
-            'domain': instance.name, 'source': source_uri, 'dest': dest_uri}
+        command = self._livemig_recover_command(
+            instance, dest, None if planned is None else planned.call)
         recovery = report.recovery
         LOG.error('nova-livemig-ext: post-copy live migration to %(dest)s '
                   'could not be completed within %(timeout)d s '
@@ -781,10 +788,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
 
     def _livemig_leave_to_operator(self, context, instance, dest, record,
                                    migration, where):
-        call = record.get('call') or [self._live_migration_uri(dest)]
-        command = livemig_postcopy.RECOVER_COMMAND % {
-            'domain': instance.name, 'source': self._host._uri,
-            'dest': call[0]}
+        command = self._livemig_recover_command(instance, dest,
+                                                record.get('call'))
         LOG.error('nova-livemig-ext: the interrupted post-copy live '
                   'migration to %(dest)s is %(where)s and could not be '
                   'completed at start. Both halves are kept. Resume it on '
