@@ -62,6 +62,17 @@ def refusal_line(error: livemig_policy.InvalidPolicy) -> str:
         one_line(r) for r in error.refusals)
 
 
+# What a command catches around loading the options and the policy.
+CONFIG_ERRORS = (livemig_policy.InvalidPolicy, cfg.Error)
+
+
+def config_error_line(error: Exception) -> str:
+    """A refused policy or an unusable configuration, on one line."""
+    if isinstance(error, livemig_policy.InvalidPolicy):
+        return refusal_line(error)
+    return 'nova-livemig-ext: configuration error: %s' % one_line(error)
+
+
 def check_config_file(path: str) -> None:
     """Refuse what oslo.config would choke on with a traceback (or hang on).
     """
@@ -221,12 +232,8 @@ def cmd_flags(args: argparse.Namespace) -> int:
     except VersionError as e:
         print('nova-livemig-ext flags: error: %s' % e, file=sys.stderr)
         return EXIT_REFUSED
-    except livemig_policy.InvalidPolicy as e:
-        print(refusal_line(e), file=sys.stderr)
-        return EXIT_REFUSED
-    except cfg.Error as e:
-        print('nova-livemig-ext: configuration error: %s' % one_line(e),
-              file=sys.stderr)
+    except CONFIG_ERRORS as e:
+        print(config_error_line(e), file=sys.stderr)
         return EXIT_REFUSED
     instance = livemig_flags.InstanceFacts(
         block_migration=args.block_migration, paused=args.paused)

@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from oslo_config import cfg
 
 from nova_livemig_ext import conf as livemig_conf
 from nova_livemig_ext import flags as livemig_flags
@@ -263,12 +262,8 @@ def migrate(args: argparse.Namespace, out: TextIO | None = None,
         for problem in livemig_conf.unknown_options(conf):
             print('nova-livemig-ext: warning: %s' % problem, file=err)
         policy = livemig_policy.policy_from_conf(conf)
-    except livemig_policy.InvalidPolicy as e:
-        print(cmd_main.refusal_line(e), file=err)
-        return EXIT_REFUSED
-    except cfg.Error as e:
-        print('nova-livemig-ext: configuration error: %s'
-              % cmd_main.one_line(e), file=err)
+    except cmd_main.CONFIG_ERRORS as e:
+        print(cmd_main.config_error_line(e), file=err)
         return EXIT_REFUSED
     report_file = None
     try:

@@ -18,7 +18,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from oslo_config import cfg
 
 from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
@@ -143,12 +142,8 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
 
     try:
         flags = resume_flags(libvirt, src, args.config_file)
-    except livemig_policy.InvalidPolicy as e:
-        print(cmd_main.refusal_line(e), file=err)
-        return EXIT_REFUSED
-    except cfg.Error as e:
-        print('nova-livemig-ext: configuration error: %s'
-              % cmd_main.one_line(e), file=err)
+    except cmd_main.CONFIG_ERRORS as e:
+        print(cmd_main.config_error_line(e), file=err)
         return EXIT_REFUSED
     dest_conn_uri = args.dest_connect or args.dest
     dest_conn: list[Any | None] = [_open(libvirt, dest_conn_uri)]
