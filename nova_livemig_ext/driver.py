@@ -242,6 +242,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         self.livemig_calls = {}
         self.livemig_records = None
         self.livemig_host = None
+        # instance uuids whose migration an operator asked to abort
+        self.livemig_operator_aborts = set()
 
     def init_host(self, host):
         # Options first: a refused configuration must stop nova-compute
@@ -349,6 +351,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             self.livemig_jobs.pop(instance.uuid, None)
             self.livemig_errors.pop(instance.uuid, None)
             self.livemig_calls.pop(instance.uuid, None)
+            self.livemig_operator_aborts.discard(instance.uuid)
 
     def _live_migration_operation(self, context, instance, dest,
                                   block_migration, migrate_data, guest,
@@ -428,7 +431,14 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                     monitor, report, instance, dest, policy)
                 outcome = report.outcome
             else:
-                if error is not None and outcome is not (
+                if (instance.uuid in self.livemig_operator_aborts
+                        and outcome is not livemig_monitor.Outcome.COMPLETED):
+                    # libvirt does not always end an aborted job with
+                    # "operation aborted" (a broken pipe on the migration
+                    # stream, seen through Nova's API): the operator's
+                    # request is what says it was cancelled.
+                    outcome = livemig_monitor.Outcome.CANCELLED
+                elif error is not None and outcome is not (
                         livemig_monitor.Outcome.COMPLETED):
                     if monitor.errors.aborted(error):
                         # Our own abort (deadline, ladder) is a failure of
@@ -806,6 +816,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         instance.vm_state = vm_states.ERROR
         instance.task_state = None
         instance.save()
+
+    def live_migration_abort(self, instance):
+        # Nova's server-migration abort: remember who asked, then abort.
+        self.livemig_operator_aborts.add(instance.uuid)
+        return super().live_migration_abort(instance)
 
     def _livemig_outcome(self, guest, instance, future, report):
         """How the job ended, as libvirt tells it (Nova's own rules)."""

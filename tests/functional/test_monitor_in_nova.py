@@ -122,6 +122,20 @@ class AbortTest(MonitorTestBase):
         return conn.lookupByUUIDString(server['id'])
 
 
+class AbortEndsInBrokenPipeTest(AbortTest):
+    """libvirt may end an aborted job with another error (seen for real)."""
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['abortJob'])
+        self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_FAILED}
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError,
+            "operation failed: job 'migration out' failed: Unable to write "
+            "to socket: Broken pipe",
+            error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+
+
 class FailedJobTest(MonitorTestBase):
 
     LIVEMIG_OPTS = FAST
