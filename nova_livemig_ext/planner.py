@@ -471,9 +471,16 @@ def predict_ladder(scenario: Scenario,
     sim = model.PrecopySimulation(workload, settings)
     if policy.copy_mode != 'live':
         sim.suspend()
-    max_s = config.deadline_s + config.switchover_timeout_s + math.ceil(
+    deadline_s = config.deadline_s
+    if config.deadline_link_multiple is not None:
+        # The deadline follows the link: known here from the scenario.
+        deadline_s = ctl.link_deadline_s(
+            config, config.transfer_bytes or scenario.memory_bytes,
+            scenario.bandwidth_bytes_s)
+    max_s = deadline_s + config.switchover_timeout_s + math.ceil(
         scenario.bulk_pass_s) + 60.0
-    run = model.simulate(sim, ctl.Controller(config), poll_s, max_s)
+    controller = ctl.Controller(config)
+    run = model.simulate(sim, controller, poll_s, max_s)
     steps = tuple(
         Step(at_s=d.at_s, rung=d.rung, action=d.action.value,
              reason=d.reason)
@@ -482,5 +489,5 @@ def predict_ladder(scenario: Scenario,
     reached = tuple(r for r in run.rungs())
     return LadderPrediction(
         outcome=run.outcome, total_s=run.total_s,
-        downtime_ms=run.downtime_ms, deadline_s=config.deadline_s,
+        downtime_ms=run.downtime_ms, deadline_s=controller.deadline_s,
         ladder=config.ladder, rungs_reached=reached, steps=steps)

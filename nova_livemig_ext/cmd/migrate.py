@@ -21,6 +21,8 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
+from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import guest as livemig_guest
 
 EXIT_NOT_COMPLETED = 1
 EXIT_REFUSED = 2
@@ -59,8 +61,47 @@ def progress_line(progress: livemig_monitor.Progress) -> str:
                 ratio, est.throttle_pct or 0, decision)).rstrip()
 
 
-def report_dict(report: livemig_monitor.MigrationReport) -> dict[str, Any]:
+def guest_view(report: livemig_monitor.MigrationReport,
+               decider: ctl.DecisionMaker | None,
+               throttle_lost_s: float) -> livemig_guest.GuestCost:
+    """What the guest paid: never libvirt's downtime alone after post-copy.
+
+    ``throttle_lost_s`` is Σ throttle × time from the samples read.
+    """
+    switch = livemig_guest.switch_at_s([
+        (a.decision.action.value, a.decision.at_s, a.applied)
+        for a in report.decisions])
+    completed = report.outcome is livemig_monitor.Outcome.COMPLETED
+    if isinstance(decider, ctl.Controller) and (
+            decider.predicted_guest_cost is not None):
+        # Ours counts it from every sample, the display only from some.
+        throttle_lost_s = max(throttle_lost_s, decider.state.throttle_lost_s)
+    return livemig_guest.measured(
+        completed=completed, ended_at_s=report.total_s,
+        switchover_started_s=switch,
+        postcopy=report.switched_to_postcopy,
+        paused=report.paused_by_monitor and not report.switched_to_postcopy,
+        libvirt_downtime_ms=report.downtime_ms, lost_s=throttle_lost_s)
+
+
+def predicted_guest(decider: ctl.DecisionMaker | None
+                    ) -> livemig_guest.GuestCost | None:
+    if isinstance(decider, ctl.Controller):
+        return decider.predicted_guest_cost
+    return None
+
+
+def guest_dict(measured: livemig_guest.GuestCost,
+               predicted: livemig_guest.GuestCost | None) -> dict[str, Any]:
+    out: dict[str, Any] = dict(measured.as_dict())
+    out['predicted'] = None if predicted is None else predicted.as_dict()
+    return out
+
+
+def report_dict(report: livemig_monitor.MigrationReport,
+                guest: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
+        'guest': guest,
         'outcome': report.outcome.value,
         'total_s': round(report.total_s, 2),
         'downtime_ms': report.downtime_ms,
@@ -91,9 +132,15 @@ def report_dict(report: livemig_monitor.MigrationReport) -> dict[str, Any]:
 
 
 def print_report(report: livemig_monitor.MigrationReport,
-                 out: TextIO) -> None:
+                 out: TextIO,
+                 measured: livemig_guest.GuestCost | None = None,
+                 predicted: livemig_guest.GuestCost | None = None) -> None:
     print('outcome:     %s' % report.outcome.value, file=out)
     print('total:       %.1f s' % report.total_s, file=out)
+    if measured is not None:
+        print('guest:       %s' % measured.text(), file=out)
+        if predicted is not None:
+            print('  predicted: %s' % predicted.text(), file=out)
     print('downtime:    %s, predicted %s ms' % (
         livemig_monitor.downtime_text(report),
         None if report.predicted_downtime_ms is None
@@ -196,8 +243,12 @@ def instance_facts(dom: Any) -> livemig_flags.InstanceFacts:
 def _migrate(args: argparse.Namespace, libvirt: Any,
              policy: livemig_policy.MigrationPolicy,
              facts: livemig_flags.HostFacts, dom: Any, dest: Any,
-             out: TextIO) -> livemig_monitor.MigrationReport:
-    """Plan, start and watch the migration; print the report."""
+             out: TextIO
+             ) -> tuple[livemig_monitor.MigrationReport, dict[str, Any]]:
+    """Plan, start and watch the migration; print the report.
+
+    Returns the report and the guest's view of it (for ``--json``).
+    """
     inst = instance_facts(dom)
     plan = livemig_flags.plan_migration(policy, facts, inst)
     params = dict(plan.params)
@@ -215,7 +266,11 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
         ','.join(plan.ladder) or '-', policy.initial_downtime_ms,
         policy.max_downtime_ms), file=out)
 
+    meter = livemig_guest.ThrottleMeter()
+
     def show(progress: livemig_monitor.Progress) -> None:
+        meter.add(progress.elapsed_s,
+                  progress.sample.auto_converge_throttle_pct)
         if not args.quiet:
             print(progress_line(progress), file=out, flush=True)
 
@@ -241,8 +296,10 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
         dom, args.dest, params, plan.flags, monitor,
         fetch_completed_stats=completed_stats, dest_domain=dest_domain,
         recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
-    print_report(report, out)
-    return report
+    measured = guest_view(report, controller, meter.lost_s)
+    predicted = predicted_guest(controller)
+    print_report(report, out, measured, predicted)
+    return report, guest_dict(measured, predicted)
 
 
 def migrate(args: argparse.Namespace, out: TextIO | None = None,
@@ -294,9 +351,10 @@ def migrate(args: argparse.Namespace, out: TextIO | None = None,
         return EXIT_BAD_TARGET
 
     try:
-        report = _migrate(args, libvirt, policy, facts, dom, dest, out)
+        report, guest = _migrate(args, libvirt, policy, facts, dom, dest,
+                                 out)
         if report_file is not None:
-            report_file.write(report_dict(report))
+            report_file.write(report_dict(report, guest))
     finally:
         if report_file is not None:
             report_file.discard()

@@ -72,6 +72,20 @@ skipped with a note saying why.
 * ``abort``: reaching it means nothing else can help; the abort itself
   happens at the deadline, so a guest that calms down still finishes.
 
+The deadline
+------------
+With ``deadline_link_multiple`` set, the deadline follows the link: that
+many times the data to move divided by the bandwidth measured (the best
+smoothed rate, counted per share of the link when several migrations share
+it), never below ``deadline_floor_s`` and never above ``deadline_s``, the
+operator's cap.  Until the first pass ends it follows the measurement; from
+then on it never moves earlier, so a link measured faster later cannot end
+a migration it has already promised time to, and it moves later when more
+migrations come to share the link.  Without the multiple ``deadline_s`` is
+the deadline.  Whatever triggers an escalation, a migration the pre-copy
+model predicts to complete before its deadline at the current limit is
+left alone.
+
 The deadline always ends pre-copy: a pause that is allowed and fits the
 switchover timeout is the last try, otherwise the job is aborted and the
 guest keeps running on the source.  After a forced switchover the
@@ -85,10 +99,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nova_livemig_ext.convergence import estimator
+from nova_livemig_ext.convergence import guest
 from nova_livemig_ext.convergence import samples
 
 RUNG_DOWNTIME = 'downtime'
@@ -107,6 +122,10 @@ MS_PER_S = 1000.0
 # The working set is read one poll late, and QEMU compares the remainder
 # with its own bandwidth estimate: ask for a little more than it needs.
 DOWNTIME_HEADROOM = 1.25
+
+# After the number of migrations sharing the link changes, the smoothed
+# bandwidth needs this many half-lives to settle on the new share.
+SHARE_SETTLE_HALF_LIVES = 2.0
 
 # A link counts as slow only with more than this many polls' worth of data
 # (at the best rate seen) waiting to be sent.
@@ -222,9 +241,22 @@ class ControllerConfig:
     # This instance may run on the destination before its memory is there.
     postcopy_allowed: bool = False
     pause_allowed: bool = False
-    # VIR_MIGRATE_AUTO_CONVERGE was set when the job started.
+    # VIR_MIGRATE_AUTO_CONVERGE was set when the job started, with these
+    # throttle steps (QEMU's cpu-throttle-initial and -increment).
     auto_converge_armed: bool = False
+    auto_converge_initial_pct: int = 20
+    auto_converge_increment_pct: int = 10
+    # The operator's cap on the deadline (the deadline itself when
+    # deadline_link_multiple is None).
     deadline_s: float = 3600.0
+    # Deadline = this × data / measured bandwidth, floored and capped.
+    deadline_link_multiple: float | None = None
+    deadline_floor_s: float = 120.0
+    # Bytes the migration moves (memory, plus disks for a block migration);
+    # None: the memory libvirt reports.
+    transfer_bytes: int | None = None
+    # Migrations sharing the link when this one starts (the host knows).
+    concurrent_migrations: int = 1
     switchover_timeout_s: float = 60.0
     stall_patience_passes: int = 2
     stall_window_s: float = 120.0
@@ -271,9 +303,18 @@ def config_problems(config: ControllerConfig) -> list[str]:
     if config.downtime_steps < 1:
         problems.append('downtime_steps must be at least 1')
     for name in ('deadline_s', 'switchover_timeout_s', 'stall_window_s',
-                 'network_stall_window_s', 'poll_interval_s'):
-        if getattr(config, name) <= 0:
+                 'network_stall_window_s', 'poll_interval_s',
+                 'deadline_floor_s'):
+        if not getattr(config, name) > 0:
             problems.append(f'{name} must be positive')
+    multiple = config.deadline_link_multiple
+    if multiple is not None and not multiple >= 1:
+        problems.append('deadline_link_multiple must be at least 1 (the '
+                        'first pass alone takes data / bandwidth)')
+    if config.transfer_bytes is not None and config.transfer_bytes <= 0:
+        problems.append('transfer_bytes must be positive when set')
+    if config.concurrent_migrations < 1:
+        problems.append('concurrent_migrations must be at least 1')
     for name in ('stall_patience_passes', 'downtime_chance_passes',
                  'auto_converge_chance_passes'):
         if getattr(config, name) < 1:
@@ -353,6 +394,19 @@ class ControllerState:
     exhausted: frozenset[str] = frozenset()
     noted: frozenset[str] = frozenset()
     predicted_downtime_ms: float | None = None
+    # The deadline in force (None: config.deadline_s, not derived yet).
+    deadline_s: float | None = None
+    # Migrations sharing the link now, the most seen, and when it changed.
+    link_shares: int = 1
+    max_link_shares: int = 1
+    link_shares_changed_s: float | None = None
+    # The link's capacity: settled bandwidth × shares, the best seen.
+    peak_link_bytes_s: float = 0.0
+    # Guest CPU time taken by QEMU's throttle so far (Σ throttle × time).
+    throttle_lost_s: float = 0.0
+    # What the guest was predicted to pay when the controller paused it
+    # or switched it to post-copy.
+    predicted_guest: guest.GuestCost | None = None
 
     def rung_name(self, config: ControllerConfig) -> str | None:
         """The rung last entered, if any."""
@@ -429,10 +483,16 @@ def elapsed_s(state: ControllerState, now_s: float) -> float:
     return now_s - state.started_s
 
 
+def current_deadline_s(config: ControllerConfig,
+                       state: ControllerState) -> float:
+    """The deadline in force, in seconds from the start of the job."""
+    return config.deadline_s if state.deadline_s is None else state.deadline_s
+
+
 def time_left_s(config: ControllerConfig, state: ControllerState,
                 now_s: float) -> float:
     """Seconds until the deadline (negative once it passed)."""
-    return config.deadline_s - elapsed_s(state, now_s)
+    return current_deadline_s(config, state) - elapsed_s(state, now_s)
 
 
 def deadline_passed(config: ControllerConfig, state: ControllerState,
@@ -440,20 +500,132 @@ def deadline_passed(config: ControllerConfig, state: ControllerState,
     return time_left_s(config, state, now_s) <= 0
 
 
-def link_is_slow(config: ControllerConfig, est: estimator.Estimate) -> bool:
-    """Is data moving at a small fraction of the best rate seen?
+def link_is_slow(config: ControllerConfig, est: estimator.Estimate,
+                 share_bytes_s: float | None = None) -> bool:
+    """Is data moving at a small fraction of what this job should get?
 
+    ``share_bytes_s`` is this job's fair share of the link (see
+    :func:`fair_share_bytes_s`); without it, the best rate this job saw.
     Only while there is data waiting: near the end QEMU has little to send
     between syncs and goes quiet without anything being wrong.
     """
     rate = est.interval_bandwidth_bytes_s
-    peak = est.peak_bandwidth_bytes_s
+    peak = (est.peak_bandwidth_bytes_s if share_bytes_s is None
+            else share_bytes_s)
     if rate is None or peak <= 0:
         return False
     if est.remaining_bytes <= peak * config.poll_interval_s * (
             WAITING_DATA_POLLS):
         return False
     return rate < config.bandwidth_collapse_fraction * peak
+
+
+def set_link_shares(state: ControllerState, shares: int,
+                    now_s: float) -> ControllerState:
+    """Record how many migrations share the link now (this one included)."""
+    shares = max(1, int(shares))
+    if shares == state.link_shares:
+        return state
+    return dataclasses.replace(
+        state, link_shares=shares,
+        max_link_shares=max(state.max_link_shares, shares),
+        link_shares_changed_s=elapsed_s(state, now_s))
+
+
+def track_link_capacity(config: ControllerConfig, state: ControllerState,
+                        now_s: float) -> ControllerState:
+    """Learn the link's capacity: this job's settled bandwidth × shares.
+
+    Migrations from one host share the link about evenly; readings taken
+    while the smoothed bandwidth still moves to a new share are skipped.
+    """
+    bandwidth = state.estimate.bandwidth_bytes_s
+    if not bandwidth:
+        return state
+    changed = state.link_shares_changed_s
+    settle_s = (SHARE_SETTLE_HALF_LIVES
+                * config.estimator.bandwidth_half_life_s)
+    if changed is not None and elapsed_s(state, now_s) - changed < settle_s:
+        return state
+    capacity = bandwidth * state.link_shares
+    if capacity <= state.peak_link_bytes_s:
+        return state
+    return dataclasses.replace(state, peak_link_bytes_s=capacity)
+
+
+def fair_share_bytes_s(state: ControllerState) -> float | None:
+    """What this job should get of the link with the others running now."""
+    if state.peak_link_bytes_s <= 0:
+        return None
+    return state.peak_link_bytes_s / state.link_shares
+
+
+def link_slow(config: ControllerConfig, state: ControllerState) -> bool:
+    """Is the link slow for this job, its share of the link considered?"""
+    return link_is_slow(config, state.estimate, fair_share_bytes_s(state))
+
+
+def link_deadline_s(config: ControllerConfig, transfer_bytes: float,
+                    bandwidth_bytes_s: float) -> float:
+    """multiple × data / bandwidth, at least the floor, at most the cap."""
+    multiple = config.deadline_link_multiple
+    assert multiple is not None and bandwidth_bytes_s > 0
+    derived = multiple * transfer_bytes / bandwidth_bytes_s
+    return min(config.deadline_s, max(config.deadline_floor_s, derived))
+
+
+def update_deadline(config: ControllerConfig, state: ControllerState,
+                    now_s: float) -> Step:
+    """Derive the deadline from the data and the link (when configured).
+
+    It follows the measurement during the first pass; from the end of the
+    first pass on it only moves later (more migrations came to share the
+    link), never earlier.  Said once when it settles, and at every move.
+    """
+    multiple = config.deadline_link_multiple
+    if multiple is None:
+        return state, ()
+    est = state.estimate
+    data = config.transfer_bytes or est.memory_total_bytes
+    if not data or state.peak_link_bytes_s <= 0:
+        return state, ()
+    # The smallest share seen: a deadline promised is not taken back.
+    share = state.peak_link_bytes_s / state.max_link_shares
+    derived = link_deadline_s(config, data, share)
+    old = state.deadline_s
+    if est.passes_completed == 0:
+        return dataclasses.replace(state, deadline_s=derived), ()
+    new = derived if old is None else max(old, derived)
+    state = dataclasses.replace(state, deadline_s=new)
+    extra: tuple[Measure, ...] = (
+        ('deadline_s', round(new, 1)),
+        ('link_share_mib_s', _mib(share)),
+        ('link_shares', state.link_shares))
+    if 'deadline-set' not in state.noted:
+        return _note_once(
+            state, 'deadline-set', now_s,
+            f'deadline {new:.0f} s: {multiple:g} x '
+            f"{_fmt(_mib(data), ' MiB')} / {_fmt(_mib(share), ' MiB/s')} "
+            f'is {multiple * data / share:.0f} s (floor '
+            f'{config.deadline_floor_s:.0f} s, cap {config.deadline_s:.0f} '
+            f's)', None, extra)
+    if old is None or new <= old:
+        return state, ()
+    return state, (_decision(
+        state, now_s, Action.NOTE,
+        f'deadline moved from {old:.0f} s to {new:.0f} s: '
+        f'{state.max_link_shares} migrations share the link, '
+        f"{_fmt(_mib(share), ' MiB/s')} each", None, extra),)
+
+
+def predicted_in_time_s(config: ControllerConfig, state: ControllerState,
+                        now_s: float) -> float | None:
+    """Predicted seconds to completion if it is before the deadline."""
+    predicted = estimator.predicted_completion_s(state.estimate,
+                                                 state.downtime_ms)
+    if predicted is None or predicted > time_left_s(config, state, now_s):
+        return None
+    return predicted
 
 
 def working_set_progressed(config: ControllerConfig, best_bytes: int,
@@ -665,7 +837,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
             return 'post-copy was not armed at job start'
         if not config.postcopy_allowed:
             return 'post-copy is not allowed for this instance'
-        if state.network_stalled or link_is_slow(config, est):
+        if state.network_stalled or link_slow(config, state):
             return 'the link is stalled; post-copy would strand the guest'
         if not postcopy_fits_deadline(config, state, now_s):
             duration = estimator.postcopy_duration_s(est)
@@ -676,7 +848,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
     if rung == RUNG_PAUSE:
         if not config.pause_allowed:
             return 'pausing is not allowed for this instance'
-        if state.network_stalled or link_is_slow(config, est):
+        if state.network_stalled or link_slow(config, state):
             return 'the link is stalled; a pause would freeze the guest'
         if not pause_fits_timeout(config, state):
             downtime = estimator.pause_downtime_ms(est)
@@ -766,24 +938,38 @@ def enter_downtime(config: ControllerConfig, state: ControllerState,
     state = dataclasses.replace(_entered(state, index, now_s),
                                 downtime_ms=target)
     needed = downtime_needed_ms(state)
+    cost = guest.predicted_precopy(state.estimate, target,
+                                   state.throttle_lost_s)
     reason = (f'{trigger.reason}; raising the downtime limit to {target} ms '
               f"(working set needs {_fmt(needed, ' ms', 0)}, ceiling "
-              f'{config.max_downtime_ms} ms)')
+              f'{config.max_downtime_ms} ms); the guest is predicted to '
+              f'pay: {cost.text()}')
     return state, (_decision(state, now_s, Action.SET_DOWNTIME, reason,
-                             RUNG_DOWNTIME, trigger.measures,
+                             RUNG_DOWNTIME,
+                             trigger.measures + cost.measures('guest'),
                              downtime_ms=target),)
 
 
 def enter_auto_converge(config: ControllerConfig, state: ControllerState,
                         index: int, trigger: Trigger, now_s: float) -> Step:
     state = _entered(state, index, now_s)
+    est = state.estimate
+    chance_s = (estimator.expected_pass_s(est) or 0.0) * (
+        config.auto_converge_chance_passes)
+    cost = guest.predicted_throttle(
+        est, state.downtime_ms, max(est.throttle_pct or 0,
+                                    config.auto_converge_initial_pct),
+        chance_s, state.throttle_lost_s)
     reason = (f'{trigger.reason}; auto-converge was armed at start and QEMU '
               f'throttles by itself (now '
-              f'{state.estimate.throttle_pct or 0}% after '
+              f'{est.throttle_pct or 0}% after '
               f'{passes_on_rung(config, state)} passes); giving it '
-              f'{config.auto_converge_chance_passes} passes of throttling')
+              f'{config.auto_converge_chance_passes} passes of throttling '
+              f"(about {_fmt(chance_s, ' s', 0)}); the guest is predicted "
+              f'to pay at least: {cost.text()}')
     return state, (_decision(state, now_s, Action.NOTE, reason,
-                             RUNG_AUTO_CONVERGE, trigger.measures),)
+                             RUNG_AUTO_CONVERGE,
+                             trigger.measures + cost.measures('guest')),)
 
 
 def enter_postcopy(config: ControllerConfig, state: ControllerState,
@@ -810,10 +996,12 @@ def _pause_decisions(config: ControllerConfig, state: ControllerState,
             f'MiB/s before pausing: the pause lasts what is left divided '
             f'by the bandwidth', RUNG_PAUSE, extra,
             speed_mib_s=config.max_bandwidth_mib_s))
+    cost = guest.predicted_pause(state.estimate, state.throttle_lost_s)
     state = dataclasses.replace(
         state, phase=Phase.PAUSED,
         switchover_started_s=elapsed_s(state, now_s),
-        predicted_downtime_ms=expected, postcopy_wait_since_s=None)
+        predicted_downtime_ms=expected, postcopy_wait_since_s=None,
+        predicted_guest=cost)
     left_mib = _mib(estimator.switchover_bytes(state.estimate))
     reason = (f'{why}; pausing the guest to force the switchover, expected '
               f"downtime {_fmt(expected, ' ms', 0)} for "
@@ -821,7 +1009,8 @@ def _pause_decisions(config: ControllerConfig, state: ControllerState,
               f"{_fmt(_mib(state.estimate.bandwidth_bytes_s), ' MiB/s')}")
     decisions.append(_decision(
         state, now_s, Action.PAUSE, reason, RUNG_PAUSE,
-        extra + (('expected_downtime_ms', _round(expected, 0)),)))
+        extra + (('expected_downtime_ms', _round(expected, 0)),)
+        + cost.measures('guest')))
     return state, tuple(decisions)
 
 
@@ -944,6 +1133,7 @@ def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
         return state, ()
     est = state.estimate
     duration = estimator.postcopy_duration_s(est)
+    cost = guest.predicted_postcopy(est, state.throttle_lost_s)
     decisions: list[Decision] = []
     if config.postcopy_bandwidth_mib_s is not None:
         decisions.append(_decision(
@@ -955,15 +1145,17 @@ def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
     state = dataclasses.replace(
         state, phase=Phase.POSTCOPY, postcopy_wait_since_s=None,
         switchover_started_s=elapsed_s(state, now_s),
-        predicted_downtime_ms=None)
+        predicted_downtime_ms=None, predicted_guest=cost)
     reason = (f'switching to post-copy with '
               f"{_fmt(_mib(est.remaining_bytes), ' MiB')} remaining: about "
               f"{_fmt(_mib(estimator.switchover_bytes(est)), ' MiB')} to pull "
               f"in {_fmt(duration, ' s', 0)}, deadline in "
-              f'{time_left_s(config, state, now_s):.0f} s')
+              f'{time_left_s(config, state, now_s):.0f} s; the guest is '
+              f'predicted to pay: {cost.text()}')
     decisions.append(_decision(
         state, now_s, Action.START_POSTCOPY, reason, RUNG_POSTCOPY,
-        (('postcopy_duration_s', _round(duration, 1)),)))
+        (('postcopy_duration_s', _round(duration, 1)),)
+        + cost.measures('guest')))
     return state, tuple(decisions)
 
 
@@ -972,8 +1164,9 @@ def at_deadline(config: ControllerConfig, state: ControllerState,
     """The deadline passed in pre-copy: a last allowed pause, or abort."""
     decisions: list[Decision] = []
     left = time_left_s(config, state, now_s)
-    why = f'deadline of {config.deadline_s:.0f} s passed'
-    extra: tuple[Measure, ...] = (('deadline_s', config.deadline_s),
+    deadline = current_deadline_s(config, state)
+    why = f'deadline of {deadline:.0f} s passed'
+    extra: tuple[Measure, ...] = (('deadline_s', round(deadline, 1)),
                                   ('time_left_s', round(left, 1)))
     start = max(state.rung_index, 0)
     if RUNG_PAUSE in config.ladder[start:]:
@@ -1026,7 +1219,9 @@ def force_complete(config: ControllerConfig, state: ControllerState,
         state = dataclasses.replace(
             state, phase=Phase.POSTCOPY,
             switchover_started_s=elapsed_s(state, now_s),
-            predicted_downtime_ms=None)
+            predicted_downtime_ms=None,
+            predicted_guest=guest.predicted_postcopy(est,
+                                                     state.throttle_lost_s))
         decisions: list[Decision] = []
         if config.postcopy_bandwidth_mib_s is not None:
             decisions.append(_decision(
@@ -1077,7 +1272,8 @@ def track_network(config: ControllerConfig, state: ControllerState,
     """Declare or clear a network stall (bandwidth collapse)."""
     t = elapsed_s(state, now_s)
     est = state.estimate
-    if not link_is_slow(config, est):
+    share = fair_share_bytes_s(state)
+    if not link_is_slow(config, est, share):
         if not state.network_stalled:
             return dataclasses.replace(state, network_slow_since_s=None), ()
         state = dataclasses.replace(
@@ -1095,14 +1291,19 @@ def track_network(config: ControllerConfig, state: ControllerState,
         return state, ()
     state = dataclasses.replace(state, network_stalled=True)
     rate_mib_s = _mib(est.interval_bandwidth_bytes_s)
+    expected = est.peak_bandwidth_bytes_s if share is None else share
     reason = (
         f"network stall: {_fmt(rate_mib_s, ' MiB/s')}"
-        f' for {t - since:.0f} s against a best of '
-        f"{_fmt(_mib(est.peak_bandwidth_bytes_s), ' MiB/s')}; holding "
+        f' for {t - since:.0f} s against '
+        f"{_fmt(_mib(expected), ' MiB/s')} expected "
+        f'({state.link_shares} migrations share the link); holding '
+
         f'escalation, post-copy or a pause over a dead link would strand the '
         f'guest')
     return _note_once(state, 'network-stall', now_s, reason, None, (
         ('peak_bandwidth_mib_s', _mib(est.peak_bandwidth_bytes_s)),
+        ('expected_bandwidth_mib_s', _mib(expected)),
+        ('link_shares', state.link_shares),
         ('stalled_s', round(t - since, 1))))
 
 
@@ -1118,7 +1319,9 @@ def initial_state(config: ControllerConfig, now_s: float) -> Step:
     """A fresh state; nothing to apply before the job runs."""
     state = ControllerState(started_s=now_s,
                             downtime_ms=config.initial_downtime_ms,
-                            confirmed_downtime_ms=config.initial_downtime_ms)
+                            confirmed_downtime_ms=config.initial_downtime_ms,
+                            link_shares=config.concurrent_migrations,
+                            max_link_shares=config.concurrent_migrations)
     return state, ()
 
 
@@ -1139,8 +1342,10 @@ def initial_downtime(config: ControllerConfig, state: ControllerState,
 def precopy_step(config: ControllerConfig, state: ControllerState,
                  now_s: float) -> Step:
     state, first = initial_downtime(config, state, now_s)
+    state = track_link_capacity(config, state, now_s)
+    state, deadline_notes = update_deadline(config, state, now_s)
     state, decisions = track_network(config, state, now_s)
-    decisions = first + decisions
+    decisions = first + deadline_notes + decisions
     state = track_stall(config, state, now_s)
     state = dataclasses.replace(
         state, predicted_downtime_ms=estimator.predicted_downtime_ms(
@@ -1157,6 +1362,16 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
     trigger = escalation_trigger(config, state, now_s)
     if trigger is None or not rung_had_its_chance(config, state, now_s):
         return state, decisions
+    in_time_s = predicted_in_time_s(config, state, now_s)
+    if in_time_s is not None:
+        state, note = _note_once(
+            state, 'converging-in-time', now_s,
+            f'{trigger.reason}; not escalating: predicted to complete in '
+            f'{in_time_s:.0f} s at {state.downtime_ms} ms, the deadline is '
+            f'in {time_left_s(config, state, now_s):.0f} s', None,
+            trigger.measures + (('predicted_completion_s',
+                                 _round(in_time_s, 1)),))
+        return state, decisions + note
     state, more = escalate(config, state, trigger, now_s)
     return state, decisions + more
 
@@ -1166,8 +1381,15 @@ def step(config: ControllerConfig, state: ControllerState,
     """Take one sample; return the new state and the decisions to apply."""
     if not sample.is_active:
         return state, ()
-    est = estimator.update_estimate(state.estimate, sample,
-                                    elapsed_s(state, now_s), config.estimator)
+    previous = state.estimate
+    t = elapsed_s(state, now_s)
+    if previous.at_s is not None and t > previous.at_s:
+        # The throttle QEMU reported held over the interval.
+        state = dataclasses.replace(
+            state, throttle_lost_s=state.throttle_lost_s
+            + guest.throttle_lost_s(previous.throttle_pct,
+                                    t - previous.at_s))
+    est = estimator.update_estimate(previous, sample, t, config.estimator)
     state = dataclasses.replace(state, estimate=est)
     if state.phase is Phase.PRECOPY:
         return precopy_step(config, state, now_s)
@@ -1215,10 +1437,16 @@ def acknowledge(config: ControllerConfig, state: ControllerState,
 
 
 class Controller:
-    """The step function with its state kept, for the monitor."""
+    """The step function with its state kept, for the monitor.
 
-    def __init__(self, config: ControllerConfig) -> None:
+    ``link_shares`` answers how many migrations from this host run now,
+    this one included (the driver counts them); it is asked once per sample.
+    """
+
+    def __init__(self, config: ControllerConfig,
+                 link_shares: Callable[[], int] | None = None) -> None:
         self.config = config
+        self._link_shares = link_shares
         self._state: ControllerState | None = None
 
     @property
@@ -1238,6 +1466,52 @@ class Controller:
         return None if self._state is None else (
             self._state.predicted_downtime_ms)
 
+    @property
+    def predicted_guest_cost(self) -> guest.GuestCost | None:
+        """What the guest is predicted to pay, as things stand."""
+        if self._state is None:
+            return None
+        state = self._state
+        if state.predicted_guest is not None:
+            return state.predicted_guest
+        return guest.predicted_precopy(state.estimate, state.downtime_ms,
+                                       state.throttle_lost_s)
+
+    def guest_cost(self, completed: bool, ended_at_s: float,
+                   libvirt_downtime_ms: float | None) -> guest.GuestCost:
+        """What the guest paid, once the job ended ``ended_at_s`` after it
+        started; ``libvirt_downtime_ms`` from the completed statistics."""
+        state = self._state
+        if state is None:
+            return guest.measured(
+                completed=completed, ended_at_s=ended_at_s,
+                switchover_started_s=None, postcopy=False, paused=False,
+                libvirt_downtime_ms=libvirt_downtime_ms, lost_s=0.0)
+        return guest.measured(
+            completed=completed, ended_at_s=ended_at_s,
+            switchover_started_s=state.switchover_started_s,
+            postcopy=state.phase is Phase.POSTCOPY,
+            paused=state.phase is Phase.PAUSED,
+            libvirt_downtime_ms=libvirt_downtime_ms,
+            lost_s=state.throttle_lost_s)
+
+    @property
+    def deadline_s(self) -> float:
+        """The deadline in force, from the start of the job."""
+        if self._state is None:
+            return self.config.deadline_s
+        return current_deadline_s(self.config, self._state)
+
+    def _shares_now(self) -> int | None:
+        if self._link_shares is None:
+            return None
+        try:
+            shares = int(self._link_shares())
+        except Exception:
+            # A bad count must not stop the migration's steering.
+            return None
+        return shares if shares >= 1 else None
+
     def start(self, now_s: float) -> tuple[Decision, ...]:
         self._state, decisions = initial_state(self.config, now_s)
         return decisions
@@ -1246,6 +1520,9 @@ class Controller:
                 now_s: float) -> tuple[Decision, ...]:
         if self._state is None:
             self.start(now_s)
+        shares = self._shares_now()
+        if shares is not None:
+            self._state = set_link_shares(self.state, shares, now_s)
         self._state, decisions = step(self.config, self.state, sample, now_s)
         return decisions
 

@@ -264,14 +264,32 @@ def dirty_ratio(estimate: Estimate) -> float | None:
     return estimate.dirty_rate_bytes_s / estimate.bandwidth_bytes_s
 
 
+# Passes the observed shrink is averaged over: one pass's ratio carries the
+# sync's timing noise (a few percent either way), which alone would turn a
+# slowly converging guest (λ = 0.96) into a "never" prediction.
+# Three passes smooth that and still see a plateau a pass after it shows.
+SHRINK_PASSES = 3
+
+
 def observed_shrink_ratio(estimate: Estimate) -> float | None:
-    """How much the last pass shrank the working set (W_i / W_i-1)."""
-    if len(estimate.boundaries) < 2:
+    """How much a pass shrinks the working set: (W_i / W_i-k)^(1/k).
+
+    The geometric mean over the last passes (at most ``SHRINK_PASSES``),
+    leaving out the setup sync, whose "working set" is all of memory.
+    """
+    boundaries = tuple(
+        b for b in estimate.boundaries if b.iteration > FIRST_PASS_ITERATION
+    )[-(SHRINK_PASSES + 1):]
+    if len(boundaries) < 2:
         return None
-    previous = estimate.boundaries[-2].working_set_bytes
-    if previous <= 0:
+    first = boundaries[0].working_set_bytes
+    if first <= 0:
         return None
-    return estimate.boundaries[-1].working_set_bytes / previous
+    passes = boundaries[-1].iteration - boundaries[0].iteration
+    if passes <= 0:
+        passes = len(boundaries) - 1
+    ratio = boundaries[-1].working_set_bytes / first
+    return float(ratio ** (1.0 / passes))
 
 
 def convergence_ratio(estimate: Estimate) -> float | None:

@@ -110,3 +110,65 @@ class DisplayTest(testtools.TestCase):
             '  12.3s  iter 4   remaining    180.0 MiB  dirty    30.0 MiB/s'
             '  bw    15.0 MiB/s  ratio  2.00  throttle  20%  '
             'set_downtime(400 ms)', line)
+
+
+def _report(**changes):
+    base = dict(outcome=monitor.Outcome.COMPLETED, total_s=30.0,
+                ended_by=monitor.EndedBy.JOB_DONE, polls=60)
+    base.update(changes)
+    return monitor.MigrationReport(**base)
+
+
+def _applied(action, at_s, applied=True):
+    return monitor.AppliedDecision(
+        ctl.Decision(action=action, reason='r', at_s=at_s), applied)
+
+
+class GuestViewTest(testtools.TestCase):
+    """The report gives what the guest paid, not libvirt's downtime alone."""
+
+    def test_post_copy_reports_the_phase_as_the_bound(self):
+        report = _report(
+            switched_to_postcopy=True, downtime_ms=None,
+            decisions=(_applied(ctl.Action.START_POSTCOPY, 22.5),))
+        cost = migrate.guest_view(report, None, 1.25)
+        self.assertEqual(7.5, cost.postcopy_stall_s)
+        self.assertEqual(7.5, cost.longest_unavailable_s)
+        self.assertEqual(8.75, cost.work_lost_s)
+        out = io.StringIO()
+        migrate.print_report(report, out, cost)
+        self.assertIn('guest:       longest unavailability at most 7.50 s',
+                      out.getvalue())
+        data = migrate.report_dict(report, migrate.guest_dict(cost, None))
+        self.assertEqual(7.5, data['guest']['longest_unavailable_s'])
+        self.assertTrue(data['guest']['upper_bound'])
+
+    def test_failed_switch_is_not_a_switch(self):
+        report = _report(
+            paused_by_monitor=False,
+            downtime_ms=180.0,
+            decisions=(_applied(ctl.Action.START_POSTCOPY, 10.0, False),))
+        cost = migrate.guest_view(report, None, 0.0)
+        self.assertEqual(0.18, cost.longest_unavailable_s)
+
+    def test_our_pause_counts_whole(self):
+        report = _report(
+            paused_by_monitor=True, downtime_ms=40.0,
+            decisions=(_applied(ctl.Action.SET_DOWNTIME, 0.5),
+                       _applied(ctl.Action.PAUSE, 26.0)))
+        self.assertEqual(4.0, migrate.guest_view(
+            report, None, 0.0).longest_unavailable_s)
+
+    def test_aborted_guest_paid_only_the_throttle(self):
+        report = _report(outcome=monitor.Outcome.ABORTED, downtime_ms=None)
+        cost = migrate.guest_view(report, None, 12.0)
+        self.assertEqual(0.0, cost.longest_unavailable_s)
+        self.assertEqual(12.0, cost.work_lost_s)
+
+    def test_throttle_meter(self):
+        from nova_livemig_ext.convergence import guest
+        meter = guest.ThrottleMeter()
+        for at_s, pct in [(0.0, None), (1.0, 20), (2.0, 30), (4.0, 30)]:
+            meter.add(at_s, pct)
+        # 0 for the first second, 20 % of the next, 30 % of two more.
+        self.assertAlmostEqual(0.8, meter.lost_s)

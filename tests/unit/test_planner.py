@@ -210,6 +210,25 @@ class TestLadder(testtools.TestCase):
         self.assertEqual(14400, p.controller_config_for(  # capped
             POSTCOPY_POLICY, 256 * GIB).deadline_s)
 
+    def test_deadline_follows_the_link_without_a_per_gib_cap(self):
+        policy = POSTCOPY_POLICY.replace(completion_timeout_s_per_gib=0)
+        # 32 GiB over 1 Gbit/s: a pass takes 295 s, the deadline 8 times it.
+        s = scenario(memory_gib=32, ratio=2.0, ws=1.0)
+        pred = p.predict_ladder(s, policy)
+        self.assertAlmostEqual(8 * s.bulk_pass_s, pred.deadline_s,
+                               delta=0.05 * 8 * s.bulk_pass_s)
+        # The per-GiB option, when set, caps it: 60 s x 32, not 2390 s.
+        capped = p.predict_ladder(
+            s, policy.replace(completion_timeout_s_per_gib=60))
+        self.assertEqual(1920, capped.deadline_s)
+        # A cap above the link's deadline changes nothing.
+        self.assertEqual(pred.deadline_s, p.predict_ladder(
+            s, POSTCOPY_POLICY).deadline_s)
+        # A small guest on the same link gets the floor.
+        small = p.predict_ladder(scenario(memory_gib=1, ratio=2.0, ws=1.0),
+                                 policy)
+        self.assertEqual(120, small.deadline_s)
+
     def test_defaults_do_not_arm_postcopy(self):
         config = p.controller_config_for(livemig_policy.MigrationPolicy(),
                                          GIB)
