@@ -117,8 +117,10 @@ Let the source libvirtd connect to the destination itself
 
 Possible values:
 
-* True (default): required by ``tunnelled``.
-* False: the client drives both sides (managed direct migration).
+* True (default): the only value accepted.
+* False: refused at start. Nova and the ``migrate`` command start the
+  migration with ``virDomainMigrateToURI3``, which without this flag asks for
+  a direct migration, and libvirt's QEMU driver refuses direct migration.
 
 Related options:
 
@@ -242,7 +244,6 @@ Related options:
 
 limit_opts = [
     cfg.IntOpt('bandwidth_mib_s',
-               default=0,
                min=0,
                max=1048576,
                help="""
@@ -250,13 +251,15 @@ Maximum bandwidth of the pre-copy phase, in MiB/s.
 
 Possible values:
 
-* 0 (default): no limit; the link decides.
-* 1 to 1048576 (1 TiB/s).
+* unset (default): take ``[libvirt] live_migration_bandwidth`` (whose own
+  default, 0, means no limit).
+* 0: no limit; the link decides.
+* 1 to 1048576 (1 TiB/s). When ``[libvirt] live_migration_bandwidth`` is
+  also set, both must agree.
 
 Related options:
 
-* ``postcopy_bandwidth_mib_s``. Supersedes ``[libvirt]
-  live_migration_bandwidth`` in ``controller`` mode.
+* ``postcopy_bandwidth_mib_s``
 """),
     cfg.IntOpt('postcopy_bandwidth_mib_s',
                default=0,
@@ -279,7 +282,6 @@ Related options:
 * ``permit_post_copy``
 """),
     cfg.IntOpt('initial_downtime_ms',
-               default=300,
                min=100,
                max=60000,
                help="""
@@ -288,14 +290,15 @@ starts, in milliseconds.
 
 Possible values:
 
-* 100 to 60000; at most ``max_downtime_ms``. Default 300 (QEMU's own default).
+* unset (default): 300 (QEMU's own default), or ``max_downtime_ms`` when
+  that is lower.
+* 100 to 60000; at most ``max_downtime_ms``.
 
 Related options:
 
 * ``max_downtime_ms``
 """),
     cfg.IntOpt('max_downtime_ms',
-               default=500,
                min=100,
                max=60000,
                help="""
@@ -304,15 +307,16 @@ raises the limit in steps up to this value and never above it.
 
 Possible values:
 
-* 100 to 60000; at least ``initial_downtime_ms``. Default 500 (the final
-  value of Nova's own downtime steps).
+* unset (default): take ``[libvirt] live_migration_downtime`` (500 unless
+  set there: the final value of Nova's own downtime steps).
+* 100 to 60000; at least ``initial_downtime_ms``. When ``[libvirt]
+  live_migration_downtime`` is also set, both must agree.
 
 Related options:
 
 * ``initial_downtime_ms``, ``ladder``
 """),
     cfg.IntOpt('downtime_steps',
-               default=3,
                min=1,
                max=100,
                help="""
@@ -321,7 +325,10 @@ Number of steps the ``downtime`` rung takes from ``initial_downtime_ms`` to
 
 Possible values:
 
-* 1 to 100. Default 3.
+* unset (default): ``[libvirt] live_migration_downtime_steps`` when that is
+  set, otherwise 3.
+* 1 to 100. When ``[libvirt] live_migration_downtime_steps`` is also set,
+  both must agree.
 
 Related options:
 
@@ -360,7 +367,6 @@ Related options:
 * ``auto_converge_initial_pct``
 """),
     cfg.BoolOpt('permit_post_copy',
-                default=False,
                 help="""
 Arm post-copy (``VIR_MIGRATE_POSTCOPY``) at the start of every migration so
 the ``postcopy`` rung can switch to it.
@@ -371,8 +377,11 @@ reliable migration network. Needs userfaultfd on the destination host.
 
 Possible values:
 
-* False (default)
-* True: required when ``ladder`` contains ``postcopy``.
+* unset (default): take ``[libvirt] live_migration_permit_post_copy``
+  (False unless set there).
+* False
+* True: required when ``ladder`` contains ``postcopy``. When ``[libvirt]
+  live_migration_permit_post_copy`` is also set, both must agree.
 
 Related options:
 
@@ -382,7 +391,6 @@ Related options:
 
 controller_opts = [
     cfg.ListOpt('ladder',
-                default=['downtime', 'auto_converge', 'abort'],
                 help="""
 Escalation ladder: the ordered rungs the controller climbs when a migration
 does not converge. Each rung gets its chance before the next one is tried.
@@ -399,8 +407,20 @@ Possible values (each at most once, in the order wanted):
   whose downtime is remaining memory over bandwidth).
 * ``abort``: cancel the job; the guest keeps running on the source.
 
-The default is ``downtime,auto_converge,abort``. When the deadline passes and
-no permitted rung is left the migration is aborted whatever the ladder says.
+Unset (the default), the ladder is ``downtime,auto_converge,abort``, built
+from Nova's options where they are set:
+
+* ``auto_converge`` is left out when ``[libvirt]
+  live_migration_permit_auto_converge = False`` is set;
+* ``postcopy`` comes before ``abort`` when post-copy is permitted
+  (``permit_post_copy`` or ``[libvirt] live_migration_permit_post_copy``);
+* ``pause`` comes before ``abort`` when ``[libvirt]
+  live_migration_timeout_action = force_complete`` is set and post-copy is
+  not permitted (what Nova's force-complete does then).
+
+A ladder set here must agree with those ``[libvirt]`` options when they are
+set, or nova-compute refuses to start. When the deadline passes and no
+permitted rung is left the migration is aborted whatever the ladder says.
 
 Related options:
 
@@ -441,7 +461,6 @@ Related options:
 * ``stall_window_s``
 """),
     cfg.IntOpt('completion_timeout_s_per_gib',
-               default=120,
                min=1,
                max=86400,
                help="""
@@ -451,7 +470,11 @@ block migration). The deadline is the smaller of this times the size and
 
 Possible values:
 
-* 1 to 86400. Default 120 (Nova's own completion timeout is 800).
+* unset (default): ``[libvirt] live_migration_completion_timeout`` when that
+  is set (same unit; its 0, "no timeout", is refused: the controller always
+  works to a deadline), otherwise 120.
+* 1 to 86400. When ``[libvirt] live_migration_completion_timeout`` is also
+  set, both must agree.
 
 Related options:
 
@@ -530,7 +553,52 @@ Possible values:
 """),
 ]
 
-ALL_OPTS = mode_opts + transport_opts + limit_opts + controller_opts
+instance_opts = [
+    cfg.BoolOpt('ignore_image_properties',
+                default=False,
+                help="""
+Ignore every ``livemig_ext:*`` image property.
+
+Image properties are set by whoever uploads the image (often a tenant). They
+can only tighten this host's policy (see the per-instance keys in the
+documentation); with this option they have no effect at all and only flavor
+extra specs (set by operators) change a migration.
+
+Possible values:
+
+* False (default): honour image properties that tighten the policy; log and
+  ignore the others.
+* True: log and ignore them all.
+
+Related options:
+
+* ``image_deadline_floor_s``
+"""),
+    cfg.IntOpt('image_deadline_floor_s',
+               default=300,
+               min=10,
+               max=86400,
+               help="""
+The shortest deadline, in seconds, an image property
+``livemig_ext:completion_timeout_s_per_gib`` may give a migration.
+
+A tenant's "tightening" deadline of 1 s per GiB would otherwise abort a
+healthy migration of a small guest after a second. An image's deadline is
+raised to this floor, and never made longer than this host's own deadline.
+
+Possible values:
+
+* 10 to 86400. Default 300.
+
+Related options:
+
+* ``completion_timeout_s_per_gib``, ``completion_timeout_max_s``,
+  ``ignore_image_properties``
+"""),
+]
+
+ALL_OPTS = (mode_opts + transport_opts + limit_opts + controller_opts
+            + instance_opts)
 
 
 def register_opts(conf):

@@ -16,6 +16,10 @@ from typing import Any
 
 RUNGS: tuple[str, ...] = ('downtime', 'auto_converge', 'postcopy', 'pause',
                           'abort')
+DEFAULT_LADDER: tuple[str, ...] = ('downtime', 'auto_converge', 'abort')
+DEFAULT_INITIAL_DOWNTIME_MS = 300
+DEFAULT_DOWNTIME_STEPS = 3
+DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB = 120
 ZLIB_MAX_LEVEL = 9
 ZSTD_MAX_LEVEL = 20
 
@@ -64,6 +68,8 @@ class MigrationPolicy:
     switchover_timeout_s: int = 60
     postcopy_recovery_timeout_s: int = 1800
     poll_interval_s: float = 0.5
+    ignore_image_properties: bool = False
+    image_deadline_floor_s: int = 300
     upstream: UpstreamSettings = UpstreamSettings()
 
     def replace(self, **changes: Any) -> MigrationPolicy:
@@ -93,6 +99,11 @@ class InvalidPolicy(Exception):
         lines += ['  - %s' % r for r in self.refusals]
         super().__init__('\n'.join(lines))
 
+    def one_line(self) -> str:
+        """Every refusal on one line, for a log or an exception."""
+        return 'nova-livemig-ext refuses this configuration: %s' % ' | '.join(
+            str(r) for r in self.refusals)
+
 
 def _opt(group: str, name: str) -> str:
     return '[%s] %s' % (group, name)
@@ -117,11 +128,178 @@ def _inherit(own: Any, nova_value: Any, name: str, nova_name: str,
     return own
 
 
+# How each of Nova's ``[libvirt] live_migration_*`` options is treated in
+# mode = controller (the configuration guide has the same table).
+HONOURED = 'honoured by Nova'
+INHERITED = 'inherited by [livemig_ext] %s when that is unset; both set must agree'
+NOVA_LIVE_MIGRATION_OPTIONS: dict[str, str] = {
+    'live_migration_scheme': HONOURED,
+    'live_migration_inbound_addr': HONOURED,
+    'live_migration_uri': HONOURED,
+    'live_migration_monitor_interval': HONOURED,
+    'live_migration_tunnelled': INHERITED % 'tunnelled',
+    'live_migration_with_native_tls': INHERITED % 'native_tls',
+    'live_migration_parallel_connections':
+        INHERITED % 'parallel_connections',
+    'live_migration_bandwidth': INHERITED % 'bandwidth_mib_s',
+    'live_migration_downtime': INHERITED % 'max_downtime_ms',
+    'live_migration_downtime_steps': INHERITED % 'downtime_steps',
+    'live_migration_completion_timeout':
+        INHERITED % 'completion_timeout_s_per_gib' + '; 0 is refused',
+    'live_migration_permit_post_copy': INHERITED % 'permit_post_copy',
+    'live_migration_permit_auto_converge':
+        'decides whether an unset [livemig_ext] ladder has auto_converge; '
+        'a ladder set must agree',
+    'live_migration_timeout_action':
+        'force_complete puts pause (or postcopy) in an unset [livemig_ext] '
+        'ladder; a ladder set must have one of them',
+    'live_migration_downtime_delay':
+        'refused when set: the controller raises the downtime on stalls',
+}
+
+
+def nova_option_set(conf: Any, name: str, group: str = 'libvirt') -> bool:
+    """Whether an operator set ``[group] name`` (a file, the command line,
+    the environment or an override), rather than leaving its default."""
+    try:
+        if 'override' in conf._get_opt_info(name, group):
+            return True
+        where = conf.get_location(name, group)
+    except Exception:  # noqa: BLE001 - an older oslo.config, a test double
+        where = None
+    if where is not None:
+        # oslo.config leaves 'set_override' as the location of a default
+        # once an override is cleared: only real sources count.
+        return where.location.name in ('user', 'command_line',
+                                       'environment')
+    try:
+        default = conf._get_opt_info(name, group)['opt'].default
+    except Exception:  # noqa: BLE001
+        return True
+    return bool(getattr(conf, group)[name] != default)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """One of our options that has an equivalent in ``[libvirt]``."""
+
+    own: str
+    nova: str
+    default: Any
+    low: int
+    high: int
+
+
+_SHARED: tuple[_Shared, ...] = (
+    _Shared('bandwidth_mib_s', 'live_migration_bandwidth', None, 0, 1048576),
+    _Shared('max_downtime_ms', 'live_migration_downtime', None, 100, 60000),
+    _Shared('downtime_steps', 'live_migration_downtime_steps',
+            DEFAULT_DOWNTIME_STEPS, 1, 100),
+    _Shared('parallel_connections', 'live_migration_parallel_connections',
+            None, 1, 255),
+    _Shared('completion_timeout_s_per_gib',
+            'live_migration_completion_timeout',
+            DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB, 1, 86400),
+)
+
+
+def _shared_value(conf: Any, shared: _Shared,
+                  refusals: list[Refusal]) -> Any:
+    """Ours when set, else Nova's when set (or its default), else ours.
+
+    ``shared.default`` None means Nova's value, set or not, is the default.
+    An operator's value in both places must be the same: nothing is
+    silently overridden.
+    """
+    own = conf.livemig_ext[shared.own]
+    nova_value = conf.libvirt[shared.nova]
+    nova_set = nova_option_set(conf, shared.nova)
+    if own is not None:
+        if nova_set and own != nova_value:
+            refusals.append(Refusal(
+                (_opt('livemig_ext', shared.own), _opt('libvirt', shared.nova)),
+                'set to %r and %r' % (own, nova_value),
+                'Unset one of them or give both the same value.'))
+        return own
+    if not nova_set and shared.default is not None:
+        return shared.default
+    if nova_value is None or not shared.low <= nova_value <= shared.high:
+        refusals.append(Refusal(
+            (_opt('libvirt', shared.nova),),
+            '%r cannot be used by nova-livemig-ext (%s from %d to %d)'
+            % (nova_value, _opt('livemig_ext', shared.own), shared.low,
+               shared.high),
+            'Set %s to a value in that range.'
+            % _opt('livemig_ext', shared.own)))
+        return shared.default if shared.default is not None else shared.low
+    return nova_value
+
+
+def _nova_only_refusals(conf: Any) -> list[Refusal]:
+    """``[libvirt]`` options set by an operator that the controller has no
+    use for: refused rather than silently ignored."""
+    refusals = []
+    if nova_option_set(conf, 'live_migration_downtime_delay'):
+        refusals.append(Refusal(
+            (_opt('libvirt', 'live_migration_downtime_delay'),),
+            'set to %r, but in mode = controller the downtime is raised when '
+            'progress stalls, not on a timer'
+            % conf.libvirt.live_migration_downtime_delay,
+            'Remove it (tune [livemig_ext] stall_window_s and stall_passes '
+            'instead) or set [livemig_ext] mode = upstream.'))
+    return refusals
+
+
+def _ladder_from_conf(conf: Any, permit_post_copy: bool,
+                      refusals: list[Refusal]) -> tuple[str, ...]:
+    """Our ladder, or one built from Nova's options when ours is unset.
+
+    ``live_migration_permit_auto_converge`` and
+    ``live_migration_timeout_action``, when an operator set them, say which
+    rungs Nova would use; a ladder of ours must then agree.
+    """
+    own = conf.livemig_ext.ladder
+    auto_set = nova_option_set(conf, 'live_migration_permit_auto_converge')
+    auto = bool(conf.libvirt.live_migration_permit_auto_converge)
+    action_set = nova_option_set(conf, 'live_migration_timeout_action')
+    force = conf.libvirt.live_migration_timeout_action == 'force_complete'
+    if own is None:
+        ladder = [r for r in DEFAULT_LADDER
+                  if r != 'auto_converge' or auto or not auto_set]
+        if permit_post_copy:
+            ladder.insert(ladder.index('abort'), 'postcopy')
+        elif action_set and force:
+            ladder.insert(ladder.index('abort'), 'pause')
+        return tuple(ladder)
+    ladder = [r.strip() for r in own]
+    ladder_opt = _opt('livemig_ext', 'ladder')
+    auto_opt = _opt('libvirt', 'live_migration_permit_auto_converge')
+    if auto_set and auto != ('auto_converge' in ladder):
+        refusals.append(Refusal(
+            (ladder_opt, auto_opt),
+            '%s is %s but the ladder %s auto_converge'
+            % (auto_opt, auto, 'lacks' if auto else 'has'),
+            'Unset %s or make the ladder agree.' % auto_opt))
+    if action_set and force and not {'postcopy', 'pause'} & set(ladder):
+        action_opt = _opt('libvirt', 'live_migration_timeout_action')
+        refusals.append(Refusal(
+            (ladder_opt, action_opt),
+            '%s = force_complete but the ladder has neither postcopy nor '
+            'pause' % action_opt,
+            'Add pause (or postcopy) before abort, or unset %s.'
+            % action_opt))
+    return tuple(ladder)
+
+
 def policy_from_conf(conf: Any) -> MigrationPolicy:
     """Build the policy from ``conf``; raise :class:`InvalidPolicy`.
 
     ``conf`` is a ``ConfigOpts`` with the ``[livemig_ext]`` options and
-    Nova's ``[libvirt]`` live-migration options registered.
+    Nova's ``[libvirt]`` live-migration options registered.  Every
+    ``[libvirt] live_migration_*`` option is honoured by Nova (URIs, the
+    monitor interval), inherited by the equivalent option of ours when that
+    is unset, or refused here when it conflicts with ours or has no
+    equivalent (see the configuration guide).
     """
     own = conf.livemig_ext
     nova = conf.libvirt
@@ -132,11 +310,6 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
                           bool(nova.live_migration_with_native_tls),
                           'native_tls', 'live_migration_with_native_tls',
                           refusals)
-    parallel = _inherit(own.parallel_connections,
-                        int(nova.live_migration_parallel_connections or 1),
-                        'parallel_connections',
-                        'live_migration_parallel_connections', refusals,
-                        must_agree=False)
     upstream = UpstreamSettings(
         downtime_ms=nova.live_migration_downtime,
         downtime_steps=nova.live_migration_downtime_steps,
@@ -146,6 +319,22 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         permit_post_copy=nova.live_migration_permit_post_copy,
         permit_auto_converge=nova.live_migration_permit_auto_converge,
         bandwidth_mib_s=nova.live_migration_bandwidth)
+    # In upstream mode Nova's options rule and ours are not read: nothing
+    # there can conflict.
+    nova_refusals: list[Refusal] = []
+    shared = {s.own: _shared_value(conf, s, nova_refusals) for s in _SHARED}
+    permit_post_copy = _inherit(
+        own.permit_post_copy, bool(nova.live_migration_permit_post_copy),
+        'permit_post_copy', 'live_migration_permit_post_copy',
+        nova_refusals, must_agree=nova_option_set(
+            conf, 'live_migration_permit_post_copy'))
+    ladder = _ladder_from_conf(conf, permit_post_copy, nova_refusals)
+    nova_refusals += _nova_only_refusals(conf)
+    max_downtime_ms = shared['max_downtime_ms']
+    initial_downtime_ms = own.initial_downtime_ms
+    if initial_downtime_ms is None:
+        initial_downtime_ms = min(DEFAULT_INITIAL_DOWNTIME_MS,
+                                  max_downtime_ms)
     policy = MigrationPolicy(
         mode=own.mode,
         copy_mode=own.copy_mode,
@@ -153,29 +342,33 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         tunnelled=tunnelled,
         native_tls=native_tls,
         require_tls=own.require_tls,
-        parallel_connections=parallel,
+        parallel_connections=shared['parallel_connections'],
         compression=own.compression,
         compression_level=own.compression_level,
         zero_copy=own.zero_copy,
-        bandwidth_mib_s=own.bandwidth_mib_s,
+        bandwidth_mib_s=shared['bandwidth_mib_s'],
         postcopy_bandwidth_mib_s=own.postcopy_bandwidth_mib_s,
-        initial_downtime_ms=own.initial_downtime_ms,
-        max_downtime_ms=own.max_downtime_ms,
-        downtime_steps=own.downtime_steps,
+        initial_downtime_ms=initial_downtime_ms,
+        max_downtime_ms=max_downtime_ms,
+        downtime_steps=shared['downtime_steps'],
         auto_converge_initial_pct=own.auto_converge_initial_pct,
         auto_converge_increment_pct=own.auto_converge_increment_pct,
-        permit_post_copy=own.permit_post_copy,
-        ladder=tuple(r.strip() for r in own.ladder),
+        permit_post_copy=permit_post_copy,
+        ladder=ladder,
         stall_window_s=own.stall_window_s,
         stall_passes=own.stall_passes,
-        completion_timeout_s_per_gib=own.completion_timeout_s_per_gib,
+        completion_timeout_s_per_gib=shared['completion_timeout_s_per_gib'],
         completion_timeout_max_s=own.completion_timeout_max_s,
         switchover_timeout_s=own.switchover_timeout_s,
         postcopy_recovery_timeout_s=own.postcopy_recovery_timeout_s,
         poll_interval_s=own.poll_interval_s,
+        ignore_image_properties=own.ignore_image_properties,
+        image_deadline_floor_s=own.image_deadline_floor_s,
         upstream=upstream)
     if policy.mode == 'upstream':
         policy = upstream_policy(policy)
+    else:
+        refusals += nova_refusals
     refusals += policy_refusals(policy)
     if refusals:
         raise InvalidPolicy(refusals)
@@ -228,11 +421,14 @@ def _transport_refusals(policy: MigrationPolicy) -> list[Refusal]:
             (_opt(lm, 'tunnelled'), _opt(lm, 'native_tls')),
             'tunnelled migration cannot also use native TLS',
             'Choose one; native TLS is faster and supports block migration.'))
-    if policy.tunnelled and not policy.peer_to_peer:
+    if not policy.peer_to_peer:
+        # Without VIR_MIGRATE_PEER2PEER, virDomainMigrateToURI3 (Nova's call
+        # and ours) asks for a direct migration, which libvirt's QEMU
+        # driver does not implement.
         refusals.append(Refusal(
-            (_opt(lm, 'tunnelled'), _opt(lm, 'peer_to_peer')),
-            'tunnelled migration needs peer-to-peer',
-            'Set peer_to_peer = True or tunnelled = False.'))
+            (_opt(lm, 'peer_to_peer'),),
+            "direct migration is refused by libvirt's QEMU driver",
+            'Set peer_to_peer = True (or remove it).'))
     if policy.tunnelled and policy.parallel_connections > 1:
         refusals.append(Refusal(
             (_opt(lm, 'tunnelled'), _opt(lm, 'parallel_connections')),

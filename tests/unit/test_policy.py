@@ -93,10 +93,9 @@ REFUSED = [
     ('tunnelled with native TLS',
      dict(tunnelled=True, native_tls=True),
      ['[livemig_ext] tunnelled', '[livemig_ext] native_tls'], 'native TLS'),
-    ('tunnelled without peer-to-peer',
-     dict(tunnelled=True, peer_to_peer=False),
-     ['[livemig_ext] tunnelled', '[livemig_ext] peer_to_peer'],
-     'peer-to-peer'),
+    ('direct migration',
+     dict(peer_to_peer=False),
+     ['[livemig_ext] peer_to_peer'], "libvirt's QEMU driver"),
     ('tunnelled with parallel connections',
      dict(tunnelled=True, parallel_connections=4),
      ['[livemig_ext] tunnelled', '[livemig_ext] parallel_connections'],
@@ -214,3 +213,168 @@ class PolicyRefusalsTest(testtools.TestCase):
                             ('poll_interval_s', 0.0)]:
             self.assertRaises(ValueError, fixture.config,
                               group='livemig_ext', **{name: value})
+
+
+# ([libvirt] options set by the operator, [livemig_ext] options, expected
+# policy fields): Nova's options are inherited when ours are unset.
+INHERITED = [
+    ('the issue: bandwidth 100 is kept, not replaced by our 0',
+     dict(live_migration_bandwidth=100), {}, dict(bandwidth_mib_s=100)),
+    ('nothing set: our defaults',
+     {}, {}, dict(bandwidth_mib_s=0, max_downtime_ms=500,
+                  initial_downtime_ms=300, downtime_steps=3,
+                  completion_timeout_s_per_gib=120, permit_post_copy=False,
+                  ladder=('downtime', 'auto_converge', 'abort'))),
+    ('ours alone', {}, dict(bandwidth_mib_s=50), dict(bandwidth_mib_s=50)),
+    ('both, the same', dict(live_migration_bandwidth=50),
+     dict(bandwidth_mib_s=50), dict(bandwidth_mib_s=50)),
+    ('downtime ceiling', dict(live_migration_downtime=800), {},
+     dict(max_downtime_ms=800, initial_downtime_ms=300)),
+    ('a low ceiling lowers the start', dict(live_migration_downtime=200), {},
+     dict(max_downtime_ms=200, initial_downtime_ms=200)),
+    ('downtime steps', dict(live_migration_downtime_steps=5), {},
+     dict(downtime_steps=5)),
+    ('parallel connections', dict(live_migration_parallel_connections=4), {},
+     dict(parallel_connections=4)),
+    ('completion timeout, same unit',
+     dict(live_migration_completion_timeout=300), {},
+     dict(completion_timeout_s_per_gib=300)),
+    ('post-copy permitted: used by the ladder and force-complete',
+     dict(live_migration_permit_post_copy=True), {},
+     dict(permit_post_copy=True,
+          ladder=('downtime', 'auto_converge', 'postcopy', 'abort'))),
+    ('auto-converge not permitted',
+     dict(live_migration_permit_auto_converge=False), {},
+     dict(ladder=('downtime', 'abort'))),
+    ('timeout action force_complete without post-copy: pause',
+     dict(live_migration_timeout_action='force_complete'), {},
+     dict(ladder=('downtime', 'auto_converge', 'pause', 'abort'))),
+    ('timeout action abort', dict(live_migration_timeout_action='abort'),
+     {}, dict(ladder=('downtime', 'auto_converge', 'abort'))),
+    ('a ladder that agrees with Nova',
+     dict(live_migration_permit_auto_converge=True,
+          live_migration_timeout_action='force_complete'),
+     dict(ladder=['auto_converge', 'pause', 'abort']),
+     dict(ladder=('auto_converge', 'pause', 'abort'))),
+]
+
+# ([libvirt] options, [livemig_ext] options, options the refusal names)
+CONFLICTS = [
+    (dict(live_migration_bandwidth=100), dict(bandwidth_mib_s=0),
+     ['[livemig_ext] bandwidth_mib_s', '[libvirt] live_migration_bandwidth']),
+    (dict(live_migration_downtime=800), dict(max_downtime_ms=500),
+     ['[livemig_ext] max_downtime_ms', '[libvirt] live_migration_downtime']),
+    (dict(live_migration_downtime_steps=5), dict(downtime_steps=3),
+     ['[livemig_ext] downtime_steps',
+      '[libvirt] live_migration_downtime_steps']),
+    (dict(live_migration_parallel_connections=4),
+     dict(parallel_connections=8),
+     ['[livemig_ext] parallel_connections',
+      '[libvirt] live_migration_parallel_connections']),
+    (dict(live_migration_completion_timeout=800),
+     dict(completion_timeout_s_per_gib=120),
+     ['[livemig_ext] completion_timeout_s_per_gib',
+      '[libvirt] live_migration_completion_timeout']),
+    (dict(live_migration_completion_timeout=0), {},
+     ['[libvirt] live_migration_completion_timeout']),
+    (dict(live_migration_permit_post_copy=True),
+     dict(permit_post_copy=False),
+     ['[livemig_ext] permit_post_copy',
+      '[libvirt] live_migration_permit_post_copy']),
+    (dict(live_migration_permit_auto_converge=False),
+     dict(ladder=['downtime', 'auto_converge', 'abort']),
+     ['[livemig_ext] ladder',
+      '[libvirt] live_migration_permit_auto_converge']),
+    (dict(live_migration_permit_auto_converge=True),
+     dict(ladder=['downtime', 'abort']),
+     ['[livemig_ext] ladder',
+      '[libvirt] live_migration_permit_auto_converge']),
+    (dict(live_migration_timeout_action='force_complete'),
+     dict(ladder=['downtime', 'abort']),
+     ['[livemig_ext] ladder', '[libvirt] live_migration_timeout_action']),
+    (dict(live_migration_downtime_delay=30), {},
+     ['[libvirt] live_migration_downtime_delay']),
+    (dict(live_migration_bandwidth=-5), {},
+     ['[libvirt] live_migration_bandwidth']),
+    (dict(live_migration_downtime=90000), {},
+     ['[libvirt] live_migration_downtime']),
+    (dict(live_migration_parallel_connections=0), {},
+     ['[libvirt] live_migration_parallel_connections']),
+]
+
+
+class NovaOptionsTest(testtools.TestCase):
+    """Every ``[libvirt] live_migration_*`` option: honoured, inherited or
+    refused, never silently overridden."""
+
+    def policy(self, nova, own):
+        # Option groups are shared between ConfigOpts objects (oslo copies
+        # them shallowly): clear each case's overrides before the next.
+        conf, fixture = make_conf(self)
+        try:
+            if nova:
+                fixture.config(group='libvirt', **nova)
+            if own:
+                fixture.config(group='livemig_ext', **own)
+            return livemig_policy.policy_from_conf(conf)
+        finally:
+            for group, names in (('libvirt', nova), ('livemig_ext', own)):
+                for name in names:
+                    conf.clear_override(name, group)
+
+    def test_inherited(self):
+        for name, nova, own, want in INHERITED:
+            policy = self.policy(nova, own)
+            for field, value in want.items():
+                self.assertEqual(value, getattr(policy, field),
+                                 '%s: %s' % (name, field))
+
+    def test_conflicts_are_refused_naming_both(self):
+        for nova, own, names in CONFLICTS:
+            e = self.assertRaises(livemig_policy.InvalidPolicy, self.policy,
+                                  nova, own)
+            self.assertEqual(1, len(e.refusals), (nova, own, e.refusals))
+            self.assertEqual(tuple(names), e.refusals[0].options,
+                             (nova, own))
+            self.assertNotIn('\n', e.one_line())
+            self.assertIn('refuses this configuration', e.one_line())
+
+    def test_upstream_mode_uses_nova_options_without_conflicts(self):
+        policy = self.policy(dict(live_migration_bandwidth=100,
+                                  live_migration_downtime_delay=30),
+                             dict(mode='upstream', bandwidth_mib_s=10))
+        self.assertEqual(100, policy.bandwidth_mib_s)
+        self.assertEqual(30, policy.upstream.downtime_delay_s_per_gib)
+
+    def test_every_nova_live_migration_option_is_classified(self):
+        import nova.conf.libvirt
+
+        nova_names = {o.name for o in nova.conf.libvirt.ALL_OPTS
+                      if o.name.startswith('live_migration')}
+        self.assertEqual(nova_names,
+                         set(livemig_policy.NOVA_LIVE_MIGRATION_OPTIONS))
+
+    def test_an_option_at_its_default_in_a_file_is_set(self):
+        # Written in a file, Nova's default value still is an operator's
+        # choice: ours must agree with it.
+        import os
+        import tempfile
+
+        import nova.conf.libvirt
+
+        with tempfile.NamedTemporaryFile('w', suffix='.conf',
+                                         delete=False) as f:
+            f.write('[libvirt]\nlive_migration_bandwidth = 0\n'
+                    '[livemig_ext]\nbandwidth_mib_s = 100\n')
+        self.addCleanup(os.unlink, f.name)
+        conf = cfg.ConfigOpts()
+        nova.conf.libvirt.register_opts(conf)
+        livemig_conf.register_opts(conf)
+        conf(['--config-file', f.name], default_config_files=[])
+        self.assertTrue(livemig_policy.nova_option_set(
+            conf, 'live_migration_bandwidth'))
+        self.assertFalse(livemig_policy.nova_option_set(
+            conf, 'live_migration_downtime'))
+        e = self.assertRaises(livemig_policy.InvalidPolicy,
+                              livemig_policy.policy_from_conf, conf)
+        self.assertIn('[libvirt] live_migration_bandwidth', str(e))
