@@ -125,6 +125,10 @@ class InstanceFacts:
     has_vpmem: bool = False
     has_pci_passthrough: bool = False
     hugepage_size_kib: int | None = None
+    has_sriov_port: bool = False
+    has_mdev: bool = False
+    # The guest's devices could not be read: post-copy is not risked.
+    devices_unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,15 @@ def _postcopy_blockers(instance: InstanceFacts) -> list[str]:
     if instance.has_pci_passthrough:
         blockers.append('the instance has PCI passthrough (VFIO) devices, '
                         'which do not support post-copy')
+    if instance.has_sriov_port:
+        blockers.append('the instance has SR-IOV or vDPA ports (devices that '
+                        'write guest memory directly), which do not support '
+                        'post-copy')
+    if instance.has_mdev:
+        blockers.append('the instance has mediated devices (vGPU), which do '
+                        'not support post-copy')
+    if instance.devices_unknown:
+        blockers.append("the guest's devices could not be read")
     if instance.hugepage_size_kib and instance.hugepage_size_kib >= 1 << 20:
         blockers.append('the instance uses 1 GiB huge pages: every post-copy '
                         'page fault would wait for a whole GiB')

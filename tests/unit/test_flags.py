@@ -144,6 +144,25 @@ class PlanMigrationTest(testtools.TestCase):
         self.assertIn('paused', plan.notes[0])
         self.assertIn('VFIO', plan.notes[0])
 
+    def test_every_device_fact_keeps_post_copy_off(self):
+        policy = lp.MigrationPolicy().replace(
+            permit_post_copy=True, ladder=('downtime', 'postcopy', 'abort'))
+        for fact, text in [('has_pci_passthrough', 'PCI passthrough'),
+                           ('has_sriov_port', 'SR-IOV'),
+                           ('has_mdev', 'vGPU'),
+                           ('has_vpmem', 'vPMEM'),
+                           ('devices_unknown', 'could not be read')]:
+            plan = lf.plan_migration(policy, HOST,
+                                     lf.InstanceFacts(**{fact: True}))
+            self.assertFalse(plan.postcopy_armed, fact)
+            self.assertFalse(plan.flags & lf.FLAG_VALUES[
+                'VIR_MIGRATE_POSTCOPY'], fact)
+            self.assertEqual(('downtime', 'abort'), plan.ladder, fact)
+            [note] = plan.notes
+            self.assertIn(text, note, fact)
+        plan = lf.plan_migration(policy, HOST, lf.InstanceFacts())
+        self.assertTrue(plan.postcopy_armed)
+
     def test_paused_copy_keeps_only_abort(self):
         plan = lf.plan_migration(
             lp.MigrationPolicy().replace(copy_mode='paused'), HOST,
