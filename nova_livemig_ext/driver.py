@@ -18,6 +18,7 @@ from nova.compute import task_states
 from nova.compute import utils as compute_utils
 from nova.compute import vm_states
 import nova.conf
+from nova.network import model as network_model
 from nova import context as nova_context
 from nova import exception
 from nova.i18n import _
@@ -29,6 +30,7 @@ from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import migration as libvirt_migrate
 
 from nova_livemig_ext import conf as livemig_conf
+from nova_livemig_ext import devices as livemig_devices
 from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
 from nova_livemig_ext import instance_policy
@@ -119,8 +121,33 @@ class PlannedDomain(object):
             flags=flags | livemig_postcopy.VIR_MIGRATE_POSTCOPY_RESUME)
 
 
-def instance_facts(instance, block_migration, has_vpmem):
-    """What the flags need to know about one Nova instance."""
+def _migrate_data_devices(migrate_data):
+    """(SR-IOV ports, mediated devices, PCI devices) Nova moves with the
+    guest, as the conductor and the destination described them."""
+    def field(name):
+        if migrate_data is None or name not in migrate_data:
+            return None
+        return getattr(migrate_data, name)
+
+    direct = network_model.VNIC_TYPES_DIRECT_PASSTHROUGH
+    ports = any(
+        'source_vif' in vif and vif.source_vif
+        and vif.source_vif.get('vnic_type') in direct
+        for vif in field('vifs') or [])
+    mdevs = bool(field('target_mdevs') or field('source_mdev_types'))
+    pci = bool(field('pci_dev_map_src_dst'))
+    return ports, mdevs, pci
+
+
+def instance_facts(instance, block_migration, has_vpmem, guest_xml=None,
+                   migrate_data=None):
+    """What the flags need to know about one Nova instance.
+
+    Devices come from the running guest's XML (``guest_xml``; None when it
+    could not be read, which keeps post-copy off), from what ``migrate_data``
+    says Nova moves, and from the instance's vPMEM and ``pci_devices`` when
+    loaded.
+    """
     pagesize_kib = None
     numa = instance.numa_topology
     if numa is not None:
@@ -128,15 +155,27 @@ def instance_facts(instance, block_migration, has_vpmem):
         pagesize_kib = max(sizes) if sizes else None
     pci = bool(instance.obj_attr_is_set('pci_devices')
                and instance.pci_devices)
+    unknown = guest_xml is None
+    guest = livemig_devices.GuestDevices()
+    if guest_xml is not None:
+        try:
+            guest = livemig_devices.from_domain_xml(guest_xml)
+        except ValueError as e:
+            LOG.warning('nova-livemig-ext: %s', e, instance=instance)
+            unknown = True
+    ports, mdevs, pci_moved = _migrate_data_devices(migrate_data)
     return livemig_flags.InstanceFacts(
         memory_mib=instance.flavor.memory_mb,
         disk_gib=(instance.flavor.root_gb + instance.flavor.ephemeral_gb
                   if block_migration else 0),
         block_migration=bool(block_migration),
         paused=instance.vm_state == vm_states.PAUSED,
-        has_vpmem=has_vpmem,
-        has_pci_passthrough=pci,
-        hugepage_size_kib=pagesize_kib)
+        has_vpmem=has_vpmem or guest.nvdimms > 0,
+        has_pci_passthrough=pci or pci_moved or guest.pci_hostdevs > 0,
+        hugepage_size_kib=pagesize_kib,
+        has_sriov_port=ports or guest.sriov_interfaces > 0,
+        has_mdev=mdevs or guest.mdevs > 0,
+        devices_unknown=unknown)
 
 
 class InstanceLog(std_logging.LoggerAdapter):
@@ -261,15 +300,15 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         try:
             policy = livemig_policy.policy_from_conf(CONF)
         except livemig_policy.InvalidPolicy as e:
-            LOG.error('%s', e)
-            raise exception.InvalidConfiguration(str(e))
+            LOG.error('%s', e.one_line())
+            raise exception.InvalidConfiguration(e.one_line())
         super().init_host(host)
         facts = hostfacts.probe(self._host.get_connection(), _libvirt())
         try:
             livemig_flags.check_policy(policy, facts)
         except livemig_policy.InvalidPolicy as e:
-            LOG.error('%s', e)
-            raise exception.InvalidConfiguration(str(e))
+            LOG.error('%s', e.one_line())
+            raise exception.InvalidConfiguration(e.one_line())
         self.livemig_policy = policy
         self.livemig_host_facts = facts
         self.livemig_host = host
@@ -306,30 +345,92 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         self._block_migration_flags = self._livemig_plan(
             livemig_flags.InstanceFacts(block_migration=True)).flags
 
-    def livemig_instance_policy(self, instance):
+    def livemig_resolve(self, instance, block_migration=False):
+        """The host policy with this instance's flavor and image keys, and
+        the keys that were ignored (never a refusal)."""
+        flavor = instance.flavor
+        size_gib = livemig_job.data_gib(
+            flavor.memory_mb,
+            flavor.root_gb + flavor.ephemeral_gb if block_migration else 0)
+        return instance_policy.resolve(
+            self.livemig_policy, flavor.extra_specs or {},
+            instance.system_metadata or {}, size_gib)
+
+    def livemig_instance_policy(self, instance, block_migration=False):
         """The host policy with this instance's flavor and image keys."""
-        return instance_policy.instance_policy(
-            self.livemig_policy, instance.flavor.extra_specs or {},
-            instance.system_metadata or {})
+        return self.livemig_resolve(instance, block_migration).policy
 
     def check_can_live_migrate_source(self, context, instance,
                                       dest_check_data,
                                       block_device_info=None):
-        # Refuse before any job starts: the instance stays ACTIVE where it
-        # is and the migration record says which key is wrong.
-        try:
-            self.livemig_instance_policy(instance)
-        except livemig_policy.InvalidPolicy as e:
-            LOG.warning('Live migration refused: %s', e, instance=instance)
-            raise exception.MigrationPreCheckError(reason=str(e))
+        # Instance keys never refuse a migration (a tenant's image must not
+        # stop host maintenance): a key that cannot be used is named here.
+        block = bool(dest_check_data is not None
+                     and 'block_migration' in dest_check_data
+                     and dest_check_data.block_migration)
+        resolved = self.livemig_resolve(instance, block)
+        for ignored in resolved.ignored:
+            LOG.warning('nova-livemig-ext: %s', ignored, instance=instance)
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
 
+    def check_can_live_migrate_destination(self, context, instance,
+                                           src_compute_info,
+                                           dst_compute_info,
+                                           block_migration=False,
+                                           disk_over_commit=False):
+        # Before Nova's checks, which leave a file to clean up behind them.
+        self._livemig_check_destination(instance, block_migration)
+        return super().check_can_live_migrate_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration, disk_over_commit)
+
+    def _livemig_check_destination(self, instance, block_migration):
+        """Can this host, as it is now, receive what the policy sends?
+
+        The features were checked at start; userfaultfd and the running
+        libvirt and QEMU can change under a running nova-compute (a sysctl,
+        a package upgrade). A refusal here makes the conductor try another
+        host before any job starts.
+        """
+        if self.livemig_policy is None or self.livemig_host_facts is None:
+            return
+        try:
+            facts = hostfacts.probe(self._host.get_connection(), _libvirt())
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: could not read this host\'s '
+                        'facts, keeping those of the start: %s', e,
+                        instance=instance)
+            return
+        for change in hostfacts.changes(self.livemig_host_facts, facts):
+            LOG.warning('nova-livemig-ext: %s since nova-compute started',
+                        change, instance=instance)
+        policy = self.livemig_instance_policy(
+            instance, bool(block_migration))
+        refusals = livemig_flags.host_refusals(policy, facts)
+        if refusals:
+            reason = ('destination %s cannot receive this migration: %s'
+                      % (self.livemig_host,
+                         '; '.join(str(r) for r in refusals)))
+            LOG.warning('nova-livemig-ext: %s', reason, instance=instance)
+            raise exception.MigrationPreCheckError(reason=reason)
+
     def _live_migration(self, context, instance, dest, post_method,
                         recover_method, block_migration, migrate_data):
-        policy = self.livemig_instance_policy(instance)
+        resolved = self.livemig_resolve(
+            instance, bool(migrate_data.block_migration))
+        policy = resolved.policy
+        for note in resolved.notes:
+            LOG.info('nova-livemig-ext: %s', note, instance=instance)
+        try:
+            guest_xml = self._host.get_guest(instance).get_xml_desc()
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: the guest\'s XML could not be '
+                        'read, post-copy stays off: %s', e, instance=instance)
+            guest_xml = None
         facts = instance_facts(instance, migrate_data.block_migration,
-                               bool(self._get_vpmems(instance)))
+                               bool(self._get_vpmems(instance)),
+                               guest_xml=guest_xml, migrate_data=migrate_data)
         plan = livemig_flags.plan_migration(policy, self.livemig_host_facts,
                                             facts)
         for note in plan.notes:

@@ -209,3 +209,160 @@ class PlannedDomainTest(DriverTestBase):
                     if k not in ('migrate_uri', 'destination_xml',
                                  'persistent_xml')}
             self.assertEqual(params, ours, changes)
+
+
+class NovaOptionsAtStartTest(DriverTestBase):
+
+    def test_nova_bandwidth_is_kept(self):
+        # The issue's case: [libvirt] live_migration_bandwidth = 100 was
+        # replaced by our default of 0 (unlimited).
+        self.flags(group='libvirt', live_migration_bandwidth=100)
+        drvr = self.load()
+        drvr.init_host('dummyhost')
+        self.assertEqual(100, drvr.livemig_policy.bandwidth_mib_s)
+        plan = drvr._livemig_plan(lf.InstanceFacts())
+        self.assertEqual(100, plan.params['bandwidth'])
+
+    def test_refusals_are_one_line(self):
+        for group, options, names in [
+                ('livemig_ext', dict(peer_to_peer=False),
+                 ['[livemig_ext] peer_to_peer', "libvirt's QEMU driver"]),
+                ('libvirt', dict(live_migration_downtime_delay=30),
+                 ['[libvirt] live_migration_downtime_delay']),
+                ('libvirt', dict(live_migration_permit_auto_converge=True),
+                 None)]:
+            self.flags(group=group, **options)
+            if names is None:
+                # Agrees with the default ladder: accepted.
+                drvr = self.load()
+                drvr.init_host('dummyhost')
+                self.assertIn('auto_converge', drvr.livemig_policy.ladder)
+            else:
+                drvr = self.load()
+                e = self.assertRaises(exception.InvalidConfiguration,
+                                      drvr.init_host, 'dummyhost')
+                self.assertNotIn('\n', str(e))
+                for name in names:
+                    self.assertIn(name, str(e))
+            for name in options:
+                livemig_driver.CONF.clear_override(name, group)
+
+
+class InstanceFactsTest(test.NoDBTestCase):
+    """Device facts from what Nova passes on the live-migration path."""
+
+    def instance(self, **kw):
+        from nova import context
+        from nova import objects
+        from nova.tests.unit import fake_instance
+
+        flavor = objects.Flavor(memory_mb=2048, root_gb=10, ephemeral_gb=0,
+                                extra_specs={})
+        inst = fake_instance.fake_instance_obj(
+            context.get_admin_context(), flavor=flavor, vm_state='active',
+            **kw)
+        inst.numa_topology = None
+        return inst
+
+    def test_guest_xml_and_migrate_data(self):
+        from nova.network import model as network_model
+        from nova import objects
+
+        from tests.unit import test_devices as td
+
+        inst = self.instance()
+        self.assertFalse(inst.obj_attr_is_set('pci_devices'))
+        cases = [
+            (td.domain(), None, {}),
+            (td.domain(td.PCI), None, dict(has_pci_passthrough=True)),
+            (td.domain(td.MDEV), None, dict(has_mdev=True)),
+            (td.domain(td.SRIOV), None, dict(has_sriov_port=True)),
+            (td.domain(td.NVDIMM), None, dict(has_vpmem=True)),
+            (None, None, dict(devices_unknown=True)),
+            ('<not xml', None, dict(devices_unknown=True)),
+            (td.domain(), objects.LibvirtLiveMigrateData(
+                target_mdevs={'a': 'b'}), dict(has_mdev=True)),
+            (td.domain(), objects.LibvirtLiveMigrateData(
+                pci_dev_map_src_dst={'0000:81:00.1': '0000:82:00.1'}),
+             dict(has_pci_passthrough=True)),
+            (td.domain(), objects.LibvirtLiveMigrateData(vifs=[
+                objects.VIFMigrateData(
+                    port_id='p1', source_vif=network_model.VIF(
+                        id='p1', vnic_type='direct'))]),
+             dict(has_sriov_port=True)),
+            (td.domain(), objects.LibvirtLiveMigrateData(vifs=[
+                objects.VIFMigrateData(
+                    port_id='p2', source_vif=network_model.VIF(
+                        id='p2', vnic_type='normal'))]), {}),
+        ]
+        for xml, migrate_data, want in cases:
+            facts = livemig_driver.instance_facts(
+                inst, False, False, guest_xml=xml, migrate_data=migrate_data)
+            expected = lf.InstanceFacts(memory_mib=2048, **want)
+            self.assertEqual(expected, facts, (xml, migrate_data))
+
+
+class DestinationCheckTest(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(test.fixtures.MockPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.'
+            'check_can_live_migrate_destination', return_value='checked'))
+
+    def instance(self):
+        from nova import context
+        from nova import objects
+        from nova.tests.unit import fake_instance
+
+        inst = fake_instance.fake_instance_obj(
+            context.get_admin_context(), flavor=objects.Flavor(
+                memory_mb=1024, root_gb=1, ephemeral_gb=0, extra_specs={}))
+        inst.system_metadata = {}
+        return inst
+
+    def test_userfaultfd_gone_since_start_refuses_this_destination(self):
+        self.flags(group='livemig_ext', permit_post_copy=True,
+                   ladder=['downtime', 'postcopy', 'abort'])
+        drvr = self.load()
+        drvr.init_host('dest')
+        self.assertEqual('checked', drvr.check_can_live_migrate_destination(
+            None, self.instance(), {}, {}))
+        self.useFixture(test.fixtures.MockPatch(
+            'nova_livemig_ext.hostfacts.userfaultfd_available',
+            return_value=False))
+        e = self.assertRaises(exception.MigrationPreCheckError,
+                              drvr.check_can_live_migrate_destination,
+                              None, self.instance(), {}, {})
+        self.assertIn('destination dest cannot receive', str(e))
+        self.assertIn('userfaultfd', str(e))
+        self.assertIn('userfaultfd became unavailable since nova-compute '
+                      'started', self.stdlog.logger.output)
+
+    def test_an_instance_without_post_copy_still_goes(self):
+        self.flags(group='livemig_ext', permit_post_copy=True,
+                   ladder=['downtime', 'postcopy', 'abort'])
+        drvr = self.load()
+        drvr.init_host('dest')
+        self.useFixture(test.fixtures.MockPatch(
+            'nova_livemig_ext.hostfacts.userfaultfd_available',
+            return_value=False))
+        instance = self.instance()
+        instance.flavor.extra_specs = {
+            'livemig_ext:permit_post_copy': 'false'}
+        self.assertEqual('checked', drvr.check_can_live_migrate_destination(
+            None, instance, {}, {}))
+
+    def test_libvirt_downgraded_under_a_running_compute(self):
+        self.flags(group='livemig_ext', parallel_connections=4,
+                   compression='zstd')
+        drvr = self.load()
+        drvr.init_host('dest')
+        self.useFixture(lm_fixtures.ModernFakeLibvirt(
+            libvirt_version=lf.version_int(9, 0)))
+        e = self.assertRaises(exception.MigrationPreCheckError,
+                              drvr.check_can_live_migrate_destination,
+                              None, self.instance(), {}, {})
+        self.assertIn('libvirt 9.0.0 (needs 9.4.0)', str(e))
+        self.assertIn('libvirt changed from 11.3.0 to 9.0.0',
+                      self.stdlog.logger.output)
