@@ -4,19 +4,24 @@
   400) through the ``nova.api.extra_spec_validators`` entry point.
 * Bad or loosening ``livemig_ext:*`` image properties never veto a
   migration: they are logged and ignored.
-* Post-copy is not armed for a guest with a PCI device: the fact comes from
-  the guest's libvirt XML as Nova built it from the flavor's PCI alias, not
-  from ``instance.pci_devices`` (which Nova does not load on this path).
+* Post-copy is not armed for a guest with a PCI device or a vGPU: the fact
+  comes from the guest's libvirt XML as Nova built it (from the flavor's PCI
+  alias, or its VGPU resource) and from Nova's migration data, not from
+  ``instance.pci_devices`` (which Nova does not load on this path).
 """
 
 from importlib import metadata
 
+import fixtures
 from nova.objects import fields
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client
+from nova.tests.functional.libvirt import test_vgpu
 from oslo_serialization import jsonutils
 
+from nova_livemig_ext import devices
 from nova_livemig_ext import flags as lf
+from tests import fixtures as lm_fixtures
 from tests.functional import base
 
 POSTCOPY_OPTS = dict(permit_post_copy=True,
@@ -172,3 +177,51 @@ class PciPassthroughNoPostcopyTest(base.LiveMigExtTestBase):
         [(_, _, flags)] = self.migrate_calls
         self.assertIn('VIR_MIGRATE_POSTCOPY', lf.flag_names(flags))
         self.assertNotIn('post-copy removed', self.stdlog.logger.output)
+
+
+class VgpuNoPostcopyTest(test_vgpu.VGPULiveMigrationTests):
+    """Nova's own vGPU live-migration test, with our driver on both hosts.
+
+    Nova moves the guest's mediated device to one reserved on the
+    destination (``migrate_data.target_mdevs``); the guest's XML on the
+    source has ``<hostdev type='mdev'>``. Either way post-copy stays off.
+    """
+
+    def setUp(self):
+        self.flags(api_paste_config=base.API_PASTE, group='wsgi')
+        self.livemig_ready = False
+        self.migrate_calls = []
+        super().setUp()
+
+    def _setup_compute_service(self):
+        self.flags(compute_driver=base.DRIVER)
+
+    def start_compute_with_vgpu(self, hostname, pci_info=None):
+        if not self.livemig_ready:
+            # After Nova's LibvirtFixture, before the first compute starts.
+            self.livemig_ready = True
+            self.flags(state_path=self.useFixture(fixtures.TempDir()).path)
+            self.useFixture(lm_fixtures.ModernFakeLibvirt())
+            self.useFixture(fixtures.MonkeyPatch(
+                'nova.tests.fixtures.libvirt.Domain.state', base.fake_state))
+            self.flags(group='livemig_ext', **POSTCOPY_OPTS)
+        return super().start_compute_with_vgpu(hostname, pci_info)
+
+    def _migrate_stub(self, domain, destination, params, flags):
+        self.migrate_calls.append((destination, dict(params), flags))
+        return super()._migrate_stub(domain, destination, params, flags)
+
+    # Nova's version checks of the mdev migration, not ours.
+    test_live_migration_fails_on_old_source = None
+    test_live_migration_fails_on_old_destination = None
+    test_live_migration_fails_due_to_non_supported_mdev_types = None
+
+    def test_live_migrate_server(self):
+        super().test_live_migrate_server()
+        [(_, params, flags)] = self.migrate_calls
+        self.assertEqual(1, devices.from_domain_xml(
+            params['destination_xml']).mdevs)
+        self.assertNotIn('VIR_MIGRATE_POSTCOPY', lf.flag_names(flags))
+        log = self.stdlog.logger.output
+        self.assertIn('post-copy removed: the instance has mediated '
+                      'devices (vGPU)', log)
