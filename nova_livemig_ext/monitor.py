@@ -595,14 +595,23 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                 dest_cache.clear()
         return source, dest
 
+    # The destination's libvirt when it can be reached, else the source's
+    # (hosts of one cloud run one release).
+    dest_version = (postcopy.libvirt_version_of(dest_domain())
+                    if dest_domain is not None else None)
+    hazard = postcopy.resume_hazard(
+        dest_version if dest_version is not None
+        else postcopy.libvirt_version_of(monitor.domain))
     monitor.log.warning(
         'Live migration failed after the switch to post-copy (%(error)s): '
         'the newest memory is on the destination, so nothing is rolled '
-        'back; watching both halves and resuming for up to %(timeout).0f s',
-        {'error': report.error, 'timeout': timeout_s})
+        'back; watching both halves and %(action)s for up to '
+        '%(timeout).0f s',
+        {'error': report.error, 'timeout': timeout_s,
+         'action': 'resuming' if hazard is None else 'waiting'})
     settled = postcopy.settle(views, resume, monitor.clock, monitor.sleep,
                               timeout_s, monitor.errors.is_libvirt_error,
-                              log=monitor.log)
+                              log=monitor.log, hazard=hazard)
     report = dataclasses.replace(report, recovery=settled,
                                  switched_to_postcopy=True)
     if settled.completed:

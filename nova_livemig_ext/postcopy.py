@@ -44,6 +44,17 @@ VIR_DOMAIN_PAUSED_POSTCOPY_FAILED = 13
 VIR_DOMAIN_SHUTOFF_MIGRATED = 4
 VIR_MIGRATE_POSTCOPY_RESUME = 1 << 19
 
+# libvirt releases whose destination daemon crashes on every
+# VIR_MIGRATE_POSTCOPY_RESUME, by libvirt's version number. 11.3.0: a NULL
+# pointer in qemuProcessIncomingDefNew (the resume path passes no fd), seen
+# in the project's lab on each of eight tries. A resume there only kills the
+# destination libvirtd; waiting keeps every chance that remains (QEMU's own
+# stream heals a short outage by itself).
+RESUME_CRASHES_DESTINATION = {
+    11003000: 'libvirt 11.3.0 crashes the destination libvirtd on every '
+              'post-copy resume (NULL pointer in qemuProcessIncomingDefNew)',
+}
+
 DEFAULT_POLL_INTERVAL_S = 1.0
 FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 30.0
@@ -182,6 +193,7 @@ class Settled:
     last_error: str | None
     source: HostView
     dest: HostView
+    resume_withheld: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -191,6 +203,23 @@ class Settled:
     def needs_operator(self) -> bool:
         """Both halves kept, nothing more will be tried automatically."""
         return self.where not in (Where.COMPLETED, Where.NOT_SWITCHED)
+
+
+def resume_hazard(libvirt_version: int | None) -> str | None:
+    """Why a resume must not be tried against this libvirt, or None."""
+    if libvirt_version is None:
+        return None
+    return RESUME_CRASHES_DESTINATION.get(int(libvirt_version))
+
+
+def libvirt_version_of(domain: Any | None) -> int | None:
+    """The version of the libvirt that serves ``domain``, if it answers."""
+    if domain is None:
+        return None
+    try:
+        return int(domain.connect().getLibVersion())
+    except Exception:  # a probe: no answer is not an error of the migration
+        return None
 
 
 def retry_delays_s(first_s: float = FIRST_RETRY_S,
@@ -207,8 +236,8 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
            is_libvirt_error: Callable[[BaseException], bool],
            log: logging.Logger | logging.LoggerAdapter[Any] = LOG,
            poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-           retry_delay_s: Callable[[int], float] = retry_delays_s()
-           ) -> Settled:
+           retry_delay_s: Callable[[int], float] = retry_delays_s(),
+           hazard: str | None = None) -> Settled:
     """Watch a post-copy migration until it completes, or give up.
 
     ``views()`` reads both halves; ``resume()`` repeats the migration with
@@ -216,6 +245,8 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     a libvirt error when refused or broken again). Gives up once the guest
     has not been seen in healthy post-copy for ``timeout_s``; a guest whose
     source half was lost, or whose switch never happened, ends at once.
+    With a ``hazard`` (see :func:`resume_hazard`) no resume is tried: the
+    loop only waits for QEMU's stream to heal, then leaves both halves.
     """
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise ValueError('timeout_s must be a positive number')
@@ -226,6 +257,7 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     last_error: str | None = None
     next_try_s = started_s
     last_where: Where | None = None
+    warned = False
     while True:
         source, dest = views()
         where = judge(source, dest)
@@ -239,9 +271,14 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
             last_where = where
         if where in (Where.COMPLETED, Where.NOT_SWITCHED, Where.SOURCE_LOST):
             return Settled(where, now_s - started_s, attempts, resumed,
-                           last_error, source, dest)
+                           last_error, source, dest, hazard)
         if where is Where.POSTCOPY:
             trouble_since_s = now_s
+        elif where is Where.BROKEN and hazard is not None:
+            if not warned:
+                warned = True
+                log.warning('Live migration: post-copy resume is not tried, '
+                            'only waited for: %(hazard)s', {'hazard': hazard})
         elif where is Where.BROKEN and now_s >= next_try_s:
             attempts += 1
             try:
@@ -264,5 +301,5 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
                 continue
         if clock() - trouble_since_s >= timeout_s:
             return Settled(where, clock() - started_s, attempts, resumed,
-                           last_error, source, dest)
+                           last_error, source, dest, hazard)
         sleep(poll_interval_s)

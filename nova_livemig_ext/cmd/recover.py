@@ -221,9 +221,17 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
         dom.migrateToURI3(args.dest, dict(params),
                           flags | postcopy.VIR_MIGRATE_POSTCOPY_RESUME)
 
+    version = (postcopy.libvirt_version_of(dest_domain())
+               if dest_conn[0] is not None else None)
+    hazard = None if args.force_resume else postcopy.resume_hazard(version)
+    if hazard is not None:
+        print('not resuming: %s. Waiting for QEMU\'s stream to heal by '
+              'itself; a libvirt with the fix (or a build that carries it: '
+              'then pass --force-resume) can resume it.' % hazard, file=out)
     started_s = time.monotonic()
     settled = postcopy.settle(views, resume, time.monotonic, time.sleep,
-                              args.timeout, errors.is_libvirt_error)
+                              args.timeout, errors.is_libvirt_error,
+                              hazard=hazard)
     print('%s after %.1f s, %d resume attempt(s)%s' % (
         settled.where.value, time.monotonic() - started_s,
         settled.resume_attempts,
@@ -232,6 +240,11 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
     if settled.completed:
         print('recovered: the guest runs on the destination', file=out)
         return EXIT_COMPLETED
+    if settled.resume_withheld is not None:
+        print('not recovered within %.0f s: both halves were left as they '
+              'are; no resume was tried because %s'
+              % (args.timeout, settled.resume_withheld), file=err)
+        return EXIT_NOT_RECOVERED
     print('not recovered within %.0f s: both halves were left as they are; '
           'fix the migration network and run recover again'
           % args.timeout, file=err)
@@ -259,6 +272,10 @@ def register(sub: Any) -> None:
                    'as in the original migration (VIR_MIGRATE_PARAM_URI)')
     p.add_argument('--listen-address', help='address the destination QEMU '
                    'listens on (VIR_MIGRATE_PARAM_LISTEN_ADDRESS)')
+    p.add_argument('--force-resume', action='store_true',
+                   help='resume even on a libvirt release known to crash '
+                   'the destination on a post-copy resume (for builds that '
+                   'carry the fix under the same version)')
     p.add_argument('--timeout', type=positive_seconds, default=600.0,
                    help='give up resuming after this many seconds without '
                    'progress (default 600)')

@@ -512,6 +512,22 @@ class TestPostcopyFailures(MonitorTestCase):
             self.assertNotIn((call,), domain.calls)
         self.assertIn('post-copy failed', self.logger.output)
 
+    def test_no_resume_against_a_libvirt_that_crashes_on_it(self):
+        class Conn:
+            def getLibVersion(self):
+                return 11003000
+
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        domain.connect = Conn
+        report = self.migrate(domain, timeout_s=20.0)
+        self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
+        self.assertEqual(0, report.recovery.resume_attempts)
+        self.assertIn('11.3.0', report.recovery.resume_withheld)
+        self.assertEqual([], [c for c in domain.calls
+                              if c[0] == 'resume-migration'])
+        self.assertIn('resume is not tried', self.logger.output)
+
     def test_monitor_crash_in_post_copy_is_not_an_abort(self):
         class CrashAfterSwitch(ScriptedController):
             def observe(self, sample, now_s):

@@ -118,9 +118,40 @@ class ReadViewTest(testtools.TestCase):
                           is_error, gone)
 
 
+class ResumeHazardTest(testtools.TestCase):
+
+    def test_known_crashing_release_only(self):
+        self.assertIn('crashes', p.resume_hazard(11003000))
+        for version in (None, 9000000, 11002000, 11004000, 12000000):
+            self.assertIsNone(p.resume_hazard(version), version)
+
+    def test_version_of_a_domain(self):
+        class Conn:
+            def __init__(self, answer):
+                self.answer = answer
+
+            def getLibVersion(self):
+                if isinstance(self.answer, Exception):
+                    raise self.answer
+                return self.answer
+
+        class Dom:
+            def __init__(self, answer):
+                self.conn = Conn(answer)
+
+            def connect(self):
+                return self.conn
+
+        self.assertEqual(11003000, p.libvirt_version_of(Dom(11003000)))
+        self.assertIsNone(p.libvirt_version_of(Dom(Error('closed'))))
+        self.assertIsNone(p.libvirt_version_of(None))
+        self.assertIsNone(p.libvirt_version_of(object()))
+
+
 class SettleTest(testtools.TestCase):
 
-    def run_settle(self, script, resume_answers=(), timeout_s=60.0):
+    def run_settle(self, script, resume_answers=(), timeout_s=60.0,
+                   hazard=None):
         """``script``: (source, dest) per read; the last one repeats."""
         clock = Clock()
         reads = []
@@ -143,7 +174,8 @@ class SettleTest(testtools.TestCase):
 
         settled = p.settle(views, resume, clock, clock.sleep, timeout_s,
                            is_error, poll_interval_s=1.0,
-                           retry_delay_s=p.retry_delays_s(2.0, 8.0))
+                           retry_delay_s=p.retry_delays_s(2.0, 8.0),
+                           hazard=hazard)
         return settled, resumes, clock
 
     def test_healthy_post_copy_completes_without_a_resume(self):
@@ -188,6 +220,38 @@ class SettleTest(testtools.TestCase):
         self.assertGreaterEqual(settled.waited_s, 30.0)
         self.assertLess(settled.waited_s, 32.0)
         self.assertIn('no route', settled.last_error)
+
+    def test_hazard_waits_without_a_resume_then_keeps_both_halves(self):
+        hazard = p.resume_hazard(11003000)
+        script = [(SRC_FAILED, DST_FAILED)]
+        logs = []
+
+        class Log:
+            def info(self, *args):
+                pass
+
+            def warning(self, *args):
+                logs.append(args)
+
+        clock = Clock()
+        settled = p.settle(lambda: script[0], lambda: self.fail('resumed'),
+                           clock, clock.sleep, 30.0, is_error, log=Log(),
+                           hazard=hazard)
+        self.assertEqual(p.Where.BROKEN, settled.where)
+        self.assertTrue(settled.needs_operator)
+        self.assertEqual(0, settled.resume_attempts)
+        self.assertEqual(hazard, settled.resume_withheld)
+        self.assertGreaterEqual(settled.waited_s, 30.0)
+        self.assertEqual(1, len(logs), 'the reason is logged once')
+        self.assertIn('11.3.0', logs[0][1]['hazard'])
+
+    def test_hazard_still_sees_a_stream_that_heals(self):
+        script = [(SRC_FAILED, DST_FAILED)] * 10 + [
+            (SRC_MIGRATED, DST_FAILED)]
+        settled, resumes, _ = self.run_settle(
+            script, hazard=p.resume_hazard(11003000))
+        self.assertTrue(settled.completed)
+        self.assertEqual([], resumes)
 
     def test_healthy_post_copy_restarts_the_clock(self):
         # Trouble for 20 s, healthy again, trouble again: a 30 s timeout
