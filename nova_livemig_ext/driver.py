@@ -405,8 +405,14 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         for change in hostfacts.changes(self.livemig_host_facts, facts):
             LOG.warning('nova-livemig-ext: %s since nova-compute started',
                         change, instance=instance)
-        policy = self.livemig_instance_policy(
-            instance, bool(block_migration))
+        try:
+            policy = self.livemig_instance_policy(
+                instance, bool(block_migration))
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: the instance\'s keys could not be '
+                        'read, checking with this host\'s policy: %s', e,
+                        instance=instance)
+            policy = self.livemig_policy
         refusals = livemig_flags.host_refusals(policy, facts)
         if refusals:
             reason = ('destination %s cannot receive this migration: %s'

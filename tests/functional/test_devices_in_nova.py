@@ -16,6 +16,7 @@ import fixtures
 from nova.objects import fields
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client
+from nova.tests.functional.libvirt import test_pci_sriov_servers
 from nova.tests.functional.libvirt import test_vgpu
 from oslo_serialization import jsonutils
 
@@ -179,13 +180,9 @@ class PciPassthroughNoPostcopyTest(base.LiveMigExtTestBase):
         self.assertNotIn('post-copy removed', self.stdlog.logger.output)
 
 
-class VgpuNoPostcopyTest(test_vgpu.VGPULiveMigrationTests):
-    """Nova's own vGPU live-migration test, with our driver on both hosts.
-
-    Nova moves the guest's mediated device to one reserved on the
-    destination (``migrate_data.target_mdevs``); the guest's XML on the
-    source has ``<hostdev type='mdev'>``. Either way post-copy stays off.
-    """
+class OurDriverOnNovasTest(object):
+    """Runs one of Nova's own libvirt functional tests with our driver on
+    every compute and post-copy permitted, recording the migrate calls."""
 
     def setUp(self):
         self.flags(api_paste_config=base.API_PASTE, group='wsgi')
@@ -196,7 +193,7 @@ class VgpuNoPostcopyTest(test_vgpu.VGPULiveMigrationTests):
     def _setup_compute_service(self):
         self.flags(compute_driver=base.DRIVER)
 
-    def start_compute_with_vgpu(self, hostname, pci_info=None):
+    def start_compute(self, *args, **kwargs):
         if not self.livemig_ready:
             # After Nova's LibvirtFixture, before the first compute starts.
             self.livemig_ready = True
@@ -205,23 +202,57 @@ class VgpuNoPostcopyTest(test_vgpu.VGPULiveMigrationTests):
             self.useFixture(fixtures.MonkeyPatch(
                 'nova.tests.fixtures.libvirt.Domain.state', base.fake_state))
             self.flags(group='livemig_ext', **POSTCOPY_OPTS)
-        return super().start_compute_with_vgpu(hostname, pci_info)
+        return super().start_compute(*args, **kwargs)
 
     def _migrate_stub(self, domain, destination, params, flags):
         self.migrate_calls.append((destination, dict(params), flags))
         return super()._migrate_stub(domain, destination, params, flags)
 
-    # Nova's version checks of the mdev migration, not ours.
-    test_live_migration_fails_on_old_source = None
-    test_live_migration_fails_on_old_destination = None
-    test_live_migration_fails_due_to_non_supported_mdev_types = None
+    def assert_no_postcopy(self, reason):
+        [(_, _, flags)] = self.migrate_calls
+        self.assertNotIn('VIR_MIGRATE_POSTCOPY', lf.flag_names(flags))
+        self.assertIn('post-copy removed: %s' % reason,
+                      self.stdlog.logger.output)
+
+
+def only(cls, keep):
+    """Hide every test ``cls`` inherits from Nova except ``keep``."""
+    for name in dir(cls):
+        if name.startswith('test_') and name not in keep:
+            setattr(cls, name, None)
+    return cls
+
+
+class VgpuNoPostcopyTest(OurDriverOnNovasTest,
+                         test_vgpu.VGPULiveMigrationTests):
+    """Nova's own vGPU live-migration test, with our driver on both hosts.
+
+    Nova moves the guest's mediated device to one reserved on the
+    destination (``migrate_data.target_mdevs``); the guest's XML on the
+    source has ``<hostdev type='mdev'>``. Either way post-copy stays off.
+    """
 
     def test_live_migrate_server(self):
         super().test_live_migrate_server()
-        [(_, params, flags)] = self.migrate_calls
+        [(_, params, _)] = self.migrate_calls
         self.assertEqual(1, devices.from_domain_xml(
             params['destination_xml']).mdevs)
-        self.assertNotIn('VIR_MIGRATE_POSTCOPY', lf.flag_names(flags))
-        log = self.stdlog.logger.output
-        self.assertIn('post-copy removed: the instance has mediated '
-                      'devices (vGPU)', log)
+        self.assert_no_postcopy('the instance has mediated devices (vGPU)')
+
+
+only(VgpuNoPostcopyTest, ['test_live_migrate_server'])
+
+
+class SriovPortNoPostcopyTest(OurDriverOnNovasTest,
+                              test_pci_sriov_servers.SRIOVServersTest):
+    """Nova's own SR-IOV port live migration (a VF and a PF port, detached
+    before the migration and attached again on the destination), with our
+    driver on both hosts."""
+
+    def test_live_migrate_server_with_neutron(self):
+        super().test_live_migrate_server_with_neutron()
+        self.assert_no_postcopy('the instance has PCI passthrough')
+        self.assertIn('SR-IOV or vDPA ports', self.stdlog.logger.output)
+
+
+only(SriovPortNoPostcopyTest, ['test_live_migrate_server_with_neutron'])
