@@ -23,7 +23,17 @@ if [ -z "$cmd" ]; then
 fi
 # One command at a time changes the stack (several test workers may ask).
 if [ "$cmd" != status ] && [ "$cmd" != iniset ]; then
-    mkdir -p "$state"
+    mkdir -p "$(dirname "$state")"
+    mkdir -p -m 755 "$state"
+    # Root runs databases and services from here: a directory another user
+    # created first (anybody can, under /var/tmp) or can write to is refused.
+    if [ -L "$state" ] || [ "$(stat -c %u "$state")" != "$(id -u)" ] \
+        || [ $(( 0$(stat -c %a "$state") & 022 )) -ne 0 ]; then
+        echo "novastack: $state must be a directory owned by uid $(id -u) and writable" \
+             "by nobody else (it is $(stat -c '%U, mode %a' "$state")): remove it or set" \
+             "NOVASTACK_DIR" >&2
+        exit 1
+    fi
     exec 9>>"$state/stack.lock"
     flock 9
 fi
