@@ -56,8 +56,12 @@ skipped with a note saying why.
   set, which already defers any escalation.  Its chance is
   ``auto_converge_chance_passes`` passes counted from the first pass QEMU
   reported a throttle (``auto_converge_throttle``), or from the rung's turn
-  if QEMU has not throttled yet; the throttle reaching its maximum ends it.
-  Without the flag armed the rung is skipped.
+  if QEMU has not throttled yet; the throttle reaching its maximum ends it,
+  and so does a throttle that does not bite: once the throttle in force
+  reached 75 % and two steps past its first pass, if the dirty rate never
+  fell by a quarter of what the throttle takes from a writer bound by its
+  vCPU (a paced writer needing little CPU), the rung is given up with the
+  numbers.  Without the flag armed the rung is skipped.
 * ``postcopy``: only when ``VIR_MIGRATE_POSTCOPY`` was armed at start, the
   instance allows it, the link is healthy and the projected post-copy
   duration (what is left / bandwidth) ends before the deadline.  The switch
@@ -68,9 +72,17 @@ skipped with a note saying why.
 * ``pause``: only when allowed; its expected downtime is in the reason and
   must be within the switchover timeout.  The bandwidth cap is lifted first
   when ``max_bandwidth_mib_s`` is set, since the pause lasts what is left
-  divided by the bandwidth.
+  divided by the bandwidth.  The pause waits for the moment the guest pays
+  least: while the working set still shrinks (a converging guest that is
+  only too slow) as long as another pass and the pause fit before the
+  deadline, else up to a pass for the trough of the remaining bytes when
+  the working set is seen to shrink; a working set rewritten every pass is
+  paused at once.
 * ``abort``: reaching it means nothing else can help; the abort itself
   happens at the deadline, so a guest that calms down still finishes.
+
+Every rung decision carries what the guest is predicted to pay for it
+(:mod:`.guest`): its longest unavailability and the work it loses.
 
 The deadline
 ------------
@@ -142,6 +154,18 @@ TROUGH_POLLS = 1.5
 # less to pull; a guest rewriting its working set every pass dirties it all
 # again by the end of the pass.
 TROUGH_SAVING_FRACTION = 0.1
+
+# Throttling is trusted while the dirty rate falls with it.  QEMU counts a
+# page once per period, so a writer faster than the link shows no fall
+# until the throttle passes 1 - bandwidth / rate: judged only once the
+# throttle in force reached this (a writer up to 4 x the link has shown
+# its fall by then) and rose this many steps past its first reading.  It is
+# given up when the dirty rate never fell by this fraction of what the
+# throttle takes from a writer bound by its vCPU (the lab's paced writer
+# still dirtied 13 MiB/s at 90 %).
+THROTTLE_JUDGED_PCT = 75
+THROTTLE_JUDGED_STEPS = 2
+THROTTLE_TRUSTED_EFFECT = 0.25
 
 
 class Action(enum.Enum):
@@ -390,6 +414,18 @@ class ControllerState:
     network_slow_since_s: float | None = None
     network_stalled: bool = False
     postcopy_wait_since_s: float | None = None
+    # A pause chosen but held for a cheaper moment (a shrinking working
+    # set, or the trough of the remaining bytes).
+    pause_wait_since_s: float | None = None
+    # At the last pass boundary: the throttle in force during the pass that
+    # ended, and the dirty rate QEMU measured over it.
+    pass_throttle_pct: int = 0
+    pass_dirty_bytes_s: float | None = None
+    # The same, at the first boundary of a throttled pass, and the best
+    # effect of the throttle shown since (see throttle_effect).
+    throttle_first_pct: int | None = None
+    throttled_dirty_bytes_s: float | None = None
+    throttle_best_effect: float | None = None
     switchover_started_s: float | None = None
     exhausted: frozenset[str] = frozenset()
     noted: frozenset[str] = frozenset()
@@ -831,6 +867,8 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
                     'cannot enable it mid-job')
         if (est.throttle_pct or 0) >= MAX_THROTTLE_PCT:
             return f'QEMU already throttles the guest at {est.throttle_pct}%'
+        if throttle_hopeless(config, state):
+            return throttle_verdict(config, state)
         return None
     if rung == RUNG_POSTCOPY:
         if not config.postcopy_armed:
@@ -857,6 +895,69 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
                     f'{config.switchover_timeout_s:.0f} s')
         return None
     return None
+
+
+def track_throttle_baseline(state: ControllerState) -> ControllerState:
+    """Remember the first pass QEMU throttled, and the best effect since.
+
+    QEMU's per-pass dirty rate is noisy (periods of uneven length): one
+    pass that shows the throttle biting is enough to keep trusting it.
+    """
+    if state.throttle_first_pct is None:
+        if not state.pass_throttle_pct or state.pass_dirty_bytes_s is None:
+            return state
+        return dataclasses.replace(
+            state, throttle_first_pct=state.pass_throttle_pct,
+            throttled_dirty_bytes_s=state.pass_dirty_bytes_s)
+    effect = throttle_effect(state)
+    best = state.throttle_best_effect
+    if effect is None or (best is not None and effect <= best):
+        return state
+    return dataclasses.replace(state, throttle_best_effect=effect)
+
+
+def throttle_effect(state: ControllerState) -> float | None:
+    """How much of the throttle's rise shows in the dirty rate (1: all).
+
+    From the first throttled pass (rate D0 at throttle p0) to the last one
+    (D at p), a writer bound by its vCPU slows to (1 - p) / (1 - p0) of D0;
+    a paced writer that needs little CPU, or one that rewrites its whole
+    working set every period (QEMU counts each page once), does not slow.
+    """
+    first_pct = state.throttle_first_pct
+    before = state.throttled_dirty_bytes_s
+    now = state.pass_dirty_bytes_s
+    pct = state.pass_throttle_pct
+    if (first_pct is None or before is None or now is None or before <= 0
+            or pct <= first_pct or first_pct >= 100):
+        return None
+    expected_fall = 1.0 - (100.0 - pct) / (100.0 - first_pct)
+    fall = max(0.0, 1.0 - now / before)
+    return fall / expected_fall
+
+
+def throttle_hopeless(config: ControllerConfig,
+                      state: ControllerState) -> bool:
+    """Has the dirty rate failed to fall while the throttle rose two steps?"""
+    first_pct = state.throttle_first_pct
+    pct = state.pass_throttle_pct
+    if first_pct is None or pct < max(THROTTLE_JUDGED_PCT, first_pct + (
+            THROTTLE_JUDGED_STEPS * config.auto_converge_increment_pct)):
+        return False
+    best = state.throttle_best_effect
+    return best is not None and best < THROTTLE_TRUSTED_EFFECT
+
+
+def throttle_verdict(config: ControllerConfig,
+                     state: ControllerState) -> str:
+    est = state.estimate
+    return (f'throttling does not bite: from {state.throttle_first_pct}% to '
+            f'{state.pass_throttle_pct}% the dirty rate went from '
+            f"{_fmt(_mib(state.throttled_dirty_bytes_s), ' MiB/s')} to "
+            f"{_fmt(_mib(state.pass_dirty_bytes_s), ' MiB/s')}; at best it "
+            f"fell {_fmt(state.throttle_best_effect, '', 2)} of what the "
+            f'throttle takes from a writer bound by its vCPU, against '
+            f"{_fmt(_mib(est.bandwidth_bytes_s), ' MiB/s')} of bandwidth")
 
 
 def passes_on_rung(config: ControllerConfig, state: ControllerState) -> int:
@@ -907,6 +1008,8 @@ def rung_had_its_chance(config: ControllerConfig, state: ControllerState,
         return True
     if rung == RUNG_AUTO_CONVERGE and (
             state.estimate.throttle_pct or 0) >= MAX_THROTTLE_PCT:
+        return True
+    if rung == RUNG_AUTO_CONVERGE and throttle_hopeless(config, state):
         return True
     if passes_on_rung(config, state) >= chance_passes(config, rung):
         return True
@@ -1001,7 +1104,7 @@ def _pause_decisions(config: ControllerConfig, state: ControllerState,
         state, phase=Phase.PAUSED,
         switchover_started_s=elapsed_s(state, now_s),
         predicted_downtime_ms=expected, postcopy_wait_since_s=None,
-        predicted_guest=cost)
+        pause_wait_since_s=None, predicted_guest=cost)
     left_mib = _mib(estimator.switchover_bytes(state.estimate))
     reason = (f'{why}; pausing the guest to force the switchover, expected '
               f"downtime {_fmt(expected, ' ms', 0)} for "
@@ -1014,11 +1117,82 @@ def _pause_decisions(config: ControllerConfig, state: ControllerState,
     return state, tuple(decisions)
 
 
+def pause_should_wait(config: ControllerConfig, state: ControllerState,
+                      now_s: float) -> str | None:
+    """Why a pause decided on would cost the guest less a little later.
+
+    While the working set still shrinks (a converging guest that is only
+    too slow for its deadline) every pass makes the pause shorter: wait
+    while another pass and the pause still fit before the deadline.
+    Otherwise wait, at most a pass, for the trough of the remaining bytes
+    when it has notably less to send.  None: pause now.
+    """
+    est = state.estimate
+    pause_ms = estimator.pause_downtime_ms(est)
+    if pause_ms is None:
+        return None
+    pause_s = pause_ms / MS_PER_S
+    left = time_left_s(config, state, now_s)
+    pass_s = estimator.expected_pass_s(est) or 0.0
+    margin_s = 2 * config.poll_interval_s
+    ratio = estimator.convergence_ratio(est)
+    if (ratio is not None and ratio < 1
+            and left > pause_s + pass_s + margin_s):
+        return (f'the working set still shrinks by a ratio of {ratio:.2f} a '
+                f"pass: pausing now costs the guest {_fmt(pause_s, ' s')}, "
+                f'later less; the deadline in {left:.0f} s leaves room')
+    waited_s = (0.0 if state.pause_wait_since_s is None
+                else elapsed_s(state, now_s) - state.pause_wait_since_s)
+    # QEMU counts a page once per rate period, so its dirty rate alone
+    # promises savings at the trough that a guest rewriting its working set
+    # every pass never gives (it is all dirty again by then): only a
+    # working set seen to shrink says the end of the pass is cheaper.
+    if (ratio is not None and ratio < 1 - TROUGH_SAVING_FRACTION
+            and not at_remaining_trough(config, state)
+            and trough_saves_bytes(state)
+            and waited_s < min(pass_s + config.poll_interval_s,
+                               config.stall_window_s)
+            and left > pause_s + margin_s):
+        at_trough_s = estimator.switchover_bytes_at_trough(
+            est, state.downtime_ms) / (est.bandwidth_bytes_s or 1.0)
+        return (f"pausing now costs the guest {_fmt(pause_s, ' s')}, at the "
+                f"end of this pass about {_fmt(at_trough_s, ' s')}")
+    return None
+
+
+def maybe_pause(config: ControllerConfig, state: ControllerState,
+                now_s: float) -> Step:
+    """Pause once it costs the guest least (or cannot wait longer)."""
+    blocker = rung_blocker(config, state, RUNG_PAUSE, None, now_s)
+    if blocker is not None:
+        state = dataclasses.replace(state, pause_wait_since_s=None,
+                                    exhausted=state.exhausted | {RUNG_PAUSE})
+        return _note_once(state, 'pause-dropped', now_s,
+                          f'not pausing after all: {blocker}', None,
+                          (('skipped_rung', RUNG_PAUSE),))
+    if pause_should_wait(config, state, now_s) is not None:
+        return state, ()
+    waited_s = elapsed_s(state, now_s) - (state.pause_wait_since_s or 0.0)
+    return _pause_decisions(
+        config, state, now_s,
+        f'the moment for the pause came after waiting {waited_s:.0f} s',
+        (('pause_waited_s', round(waited_s, 1)),))
+
+
 def enter_pause(config: ControllerConfig, state: ControllerState, index: int,
                 trigger: Trigger, now_s: float) -> Step:
     state = _entered(state, index, now_s)
-    return _pause_decisions(config, state, now_s, trigger.reason,
-                            trigger.measures)
+    wait = pause_should_wait(config, state, now_s)
+    if wait is None:
+        return _pause_decisions(config, state, now_s, trigger.reason,
+                                trigger.measures)
+    state = dataclasses.replace(state,
+                                pause_wait_since_s=elapsed_s(state, now_s))
+    cost = guest.predicted_pause(state.estimate, state.throttle_lost_s)
+    return state, (_decision(
+        state, now_s, Action.NOTE,
+        f'{trigger.reason}; pausing, but not yet: {wait}', RUNG_PAUSE,
+        trigger.measures + cost.measures('guest_now')),)
 
 
 def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
@@ -1343,6 +1517,7 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
                  now_s: float) -> Step:
     state, first = initial_downtime(config, state, now_s)
     state = track_link_capacity(config, state, now_s)
+    state = track_throttle_baseline(state)
     state, deadline_notes = update_deadline(config, state, now_s)
     state, decisions = track_network(config, state, now_s)
     decisions = first + deadline_notes + decisions
@@ -1356,9 +1531,24 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
     if state.postcopy_wait_since_s is not None:
         state, more = maybe_switch_to_postcopy(config, state, now_s)
         return state, decisions + more
+    if state.pause_wait_since_s is not None:
+        state, more = maybe_pause(config, state, now_s)
+        return state, decisions + more
     if state.network_stalled or state.network_slow_since_s is not None:
         # A collapsing link inflates every prediction; wait for the verdict.
         return state, decisions
+    if (state.rung_name(config) == RUNG_AUTO_CONVERGE
+            and throttle_hopeless(config, state)):
+        state, note = _note_once(
+            state, 'throttle-hopeless', now_s,
+            f'{throttle_verdict(config, state)}; not waiting for the rest '
+            f'of its {config.auto_converge_chance_passes} passes',
+            RUNG_AUTO_CONVERGE, (
+                ('throttle_effect', _round(state.throttle_best_effect)),
+                ('first_throttle_pct', state.throttle_first_pct),
+                ('first_throttled_dirty_rate_mib_s',
+                 _mib(state.throttled_dirty_bytes_s))))
+        decisions = decisions + note
     trigger = escalation_trigger(config, state, now_s)
     if trigger is None or not rung_had_its_chance(config, state, now_s):
         return state, decisions
@@ -1391,6 +1581,12 @@ def step(config: ControllerConfig, state: ControllerState,
                                     t - previous.at_s))
     est = estimator.update_estimate(previous, sample, t, config.estimator)
     state = dataclasses.replace(state, estimate=est)
+    if est.passes_completed > previous.passes_completed:
+        # QEMU raises the throttle at the same sync that measures the
+        # dirty rate: the rate read now belongs to the throttle before.
+        state = dataclasses.replace(
+            state, pass_throttle_pct=previous.throttle_pct or 0,
+            pass_dirty_bytes_s=estimator.measured_dirty_rate_bytes_s(sample))
     if state.phase is Phase.PRECOPY:
         return precopy_step(config, state, now_s)
     if state.phase in (Phase.PAUSED, Phase.POSTCOPY):
