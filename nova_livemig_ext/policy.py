@@ -160,23 +160,39 @@ NOVA_LIVE_MIGRATION_OPTIONS: dict[str, str] = {
 
 def nova_option_set(conf: Any, name: str, group: str = 'libvirt') -> bool:
     """Whether an operator set ``[group] name`` (a file, the command line,
-    the environment or an override), rather than leaving its default."""
+    the environment or an override), rather than leaving its default.
+
+    False for an option the running Nova does not have.
+    """
     try:
-        if 'override' in conf._get_opt_info(name, group):
-            return True
+        info = conf._get_opt_info(name, group)
+    except AttributeError:  # oslo's NoSuchOptError: an older Nova
+        return False
+    except Exception:  # noqa: BLE001 - a test double without it
+        info = None
+    if info is not None and 'override' in info:
+        return True
+    try:
         where = conf.get_location(name, group)
-    except Exception:  # noqa: BLE001 - an older oslo.config, a test double
+    except Exception:  # noqa: BLE001 - an older oslo.config
         where = None
     if where is not None:
         # oslo.config leaves 'set_override' as the location of a default
         # once an override is cleared: only real sources count.
         return where.location.name in ('user', 'command_line',
                                        'environment')
-    try:
-        default = conf._get_opt_info(name, group)['opt'].default
-    except Exception:  # noqa: BLE001
+    if info is None:
         return True
-    return bool(getattr(conf, group)[name] != default)
+    return bool(getattr(conf, group)[name] != info['opt'].default)
+
+
+def nova_value(conf: Any, name: str, absent: Any) -> Any:
+    """``[libvirt] name``, or ``absent`` when the running Nova has no such
+    option (``live_migration_parallel_connections`` came with Nova 33)."""
+    try:
+        return conf.libvirt[name]
+    except AttributeError:  # oslo's NoSuchOptError
+        return absent
 
 
 @dataclass(frozen=True)
@@ -188,6 +204,8 @@ class _Shared:
     default: Any
     low: int
     high: int
+    # Nova's value where the running Nova lacks the option.
+    absent: Any = None
 
 
 _SHARED: tuple[_Shared, ...] = (
@@ -196,7 +214,7 @@ _SHARED: tuple[_Shared, ...] = (
     _Shared('downtime_steps', 'live_migration_downtime_steps',
             DEFAULT_DOWNTIME_STEPS, 1, 100),
     _Shared('parallel_connections', 'live_migration_parallel_connections',
-            None, 1, 255),
+            None, 1, 255, absent=1),
     _Shared('completion_timeout_s_per_gib',
             'live_migration_completion_timeout',
             DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB, 1, 86400),
@@ -212,27 +230,27 @@ def _shared_value(conf: Any, shared: _Shared,
     silently overridden.
     """
     own = conf.livemig_ext[shared.own]
-    nova_value = conf.libvirt[shared.nova]
+    theirs = nova_value(conf, shared.nova, shared.absent)
     nova_set = nova_option_set(conf, shared.nova)
     if own is not None:
-        if nova_set and own != nova_value:
+        if nova_set and own != theirs:
             refusals.append(Refusal(
                 (_opt('livemig_ext', shared.own), _opt('libvirt', shared.nova)),
-                'set to %r and %r' % (own, nova_value),
+                'set to %r and %r' % (own, theirs),
                 'Unset one of them or give both the same value.'))
         return own
     if not nova_set and shared.default is not None:
         return shared.default
-    if nova_value is None or not shared.low <= nova_value <= shared.high:
+    if theirs is None or not shared.low <= theirs <= shared.high:
         refusals.append(Refusal(
             (_opt('libvirt', shared.nova),),
             '%r cannot be used by nova-livemig-ext (%s from %d to %d)'
-            % (nova_value, _opt('livemig_ext', shared.own), shared.low,
+            % (theirs, _opt('livemig_ext', shared.own), shared.low,
                shared.high),
             'Set %s to a value in that range.'
             % _opt('livemig_ext', shared.own)))
         return shared.default if shared.default is not None else shared.low
-    return nova_value
+    return theirs
 
 
 def _nova_only_refusals(conf: Any) -> list[Refusal]:
