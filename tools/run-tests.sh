@@ -6,6 +6,10 @@
 #   bash tools/run-tests.sh            # everything
 #   bash tools/run-tests.sh tests.unit # a subset (stestr filter)
 #
+# The unit and functional tests also run on each older Nova release we
+# support (NOVA_LIVEMIG_OLDER_RELEASES, default "2025.1": Nova 31 with its
+# upper constraints, in .venv-nova31; set it empty to leave them out).
+#
 # The e2e tests need root (libvirtd, network namespaces); as another user
 # they are skipped with the reason.
 set -euo pipefail
@@ -16,6 +20,31 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 bash tools/setup-venv.sh
 VENV=${NOVA_LIVEMIG_VENV:-.venv}
+OLDER_RELEASES=${NOVA_LIVEMIG_OLDER_RELEASES-2025.1}
+older_venv() {
+    case "$1" in
+        2025.1) echo .venv-nova31 ;;
+        *) echo "run-tests: unknown release '$1'" >&2; return 1 ;;
+    esac
+}
+# The filter for the older releases: unit and functional tests only.
+older_filter=()
+if [ $# -eq 0 ]; then
+    older_filter=(tests.unit tests.functional)
+else
+    for arg in "$@"; do
+        case "$arg" in
+            tests.unit*|tests.functional*|tests/unit*|tests/functional*)
+                older_filter+=("$arg") ;;
+        esac
+    done
+fi
+if [ ${#older_filter[@]} -gt 0 ]; then
+    for release in $OLDER_RELEASES; do
+        NOVA_LIVEMIG_VENV=$(older_venv "$release") \
+            bash tools/setup-venv.sh "$release"
+    done
+fi
 
 if [ "$(id -u)" -eq 0 ]; then
     "$VENV/bin/nova-livemig-ext" lab setup
@@ -45,6 +74,24 @@ if [ $# -eq 0 ] || [[ "$*" == *functional* ]]; then
     OS_NOVA_DISABLE_EVENTLET_PATCHING=true \
         "$VENV/bin/stestr" run --color tests.functional || rc=1
     "$VENV/bin/stestr" last --subunit > "$results/2.subunit" || rc=1
+fi
+
+# Pass 3: unit and functional tests on each older release, with its own
+# Nova and upper constraints (and its own stestr repository). Nova 31 runs
+# nova-compute on eventlet only, so its functional tests run once, patched.
+# flake8 and mypy (test_style) do not depend on Nova: they ran in pass 1.
+if [ ${#older_filter[@]} -gt 0 ]; then
+    for release in $OLDER_RELEASES; do
+        older=$(older_venv "$release")
+        echo "run-tests: Nova $("$older/bin/python" -c \
+            'from importlib import metadata; print(metadata.version("nova"))') \
+            ($release): ${older_filter[*]}"
+        "$older/bin/stestr" --repo-url "$older" run --color \
+            --exclude-regex '^tests\.unit\.test_style\.' "${older_filter[@]}" \
+            || rc=1
+        "$older/bin/stestr" --repo-url "$older" last --subunit \
+            > "$results/3-$release.subunit" || rc=1
+    done
 fi
 
 summary=$("$VENV/bin/python" tools/subunit_summary.py "$results"/*.subunit)

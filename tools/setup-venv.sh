@@ -1,18 +1,60 @@
 #!/usr/bin/env bash
-# Create or refresh the project's virtualenv (.venv by default) with the
-# package, its requirements and the test requirements. Sourced by
-# run-tests.sh and demo.sh; re-running costs nothing when nothing changed.
+# Create or refresh a virtualenv with the package, its requirements and the
+# test requirements. Sourced by run-tests.sh and demo.sh; re-running costs
+# nothing when nothing changed.
+#
+#   bash tools/setup-venv.sh          # .venv: the newest Nova requirements.txt allows
+#   bash tools/setup-venv.sh 2025.1   # .venv-nova31: Nova 31 with 2025.1's upper
+#                                     # constraints (the release matrix)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-VENV=${NOVA_LIVEMIG_VENV:-.venv}
+RELEASE=${1:-}
 PY=${PYTHON:-python3}
-stamp="$VENV/.installed-$(cat requirements.txt test-requirements.txt benchmarks/requirements.txt setup.cfg nova_livemig_ext.pth tools/build_hook.py | sha1sum | cut -c1-12)"
+# What pins a release's environment: its upper constraints (a copy of
+# openstack/requirements' file for that branch) and the Nova and Placement
+# series released with it. Placement runs in Nova's functional tests.
+pins=()
+upper=
+case "$RELEASE" in
+    '')
+        VENV=${NOVA_LIVEMIG_VENV:-.venv}
+        ;;
+    2025.1)
+        VENV=${NOVA_LIVEMIG_VENV:-.venv-nova31}
+        upper=tools/constraints/upper-constraints-2025.1.txt
+        pins=('nova>=31.0.0,<32' 'openstack-placement>=13.0.0,<14')
+        ;;
+    *)
+        echo "setup-venv: unknown release '$RELEASE' (known: 2025.1)" >&2
+        exit 2
+        ;;
+esac
+
+# libvirt-python builds against the host's libvirt and must know its whole
+# API (2025.1's 11.0.0 does not build against libvirt 11.3): the binding of
+# the host's libvirt version replaces the release's pin, as a distribution's
+# python3-libvirt would.
+host_libvirt=$(pkg-config --modversion libvirt 2>/dev/null || true)
+stamp="$VENV/.installed-$( { cat requirements.txt test-requirements.txt \
+    benchmarks/requirements.txt setup.cfg nova_livemig_ext.pth tools/build_hook.py \
+    ${upper:+"$upper"}; [ -z "$upper" ] || echo "${pins[*]} $host_libvirt"; } \
+    | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    constraints=()
+    if [ -n "$upper" ]; then
+        grep -v '^libvirt-python===' "$upper" > "$VENV/upper-constraints.txt"
+        if [ -n "$host_libvirt" ]; then
+            echo "libvirt-python==$host_libvirt" >> "$VENV/upper-constraints.txt"
+        fi
+        constraints=(-c "$VENV/upper-constraints.txt")
+    fi
     "$VENV/bin/pip" install -q -U pip
-    "$VENV/bin/pip" install -q -r requirements.txt -r test-requirements.txt \
-        -r benchmarks/requirements.txt
-    "$VENV/bin/pip" install -q -e .
+    "$VENV/bin/pip" install -q "${constraints[@]}" -r requirements.txt \
+        -r test-requirements.txt -r benchmarks/requirements.txt "${pins[@]}"
+    # The package itself is ours, not the release's: no constraints.
+    "$VENV/bin/pip" install -q --no-deps -e .
+    rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi
