@@ -4,8 +4,11 @@ import fixtures
 
 from nova_livemig_ext import flags as livemig_flags
 
-# Constants libvirt 11 has and Nova's fake libvirt lacks.
+# Constants libvirt 11 has and Nova's fake libvirt lacks (the fake of
+# Nova 31 also lacks the parallel connections parameter).
 MISSING_PARAMS = {
+    'VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS':
+        livemig_flags.PARAM_PARALLEL_CONNECTIONS,
     'VIR_MIGRATE_PARAM_URI': livemig_flags.PARAM_URI,
     'VIR_MIGRATE_PARAM_LISTEN_ADDRESS': livemig_flags.PARAM_LISTEN_ADDRESS,
     'VIR_MIGRATE_PARAM_BANDWIDTH': livemig_flags.PARAM_BANDWIDTH,

@@ -84,9 +84,17 @@ class ForceCompletePauseTest(MonitorTestBase):
         server = self.start_migration()
         migration = self.migration_of(server)
         self.wait_for_log('Live migration set_downtime(300 ms)')
-        # Progress is on the migration record, as server-migrations shows.
-        shown = self.api.api_get('/servers/%s/migrations/%s' % (
-            server['id'], migration['id'])).body['migration']
+        # Progress is on the migration record, as server-migrations shows,
+        # from the first save after the job has figures (libvirt's first
+        # statistics of a job can be all zero: saved as "none").
+        deadline_s = time.monotonic() + 30.0
+        while True:
+            shown = self.api.api_get('/servers/%s/migrations/%s' % (
+                server['id'], migration['id'])).body['migration']
+            if (shown['memory_total_bytes'] is not None
+                    or time.monotonic() > deadline_s):
+                break
+            time.sleep(0.2)
         self.assertEqual(512 * base.MIB, shown['memory_total_bytes'])
         self.assertEqual(400 * base.MIB, shown['memory_remaining_bytes'])
         self.assertEqual(112 * base.MIB, shown['memory_processed_bytes'])

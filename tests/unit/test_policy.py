@@ -5,6 +5,7 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 from nova_livemig_ext import conf as livemig_conf
+from nova_livemig_ext import novacompat
 from nova_livemig_ext import policy as livemig_policy
 
 
@@ -39,10 +40,16 @@ class PolicyFromConfTest(testtools.TestCase):
         self.assertEqual(1, policy.parallel_connections)
 
     def test_unset_transport_options_inherit_nova(self):
-        self.set(group='libvirt', live_migration_with_native_tls=True,
-                 live_migration_parallel_connections=4)
+        self.set(group='libvirt', live_migration_with_native_tls=True)
         policy = livemig_policy.policy_from_conf(self.conf)
         self.assertTrue(policy.native_tls)
+
+    def test_unset_parallel_connections_inherit_nova(self):
+        if 'live_migration_parallel_connections' not in self.conf.libvirt:
+            self.skipTest('this Nova has no [libvirt] '
+                          'live_migration_parallel_connections (Nova 33+)')
+        self.set(group='libvirt', live_migration_parallel_connections=4)
+        policy = livemig_policy.policy_from_conf(self.conf)
         self.assertEqual(4, policy.parallel_connections)
 
     def test_own_parallel_connections_supersede_nova(self):
@@ -322,15 +329,48 @@ class NovaOptionsTest(testtools.TestCase):
                 for name in names:
                     conf.clear_override(name, group)
 
+    def cases(self, table, nova_of, newer):
+        """The cases of ``table`` that use none of the ``[libvirt]`` options
+        older Nova lacks, or (``newer``) those that do: skipped, with the
+        reason, on a Nova without them."""
+        newer_names = set(novacompat.LIBVIRT_OPTIONS_SINCE)
+        cases = [c for c in table
+                 if bool(newer_names & set(nova_of(c))) == newer]
+        if newer:
+            libvirt = make_conf(self)[0].libvirt
+            missing = sorted(n for n in newer_names if n not in libvirt)
+            if missing:
+                self.skipTest('this Nova lacks [libvirt] %s (added later): '
+                              '%d case(s) not run'
+                              % (', '.join(missing), len(cases)))
+            self.assertNotEqual([], cases)
+        return cases
+
     def test_inherited(self):
-        for name, nova, own, want in INHERITED:
+        self.check_inherited(self.cases(INHERITED, lambda c: c[1],
+                                        newer=False))
+
+    def test_inherited_options_of_newer_nova(self):
+        self.check_inherited(self.cases(INHERITED, lambda c: c[1],
+                                        newer=True))
+
+    def check_inherited(self, cases):
+        for name, nova, own, want in cases:
             policy = self.policy(nova, own)
             for field, value in want.items():
                 self.assertEqual(value, getattr(policy, field),
                                  '%s: %s' % (name, field))
 
     def test_conflicts_are_refused_naming_both(self):
-        for nova, own, names in CONFLICTS:
+        self.check_conflicts(self.cases(CONFLICTS, lambda c: c[0],
+                                        newer=False))
+
+    def test_conflicts_of_newer_nova_options(self):
+        self.check_conflicts(self.cases(CONFLICTS, lambda c: c[0],
+                                        newer=True))
+
+    def check_conflicts(self, cases):
+        for nova, own, names in cases:
             e = self.assertRaises(livemig_policy.InvalidPolicy, self.policy,
                                   nova, own)
             self.assertEqual(1, len(e.refusals), (nova, own, e.refusals))
@@ -351,7 +391,9 @@ class NovaOptionsTest(testtools.TestCase):
 
         nova_names = {o.name for o in nova.conf.libvirt.ALL_OPTS
                       if o.name.startswith('live_migration')}
-        self.assertEqual(nova_names,
+        # Those of a later Nova than this one are classified too.
+        later = set(novacompat.LIBVIRT_OPTIONS_SINCE) - nova_names
+        self.assertEqual(nova_names | later,
                          set(livemig_policy.NOVA_LIVE_MIGRATION_OPTIONS))
 
     def test_an_option_at_its_default_in_a_file_is_set(self):
