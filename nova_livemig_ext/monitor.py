@@ -43,6 +43,7 @@ from nova_livemig_ext import native
 from nova_livemig_ext import postcopy
 from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import estimator
+from nova_livemig_ext.convergence import guest as guest_cost
 from nova_livemig_ext.convergence import samples
 
 LOG = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ class MigrationReport:
     source_resumed: bool = False
     # How a post-copy in trouble ended, when it was in trouble.
     recovery: postcopy.Settled | None = None
+    # What the guest paid (measured) and was predicted to pay, in seconds.
+    guest: guest_cost.GuestCost | None = None
+    predicted_guest: guest_cost.GuestCost | None = None
 
     @property
     def rungs_used(self) -> tuple[tuple[str, str], ...]:
@@ -290,6 +294,9 @@ class MigrationMonitor:
         self._paused_by_monitor = False
         self._postcopy = False
         self._abort_requested = False
+        # Throttle x time from the samples, whoever decides (Nova's
+        # algorithm does not count it).
+        self._throttle = guest_cost.ThrottleMeter()
 
     @property
     def abort_requested(self) -> bool:
@@ -420,7 +427,8 @@ class MigrationMonitor:
             self._unreadable_since_s = now_s
         assert self._started_s is not None
         elapsed_s = now_s - self._started_s
-        if (self.deadline_s is None or elapsed_s < self.deadline_s
+        deadline_s = self._deadline_in_force_s()
+        if (deadline_s is None or elapsed_s < deadline_s
                 or self._abort_requested or self._postcopy):
             return
         silent_s = now_s - self._unreadable_since_s
@@ -428,14 +436,27 @@ class MigrationMonitor:
             ctl.Action.ABORT,
             'deadline of %.0f s passed while job statistics were '
             'unreadable for %.0f s; aborting, the guest keeps running on '
-            'the source' % (self.deadline_s, silent_s),
+            'the source' % (deadline_s, silent_s),
             at_s=elapsed_s, rung=ctl.RUNG_ABORT,
-            measures=(('deadline_s', self.deadline_s),
+            measures=(('deadline_s', deadline_s),
                       ('unreadable_s', round(silent_s, 1)))))
+
+    def _deadline_in_force_s(self) -> float | None:
+        """The wall-clock cap, or the controller's own deadline (which
+        follows the link) when that is sooner."""
+        deadline_s = self.deadline_s
+        live = getattr(self.controller, 'deadline_s', None)
+        if (isinstance(live, (int, float)) and not isinstance(live, bool)
+                and math.isfinite(live) and live > 0):
+            deadline_s = live if deadline_s is None else min(deadline_s, live)
+        return deadline_s
 
     def _observe(self, sample: samples.JobSample, now_s: float) -> None:
         if sample.is_active:
             self._last_sample = sample
+            if self._started_s is not None:
+                self._throttle.add(now_s - self._started_s,
+                                   sample.auto_converge_throttle_pct)
         decisions = self.controller.observe(sample, now_s)
         if self.on_sample is not None and sample.is_active:
             assert self._started_s is not None
@@ -507,15 +528,44 @@ class MigrationMonitor:
                                      source_resumed=resumed)
         if completed_stats:
             report = with_completed_stats(report, completed_stats)
+        report = self._with_guest_view(report)
+        assert report.guest is not None
         self.log.info('Live migration %(outcome)s after %(total_s).1f s: '
-                      'downtime %(downtime)s (predicted %(predicted_ms)s '
-                      'ms), %(iterations)s iterations, %(sent)s bytes sent',
+                      'guest %(guest)s; predicted %(predicted)s; libvirt '
+                      'downtime %(downtime)s; %(iterations)s iterations, '
+                      '%(sent)s bytes sent',
                       {'outcome': outcome.value, 'total_s': report.total_s,
+                       'guest': report.guest.text(),
+                       'predicted': (report.predicted_guest.text()
+                                     if report.predicted_guest is not None
+                                     else 'unknown'),
                        'downtime': downtime_text(report),
-                       'predicted_ms': report.predicted_downtime_ms,
                        'iterations': report.iterations,
                        'sent': report.memory_sent_bytes})
         return report
+
+    def _with_guest_view(self, report: MigrationReport) -> MigrationReport:
+        """The guest's cost, measured from what the monitor saw."""
+        switch_s = guest_cost.switch_at_s([
+            (a.decision.action.value, a.decision.at_s, a.applied)
+            for a in report.decisions])
+        lost_s = self._throttle.lost_s
+        state = getattr(self.controller, 'state', None)
+        counted = getattr(state, 'throttle_lost_s', None)
+        if isinstance(counted, (int, float)) and math.isfinite(counted):
+            lost_s = max(lost_s, float(counted))
+        measured = guest_cost.measured(
+            completed=report.outcome is Outcome.COMPLETED,
+            ended_at_s=report.total_s, switchover_started_s=switch_s,
+            postcopy=report.switched_to_postcopy,
+            paused=(report.paused_by_monitor
+                    and not report.switched_to_postcopy),
+            libvirt_downtime_ms=report.downtime_ms, lost_s=lost_s)
+        predicted = getattr(self.controller, 'predicted_guest_cost', None)
+        if not isinstance(predicted, guest_cost.GuestCost):
+            predicted = None
+        return dataclasses.replace(report, guest=measured,
+                                   predicted_guest=predicted)
 
 
 def downtime_text(report: MigrationReport) -> str:

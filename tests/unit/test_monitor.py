@@ -576,6 +576,22 @@ class TestDeadlineWithoutStatistics(MonitorTestCase):
         self.assertIn('while job statistics were unreadable',
                       aborts[0].decision.reason)
 
+    def test_the_controllers_link_deadline_when_sooner_than_the_cap(self):
+        unreadable = [FakeError('cannot acquire state change lock', 68)] * 400
+        domain = FakeDomain([running()] + unreadable)
+        controller = ScriptedController()
+        controller.deadline_s = 45.0
+        monitor = self.monitor(domain, controller, deadline_s=14400.0)
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                 monitor)
+        self.assertEqual(m.Outcome.ABORTED, report.outcome)
+        aborts = [a.decision for a in report.decisions
+                  if a.decision.action is A.ABORT]
+        self.assertEqual(1, len(aborts))
+        self.assertGreaterEqual(aborts[0].at_s, 45.0)
+        self.assertLess(aborts[0].at_s, 46.0)
+        self.assertIn('deadline of 45 s', aborts[0].reason)
+
     def test_no_abort_after_the_switch_to_post_copy(self):
         unreadable = [FakeError('cannot acquire state change lock', 68)] * 300
         domain = FakeDomain([running(), running()] + unreadable)
@@ -657,6 +673,37 @@ class TestClosedLoop(MonitorTestCase):
         self.assertLess(report.total_s, 3 * 320 / 15)
         self.assertIsNotNone(report.downtime_ms)
         self.assertIn('switching to post-copy', self.logger.output)
+        # The guest's view: the post-copy phase bounds its wait for pages,
+        # libvirt's downtime is only a part of it.
+        switch_s = [a.decision.at_s for a in report.decisions
+                    if a.decision.action is c.Action.START_POSTCOPY][0]
+        self.assertTrue(report.guest.upper_bound)
+        self.assertAlmostEqual(report.total_s - switch_s,
+                               report.guest.postcopy_stall_s, places=3)
+        self.assertGreater(report.guest.longest_unavailable_s,
+                           report.downtime_ms / 1000.0)
+        self.assertIsNotNone(report.predicted_guest)
+        self.assertIn('guest longest unavailability at most',
+                      self.logger.output)
+
+    def test_throttle_counts_as_work_lost(self):
+        def throttled(pct, iteration):
+            stats = running(iteration=iteration)
+            stats['auto_converge_throttle'] = pct
+            return stats
+
+        # 50 % for 2 polls of 0.5 s, then 80 % for 1 poll: 0.5 + 0.4 s.
+        domain = FakeDomain([throttled(50, 1), throttled(50, 2),
+                             throttled(80, 3), throttled(80, 4)])
+        monitor = self.monitor(domain, ScriptedController([]))
+        report = monitor.watch(lambda: False)
+        report = monitor.finish(report, m.Outcome.COMPLETED,
+                                completed_stats={'type': 3, 'downtime': 120})
+        self.assertAlmostEqual(0.9, report.guest.throttle_lost_s, places=6)
+        self.assertAlmostEqual(0.12, report.guest.longest_unavailable_s)
+        self.assertAlmostEqual(1.02, report.guest.work_lost_s, places=6)
+        self.assertIn('work lost 1.02 s (downtime 0.12 s + throttle 0.90 s)',
+                      self.logger.output)
 
 
 class TestErrorClassifier(testtools.TestCase):
