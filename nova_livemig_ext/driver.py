@@ -498,9 +498,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 block_migration, migrate_data, future, disk_paths)
         policy, plan, facts = job
         nova_data_gib = self._live_migration_data_gb(instance, disk_paths)
+        # Our migrations in flight from this host share its link: a fair
+        # share is not a stalled network.
         controller = livemig_job.decision_maker(
             policy, plan, memory_mib=facts.memory_mib,
-            disk_gib=facts.disk_gib, nova_data_gib=nova_data_gib)
+            disk_gib=facts.disk_gib, nova_data_gib=nova_data_gib,
+            link_shares=lambda: max(1, len(self.livemig_jobs)))
         log = InstanceLog(LOG, {'instance': instance})
         monitor = NovaMigrationMonitor(
             guest._domain, controller, time.monotonic, time.sleep,
@@ -653,6 +656,9 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         command = self._livemig_recover_command(
             instance, dest, None if planned is None else planned.call)
         recovery = report.recovery
+        error = (recovery.last_error if recovery else None) or report.error
+        if recovery is not None and recovery.resume_withheld:
+            error = 'no resume tried: %s' % recovery.resume_withheld
         LOG.error('nova-livemig-ext: post-copy live migration to %(dest)s '
                   'could not be completed within %(timeout)d s '
                   '(%(attempts)d resume attempts, source %(source)s, last '
@@ -662,8 +668,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                   {'dest': dest, 'timeout': policy.postcopy_recovery_timeout_s,
                    'attempts': recovery.resume_attempts if recovery else 0,
                    'source': recovery.source if recovery else '-',
-                   'error': (recovery.last_error if recovery else None)
-                   or report.error, 'command': command},
+                   'error': error, 'command': command},
                   instance=instance)
         return PostcopyRecoveryNeeded(
             source_host=instance.host, command=command,
@@ -847,9 +852,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                                                errors.domain_gone),
                     livemig_postcopy.UNREACHABLE)
 
+        # This host's libvirt stands for the destination's here.
         settled = livemig_postcopy.settle(
             views, planned.resume_postcopy, time.monotonic, time.sleep,
-            timeout_s, errors.is_libvirt_error, log=log)
+            timeout_s, errors.is_libvirt_error, log=log,
+            hazard=livemig_postcopy.resume_hazard(
+                livemig_postcopy.libvirt_version_of(domain)))
         return settled.where
 
     def _livemig_complete_in_nova(self, context, instance, dest, record,
@@ -957,13 +965,16 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         rungs = ', '.join('%s (%s)' % (rung, reason)
                           for rung, reason in report.rungs_used) or 'none'
         LOG.info('nova-livemig-ext: live migration %(outcome)s in '
-                 '%(total).1f s, downtime %(downtime)s (predicted '
-                 '%(predicted)s ms), %(iterations)s iterations, %(sent)s '
-                 'bytes sent, rungs used: %(rungs)s',
+                 '%(total).1f s, guest %(guest)s (predicted %(predicted)s); '
+                 'libvirt downtime %(downtime)s, %(iterations)s iterations, '
+                 '%(sent)s bytes sent, rungs used: %(rungs)s',
                  {'outcome': report.outcome.value, 'total': report.total_s,
+                  'guest': (report.guest.text() if report.guest is not None
+                            else 'cost unknown'),
+                  'predicted': (report.predicted_guest.text()
+                                if report.predicted_guest is not None
+                                else 'unknown'),
                   'downtime': livemig_monitor.downtime_text(report),
-                  'predicted': (None if report.predicted_downtime_ms is None
-                                else round(report.predicted_downtime_ms)),
                   'iterations': report.iterations,
                   'sent': report.memory_sent_bytes, 'rungs': rungs},
                  instance=instance)

@@ -28,27 +28,3 @@ class LiveMigrationTest(base.LiveMigExtTestBase):
         self.assertEqual(20, params['auto_converge.initial'])
         self.assertEqual(10, params['auto_converge.increment'])
         self.assertIn('destination_xml', params)
-
-
-class InstanceKeysRefusedTest(base.LiveMigExtTestBase):
-
-    def test_bad_flavor_extra_spec_refuses_before_the_job(self):
-        flavor_id = self._create_flavor(extra_spec={
-            'livemig_ext:max_downtime_ms': 'soon'})
-        server = self._create_server(host='src', flavor_id=flavor_id,
-                                     networks='none')
-        # CastAsCallFixture makes the conductor's pre-check failure surface
-        # as a 500 here; in a deployment the call returns 202 and the
-        # migration record goes to 'error'. Either way nothing started.
-        self.api.api_post(
-            '/servers/%s/action' % server['id'],
-            {'os-migrateLive': {'host': 'dest', 'block_migration': 'auto'}},
-            check_response_status=[500])
-        self._wait_for_state_change(server, 'ACTIVE')
-        self._wait_for_migration_status(server, ['error'])
-        server = self.api.get_server(server['id'])
-        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('ACTIVE', server['status'])
-        self.assertEqual([], self.migrate_calls)
-        self.assertIn('livemig_ext:max_downtime_ms',
-                      self.stdlog.logger.output)
