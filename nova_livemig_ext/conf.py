@@ -464,38 +464,90 @@ Related options:
                min=1,
                max=86400,
                help="""
-Deadline of a migration, in seconds per GiB of guest memory (plus disk for a
-block migration). The deadline is the smaller of this times the size and
-``completion_timeout_max_s``.
+Operator's cap on a migration's deadline, in seconds per GiB of guest memory
+(plus disk for a block migration). The deadline itself follows the link (see
+``deadline_link_multiple``); when this is set, the deadline is never longer
+than this times the size (nor than ``completion_timeout_max_s``).
 
 Possible values:
 
 * unset (default): ``[libvirt] live_migration_completion_timeout`` when that
   is set (same unit; its 0, "no timeout", is refused: the controller always
-  works to a deadline), otherwise 120.
+  works to a deadline), otherwise no per-GiB cap.
 * 1 to 86400. When ``[libvirt] live_migration_completion_timeout`` is also
   set, both must agree.
 
 Related options:
 
-* ``completion_timeout_max_s``
+* ``deadline_link_multiple``, ``deadline_floor_s``,
+  ``completion_timeout_max_s``
 """),
     cfg.IntOpt('completion_timeout_max_s',
                default=14400,
                min=10,
                max=604800,
                help="""
-Absolute cap of a migration's deadline, in seconds.
+Absolute cap of a migration's deadline, in seconds: the longest any one
+migration may hold its two hosts and the link.
 
 Possible values:
 
-* 10 to 604800. Default 14400 (4 h): a 256 GiB guest over 1 Gbit/s needs
-  about 2400 s for its first pass alone, and post-copy needs as long again
-  to finish; a lower cap aborts such guests whatever the ladder.
+* 10 to 604800. Default 14400 (4 h). With the deadline following the link
+  (``deadline_link_multiple``) it is reached only when one pass of memory
+  takes over 30 minutes (a guest above about 190 GiB at 1 Gbit/s); a lower
+  cap aborts such guests while they still make progress.
 
 Related options:
 
-* ``completion_timeout_s_per_gib``
+* ``deadline_link_multiple``, ``completion_timeout_s_per_gib``
+"""),
+    finite_float_opt('deadline_link_multiple',
+                     min=1.0,
+                     max=1000.0,
+                     default=8.0,
+                     help="""
+The deadline of a migration follows its link: this many times the data to
+move (guest memory, plus disks for a block migration) divided by the
+bandwidth the migration measures, at least ``deadline_floor_s``, at most
+``completion_timeout_max_s`` (and ``completion_timeout_s_per_gib`` times the
+size, when that is set).
+
+One pass over the whole memory takes data / bandwidth. Eight of them hold the
+first pass, the passes needed to see a plateau, a pass at a higher downtime,
+a few passes of throttling and the post-copy transfer of a guest that writes
+most of its memory; a guest that converges by itself with a dirty rate up to
+87 % of the bandwidth (1 / (1 - 0.875) = 8) finishes without help. When
+several migrations share the link, each one's deadline follows its share. The
+deadline is settled when the first pass ends and from then on only moves
+later. A migration predicted to complete before its deadline is never
+escalated.
+
+Possible values:
+
+* 1 to 1000. Default 8.
+
+Related options:
+
+* ``deadline_floor_s``, ``completion_timeout_s_per_gib``,
+  ``completion_timeout_max_s``
+"""),
+    cfg.IntOpt('deadline_floor_s',
+               default=120,
+               min=10,
+               max=86400,
+               help="""
+The shortest deadline a migration gets, in seconds, however fast its link: a
+small guest on a fast link still gets time for one stall window and a forced
+switchover. ``completion_timeout_max_s`` (and ``completion_timeout_s_per_gib``
+when set) still caps it: a cap below the floor wins.
+
+Possible values:
+
+* 10 to 86400. Default 120.
+
+Related options:
+
+* ``deadline_link_multiple``, ``stall_window_s``, ``switchover_timeout_s``
 """),
     cfg.IntOpt('switchover_timeout_s',
                default=60,

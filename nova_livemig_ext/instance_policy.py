@@ -197,8 +197,9 @@ def _image_deadline(policy: MigrationPolicy, per_gib: int, size_gib: float,
     """An image's shorter deadline, raised to the operator's floor."""
     size = max(size_gib, 1.0 / 1024)
     floor_per_gib = math.ceil(policy.image_deadline_floor_s / size)
-    chosen = min(policy.completion_timeout_s_per_gib,
-                 max(per_gib, floor_per_gib))
+    chosen = max(per_gib, floor_per_gib)
+    if policy.completion_timeout_s_per_gib > 0:
+        chosen = min(policy.completion_timeout_s_per_gib, chosen)
     if chosen != per_gib:
         out.notes.append(
             'image property %scompletion_timeout_s_per_gib = %r would give '
@@ -244,7 +245,8 @@ def _apply_image(policy: MigrationPolicy,
                     'post-copy is turned off by the image', out)
         elif name == 'completion_timeout_s_per_gib':
             assert isinstance(value, int)
-            if value > policy.completion_timeout_s_per_gib:
+            host_cap = policy.completion_timeout_s_per_gib
+            if host_cap > 0 and value > host_cap:
                 out.ignore(origin, name, text,
                            'longer than the %d s/GiB of this host; an image '
                            'may only shorten the deadline'

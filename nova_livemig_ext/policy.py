@@ -19,7 +19,8 @@ RUNGS: tuple[str, ...] = ('downtime', 'auto_converge', 'postcopy', 'pause',
 DEFAULT_LADDER: tuple[str, ...] = ('downtime', 'auto_converge', 'abort')
 DEFAULT_INITIAL_DOWNTIME_MS = 300
 DEFAULT_DOWNTIME_STEPS = 3
-DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB = 120
+# 0: no per-GiB cap, the deadline follows the link (deadline_link_multiple).
+DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB = 0
 ZLIB_MAX_LEVEL = 9
 ZSTD_MAX_LEVEL = 20
 
@@ -63,8 +64,10 @@ class MigrationPolicy:
     ladder: tuple[str, ...] = ('downtime', 'auto_converge', 'abort')
     stall_window_s: int = 60
     stall_passes: int = 2
-    completion_timeout_s_per_gib: int = 120
+    completion_timeout_s_per_gib: int = DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB
     completion_timeout_max_s: int = 14400
+    deadline_link_multiple: float = 8.0
+    deadline_floor_s: int = 120
     switchover_timeout_s: int = 60
     postcopy_recovery_timeout_s: int = 1800
     poll_interval_s: float = 0.5
@@ -377,6 +380,8 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         stall_passes=own.stall_passes,
         completion_timeout_s_per_gib=shared['completion_timeout_s_per_gib'],
         completion_timeout_max_s=own.completion_timeout_max_s,
+        deadline_link_multiple=own.deadline_link_multiple,
+        deadline_floor_s=own.deadline_floor_s,
         switchover_timeout_s=own.switchover_timeout_s,
         postcopy_recovery_timeout_s=own.postcopy_recovery_timeout_s,
         poll_interval_s=own.poll_interval_s,

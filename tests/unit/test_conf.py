@@ -29,7 +29,7 @@ class OptionsTest(testtools.TestCase):
                         'downtime_steps', 'stall_passes')
             if (isinstance(opt, (cfg.IntOpt, cfg.FloatOpt))
                     and opt.name not in unitless):
-                self.assertRegex(opt.name, r'_(ms|s|pct|mib_s|per_gib)$')
+                self.assertRegex(opt.name, r'_(ms|s|pct|mib_s|per_gib|multiple)$')
 
     def test_register_is_idempotent_and_lists_everything(self):
         conf = cfg.ConfigOpts()

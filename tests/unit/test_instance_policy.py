@@ -5,8 +5,10 @@ import testtools
 from nova_livemig_ext import instance_policy as ip
 from nova_livemig_ext import policy as lp
 
+# An operator's per-GiB cap of 120 s (unset, the deadline follows the link).
 HOST = lp.MigrationPolicy().replace(
     permit_post_copy=True, max_downtime_ms=1000,
+    completion_timeout_s_per_gib=120,
     ladder=('downtime', 'auto_converge', 'postcopy', 'abort'))
 
 
@@ -165,6 +167,18 @@ class InstancePolicyTest(testtools.TestCase):
             self.assertEqual((), resolved.ignored)
             if str(want) != asked:
                 self.assertIn('image_deadline_floor_s', resolved.notes[0])
+
+    def test_image_deadline_caps_a_host_without_a_per_gib_cap(self):
+        # No operator cap: the image's value is a cap of its own (above the
+        # floor), never "longer than the host's".
+        host = HOST.replace(completion_timeout_s_per_gib=0)
+        resolved = resolve({}, image(completion_timeout_s_per_gib='900'),
+                           host, size_gib=0.5)
+        self.assertEqual((), resolved.ignored)
+        self.assertEqual(900, resolved.policy.completion_timeout_s_per_gib)
+        resolved = resolve({}, image(completion_timeout_s_per_gib='1'),
+                           host, size_gib=0.5)
+        self.assertEqual(600, resolved.policy.completion_timeout_s_per_gib)
 
     def test_operator_can_ignore_image_properties(self):
         host = HOST.replace(ignore_image_properties=True)

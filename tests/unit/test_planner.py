@@ -204,11 +204,16 @@ class TestLadder(testtools.TestCase):
         self.assertTrue(config.postcopy_armed)
         self.assertTrue(config.auto_converge_armed)
         self.assertFalse(config.pause_allowed)
-        self.assertEqual(7680, config.deadline_s)  # 120 s/GiB
+        # No per-GiB cap by default: only the absolute cap bounds the
+        # deadline, which follows the link below it.
+        self.assertEqual(14400, config.deadline_s)
+        capped = POSTCOPY_POLICY.replace(completion_timeout_s_per_gib=120)
+        self.assertEqual(7680, p.controller_config_for(
+            capped, 64 * GIB).deadline_s)  # 120 s/GiB
         self.assertEqual(240, p.controller_config_for(
-            POSTCOPY_POLICY, 2 * GIB).deadline_s)
+            capped, 2 * GIB).deadline_s)
         self.assertEqual(14400, p.controller_config_for(  # capped
-            POSTCOPY_POLICY, 256 * GIB).deadline_s)
+            capped, 256 * GIB).deadline_s)
 
     def test_deadline_follows_the_link_without_a_per_gib_cap(self):
         policy = POSTCOPY_POLICY.replace(completion_timeout_s_per_gib=0)

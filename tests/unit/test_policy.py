@@ -166,6 +166,7 @@ REFUSED = [
      dict(completion_timeout_max_s=30, switchover_timeout_s=60),
      ['[livemig_ext] completion_timeout_max_s',
       '[livemig_ext] switchover_timeout_s'], 'Raise'),
+
 ]
 
 
@@ -230,7 +231,7 @@ INHERITED = [
     ('nothing set: our defaults',
      {}, {}, dict(bandwidth_mib_s=0, max_downtime_ms=500,
                   initial_downtime_ms=300, downtime_steps=3,
-                  completion_timeout_s_per_gib=120, permit_post_copy=False,
+                  completion_timeout_s_per_gib=0, permit_post_copy=False,
                   ladder=('downtime', 'auto_converge', 'abort'))),
     ('ours alone', {}, dict(bandwidth_mib_s=50), dict(bandwidth_mib_s=50)),
     ('both, the same', dict(live_migration_bandwidth=50),
