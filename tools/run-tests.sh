@@ -83,9 +83,9 @@ fi
 if [ ${#older_filter[@]} -gt 0 ]; then
     for release in $OLDER_RELEASES; do
         older=$(older_venv "$release")
-        echo "run-tests: Nova $("$older/bin/python" -c \
-            'from importlib import metadata; print(metadata.version("nova"))') \
-            ($release): ${older_filter[*]}"
+        nova_version=$("$older/bin/python" -c \
+            'from importlib import metadata; print(metadata.version("nova"))')
+        echo "run-tests: Nova $nova_version ($release): ${older_filter[*]}"
         "$older/bin/stestr" --repo-url "$older" run --color \
             --exclude-regex '^tests\.unit\.test_style\.' "${older_filter[@]}" \
             || rc=1
