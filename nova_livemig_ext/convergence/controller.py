@@ -430,14 +430,18 @@ class ControllerState:
     exhausted: frozenset[str] = frozenset()
     noted: frozenset[str] = frozenset()
     predicted_downtime_ms: float | None = None
-    # The deadline in force (None: config.deadline_s, not derived yet).
+    # The deadline in force (None: config.deadline_s, not derived yet), and
+    # the one last said in the log.
     deadline_s: float | None = None
+    deadline_noted_s: float | None = None
     # Migrations sharing the link now, the most seen, and when it changed.
     link_shares: int = 1
     max_link_shares: int = 1
     link_shares_changed_s: float | None = None
     # The link's capacity: settled bandwidth × shares, the best seen.
     peak_link_bytes_s: float = 0.0
+    # The least settled bandwidth this job had while sharing the link.
+    least_shared_bytes_s: float | None = None
     # Guest CPU time taken by QEMU's throttle so far (Σ throttle × time).
     throttle_lost_s: float = 0.0
     # What the guest was predicted to pay when the controller paused it
@@ -583,10 +587,30 @@ def track_link_capacity(config: ControllerConfig, state: ControllerState,
                 * config.estimator.bandwidth_half_life_s)
     if changed is not None and elapsed_s(state, now_s) - changed < settle_s:
         return state
+    if state.link_shares > 1:
+        least = state.least_shared_bytes_s
+        if least is None or bandwidth < least:
+            state = dataclasses.replace(state, least_shared_bytes_s=bandwidth)
     capacity = bandwidth * state.link_shares
     if capacity <= state.peak_link_bytes_s:
         return state
     return dataclasses.replace(state, peak_link_bytes_s=capacity)
+
+
+def deadline_share_bytes_s(state: ControllerState) -> float:
+    """The bandwidth the deadline gives this job: its fair share with the
+    most migrations seen, or less when it got less while sharing.
+
+    A migration counted as sharing may not send yet (its job is still being
+    set up): a job can have the link to itself at first and half of it
+    later.  Never below half the fair share: a link that dies while shared
+    must not stretch the deadline without end.
+    """
+    share = state.peak_link_bytes_s / state.max_link_shares
+    least = state.least_shared_bytes_s
+    if least is None:
+        return share
+    return min(share, max(least, share / 2))
 
 
 def fair_share_bytes_s(state: ControllerState) -> float | None:
@@ -610,6 +634,17 @@ def link_deadline_s(config: ControllerConfig, transfer_bytes: float,
     return min(config.deadline_s, max(config.deadline_floor_s, derived))
 
 
+# A deadline that moved later is said again once it moved this much more.
+DEADLINE_NOTE_FRACTION = 0.1
+
+
+def first_pass_ended(est: estimator.Estimate) -> bool:
+    """Has the bulk pass (all of memory) ended?  QEMU's setup sync is
+    iteration 1; the first sync after the bulk pass starts iteration 2."""
+    return any(b.iteration > estimator.FIRST_PASS_ITERATION
+               for b in est.boundaries)
+
+
 def update_deadline(config: ControllerConfig, state: ControllerState,
                     now_s: float) -> Step:
     """Derive the deadline from the data and the link (when configured).
@@ -626,10 +661,10 @@ def update_deadline(config: ControllerConfig, state: ControllerState,
     if not data or state.peak_link_bytes_s <= 0:
         return state, ()
     # The smallest share seen: a deadline promised is not taken back.
-    share = state.peak_link_bytes_s / state.max_link_shares
+    share = deadline_share_bytes_s(state)
     derived = link_deadline_s(config, data, share)
     old = state.deadline_s
-    if est.passes_completed == 0:
+    if not first_pass_ended(est):
         return dataclasses.replace(state, deadline_s=derived), ()
     new = derived if old is None else max(old, derived)
     state = dataclasses.replace(state, deadline_s=new)
@@ -638,6 +673,7 @@ def update_deadline(config: ControllerConfig, state: ControllerState,
         ('link_share_mib_s', _mib(share)),
         ('link_shares', state.link_shares))
     if 'deadline-set' not in state.noted:
+        state = dataclasses.replace(state, deadline_noted_s=new)
         return _note_once(
             state, 'deadline-set', now_s,
             f'deadline {new:.0f} s: {multiple:g} x '
@@ -645,13 +681,17 @@ def update_deadline(config: ControllerConfig, state: ControllerState,
             f'is {multiple * data / share:.0f} s (floor '
             f'{config.deadline_floor_s:.0f} s, cap {config.deadline_s:.0f} '
             f's)', None, extra)
-    if old is None or new <= old:
+    noted = state.deadline_noted_s
+    if noted is not None and new < noted * (1 + DEADLINE_NOTE_FRACTION):
+        # The smoothed share moves a little at every sample: said when the
+        # deadline moved by a tenth since the last time.
         return state, ()
+    state = dataclasses.replace(state, deadline_noted_s=new)
     return state, (_decision(
         state, now_s, Action.NOTE,
-        f'deadline moved from {old:.0f} s to {new:.0f} s: '
-        f'{state.max_link_shares} migrations share the link, '
-        f"{_fmt(_mib(share), ' MiB/s')} each", None, extra),)
+        f'deadline moved from {old:.0f} s to {new:.0f} s: up to '
+        f'{state.max_link_shares} migrations share the link, this one gets '
+        f"{_fmt(_mib(share), ' MiB/s')}", None, extra),)
 
 
 def predicted_in_time_s(config: ControllerConfig, state: ControllerState,

@@ -18,6 +18,8 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import native
+from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import guest as livemig_guest
 from nova_livemig_ext.lab import guest as lab_guest
 from nova_livemig_ext.lab import measure, system
 from nova_livemig_ext.lab.config import LabConfig
@@ -56,6 +58,13 @@ class ControlledMigration:
     # CPU time of the thread that ran the monitor (polls, controller,
     # libvirt calls): what steering one migration costs the host.
     monitor_cpu_s: float
+    # What the guest paid as the monitor and libvirt see it (a bound after
+    # post-copy), and what our controller predicted; the heartbeats in
+    # ``result`` are the truth.
+    guest: livemig_guest.GuestCost | None = None
+    predicted_guest: livemig_guest.GuestCost | None = None
+    # Our controller's deadline at the end (None for Nova's algorithm).
+    deadline_s: float | None = None
 
 
 def _plan(config: LabConfig, guest: lab_guest.Guest, policy: MigrationPolicy
@@ -77,8 +86,12 @@ def _plan(config: LabConfig, guest: lab_guest.Guest, policy: MigrationPolicy
 
 def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: MigrationPolicy,
                         on_progress: OnProgress | None = None,
-                        settle_s: float = measure.SETTLE_S) -> ControlledMigration:
-    """Migrate ``guest`` to the other host as nova-compute would, and measure it."""
+                        settle_s: float = measure.SETTLE_S,
+                        link_shares: Callable[[], int] | None = None) -> ControlledMigration:
+    """Migrate ``guest`` to the other host as nova-compute would, and measure it.
+
+    ``link_shares`` counts the migrations sharing the link, as the driver does.
+    """
     import libvirt
     system.quiet_libvirt()
     plan, instance = _plan(config, guest, policy)
@@ -87,6 +100,8 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
     progress: list[livemig_monitor.Progress] = []
     reports: list[livemig_monitor.MigrationReport] = []
     cpu_s: list[float] = []
+    deciders: list[ctl.DecisionMaker] = []
+    meter = livemig_guest.ThrottleMeter()
     destination = config.other(guest.host)
     dest_conns: list[Any] = []
 
@@ -104,6 +119,7 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
 
     def collect(update: livemig_monitor.Progress) -> None:
         progress.append(update)
+        meter.add(update.elapsed_s, update.sample.auto_converge_throttle_pct)
         if on_progress is not None:
             on_progress(update)
 
@@ -111,7 +127,9 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
                flags: int) -> measure.MigrationRun:
         started_s = time.monotonic()
         recorded = RecordingDomain(dom, started_s)
-        controller = livemig_job.decision_maker(policy, plan, instance.memory_mib)
+        controller = livemig_job.decision_maker(policy, plan, instance.memory_mib,
+                                                link_shares=link_shares)
+        deciders.append(controller)
         monitor = livemig_monitor.MigrationMonitor(
             recorded, controller, time.monotonic, native.time_module().sleep,
             poll_interval_s=policy.poll_interval_s, on_sample=collect,
@@ -140,4 +158,27 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
     report = reports[0]
     if result.completed_stats:
         report = livemig_monitor.with_completed_stats(report, result.completed_stats)
-    return ControlledMigration(result, report, plan, tuple(progress), cpu_s[0])
+    paid, predicted = guest_view(report, deciders[0], meter.lost_s)
+    deadline = (deciders[0].deadline_s if isinstance(deciders[0], ctl.Controller)
+                else None)
+    return ControlledMigration(result, report, plan, tuple(progress), cpu_s[0],
+                               paid, predicted, deadline)
+
+
+def guest_view(report: livemig_monitor.MigrationReport, decider: ctl.DecisionMaker,
+               throttle_lost_s: float
+               ) -> tuple[livemig_guest.GuestCost, livemig_guest.GuestCost | None]:
+    """What the guest paid by the monitor's account, and what ours predicted."""
+    switch = livemig_guest.switch_at_s([
+        (a.decision.action.value, a.decision.at_s, a.applied) for a in report.decisions])
+    predicted = None
+    if isinstance(decider, ctl.Controller) and decider.predicted_guest_cost is not None:
+        throttle_lost_s = max(throttle_lost_s, decider.state.throttle_lost_s)
+        predicted = decider.predicted_guest_cost
+    paid = livemig_guest.measured(
+        completed=report.outcome is livemig_monitor.Outcome.COMPLETED,
+        ended_at_s=report.total_s, switchover_started_s=switch,
+        postcopy=report.switched_to_postcopy,
+        paused=report.paused_by_monitor and not report.switched_to_postcopy,
+        libvirt_downtime_ms=report.downtime_ms, lost_s=throttle_lost_s)
+    return paid, predicted

@@ -86,6 +86,13 @@ class Row:
     curve: tuple[tuple[float, float], ...]
     marks: tuple[tuple[float, str], ...]
     rungs: tuple[str, ...]
+    # The guest's work lost: its longest heartbeat gap plus throttle x time
+    # (from QEMU's reported throttle at every poll).
+    guest_work_lost_s: float = 0.0
+    # What the monitor alone can say (an upper bound after post-copy), and
+    # what our controller predicted before acting.
+    monitor_unavailable_s: float | None = None
+    predicted_unavailable_s: float | None = None
 
 
 def _row(scenario: Scenario, done: controlled.ControlledMigration) -> Row:
@@ -97,21 +104,41 @@ def _row(scenario: Scenario, done: controlled.ControlledMigration) -> Row:
                    if a.decision.has_effect else f"{a.decision.rung} (QEMU throttles)")
                   for a in report.decisions
                   if a.applied and (a.decision.has_effect or a.decision.rung == "auto_converge"))
+    throttle_s = done.guest.throttle_lost_s if done.guest is not None else 0.0
     return Row(scenario.name, report.outcome.value, round(report.total_s, 1),
                report.downtime_ms, done.result.max_heartbeat_gap_s,
                done.result.integrity.ok, done.result.integrity.host, curve, marks,
-               tuple(rung for rung, _ in report.rungs_used))
+               tuple(rung for rung, _ in report.rungs_used),
+               guest_work_lost_s=round(done.result.max_heartbeat_gap_s + throttle_s, 2),
+               monitor_unavailable_s=(None if done.guest is None
+                                      else done.guest.longest_unavailable_s),
+               predicted_unavailable_s=(None if done.predicted_guest is None
+                                        else done.predicted_guest.longest_unavailable_s))
+
+
+def _times(value: float, least: float | None) -> str:
+    if least is None or least <= 0:
+        return "-"
+    return f"x{value / least:.1f}"
 
 
 def table(rows: list[Row]) -> str:
+    """One line per run; "vs least" compares with the least any completed
+    run of the table achieved (unavailability, then work lost)."""
+    done = [r for r in rows if r.outcome == "completed"]
+    least_gap = min((r.guest_pause_s for r in done), default=None)
+    least_lost = min((r.guest_work_lost_s for r in done), default=None)
     head = (f"{'run':17} {'outcome':10} {'total':>6} {'downtime':>9} "
-            f"{'guest pause':>12}  guest")
+            f"{'guest pause':>12} {'work lost':>10} {'vs least':>12}  guest")
     lines = [head, "-" * len(head)]
     for r in rows:
         downtime = "-" if r.downtime_ms is None else f"{r.downtime_ms:.0f} ms"
         intact = "intact" if r.guest_intact else "DAMAGED"
+        versus = (f"{_times(r.guest_pause_s, least_gap)}/"
+                  f"{_times(r.guest_work_lost_s, least_lost)}")
         lines.append(f"{r.name:17} {r.outcome:10} {r.total_s:5.1f}s {downtime:>9} "
-                     f"{r.guest_pause_s:11.2f}s  {intact}, {r.guest_on}")
+                     f"{r.guest_pause_s:11.2f}s {r.guest_work_lost_s:9.2f}s {versus:>12}  "
+                     f"{intact}, {r.guest_on}")
     return "\n".join(lines)
 
 
@@ -192,3 +219,46 @@ def summary_ok(rows: list[Row]) -> bool:
 def main(cfg: LabConfig, out_dir: Path) -> int:
     rows = run(cfg, out_dir)
     return 0 if summary_ok(rows) else 1
+
+
+def alternatives() -> tuple[Scenario, ...]:
+    """Ways to move one guest, side by side: the shipped defaults with the
+    deadline following the link, and each remedy on its own."""
+    base = MigrationPolicy().replace(completion_timeout_s_per_gib=0)
+    return (
+        Scenario("shipped defaults", base),
+        Scenario("bounded pause", base.replace(ladder=("downtime", "pause", "abort"))),
+        Scenario("post-copy", base.replace(ladder=("downtime", "postcopy", "abort"),
+                                           permit_post_copy=True)),
+        Scenario("throttle", base.replace(ladder=("auto_converge", "abort"))),
+    )
+
+
+def compare(cfg: LabConfig, out_dir: Path, dirty_mb: int, dirty_rate_mb_s: int,
+            chosen: tuple[Scenario, ...] | None = None) -> list[Row]:
+    """Migrate the same guest once per scenario; the guest's heartbeats measure
+    each. The lab must be running; the lab lock is held for each run only."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    link_mb_s = None
+    for scenario in chosen or alternatives():
+        with LabLock(cfg):
+            link_mb_s = float(network.load_link_state(cfg)["measured_mb_s"])
+            guest = lab_guest.boot(cfg, cfg.host_a, f"cmp-{int(time.time() * 1000) % 10**8}",
+                                   dirty_mb, dirty_rate_mb_s)
+            try:
+                done = controlled.migrate_with_policy(cfg, guest, scenario.policy)
+            finally:
+                lab_guest.destroy(guest, cfg)
+        rows.append(_row(scenario, done))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(f"{dirty_mb} MB written at {dirty_rate_mb_s} MB/s, link {link_mb_s} MB/s")
+    print(table(rows))
+    results = out_dir / f"compare-{dirty_mb}mb-{dirty_rate_mb_s}mbs.json"
+    results.write_text(json.dumps(
+        {"link_mb_s": link_mb_s, "working_set_mb": dirty_mb, "dirty_rate_mb_s": dirty_rate_mb_s,
+         "runs": [{k: v for k, v in dataclasses.asdict(r).items() if k != "curve"}
+                  for r in rows]}, indent=1))
+    print(f"results: {results}")
+    return rows

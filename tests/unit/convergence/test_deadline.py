@@ -77,6 +77,28 @@ class TestLinkDeadline(testtools.TestCase):
         self.assertAlmostEqual(controller.deadline_s, abort.at_s, delta=1.0)
         self.assertEqual('aborted', result.outcome)
 
+    def test_setup_readings_do_not_settle_it(self):
+        # libvirt's first samples: iteration 0, then QEMU's setup sync
+        # (iteration 1) while the job still crawls at 0.6 MiB/s.
+        from nova_livemig_ext.convergence import samples as s
+        config = dataclasses.replace(LINKED, ladder=('abort',))
+        state, _ = c.initial_state(config, 0.0)
+        sent = 0
+        notes_seen = []
+        for at_s, iteration, rate in [(0.5, 0, 0.6), (1.0, 1, 0.6),
+                                      (1.5, 1, 14.0), (2.0, 1, 14.0)] + [
+                (2.0 + 0.5 * i, 1, 14.0) for i in range(1, 40)]:
+            sent += int(rate * MIB * 0.5)
+            sample = s.JobSample(
+                job_type=s.JobType.UNBOUNDED, memory_total_bytes=MEMORY,
+                memory_processed_bytes=sent, iteration=iteration,
+                memory_remaining_bytes=max(MEMORY - sent, 0))
+            state, decisions = c.step(config, state, sample, at_s)
+            notes_seen += [d.reason for d in decisions]
+        self.assertFalse([n for n in notes_seen if n.startswith('deadline')])
+        # Still following the measurement: 8 x 320 MiB / ~14 MiB/s.
+        self.assertLess(c.current_deadline_s(config, state), 200)
+
     def test_fast_link_gets_the_floor(self):
         fast = dataclasses.replace(BUSY, bandwidth_bytes_s=1024 * MIB,
                                    dirty_rate_bytes_s=4000 * MIB,
@@ -155,6 +177,32 @@ class TestSharedLink(testtools.TestCase):
         moved = notes(result, 'deadline moved')
         self.assertTrue(moved)
         self.assertIn('12 migrations share the link', moved[-1].reason)
+
+    def test_counted_before_the_other_sends(self):
+        # Found in the lab: two migrations counted from the start, the
+        # other one still setting up; this one had the whole link until
+        # 30 s (past its first pass), half of it after.
+        workload = dataclasses.replace(BUSY, link_changes=((30.0, LINK / 2),))
+        config = dataclasses.replace(LINKED, ladder=('abort',))
+        sim = model.PrecopySimulation(workload, model.QemuSettings())
+        controller = c.Controller(config, lambda: 2)
+        result = model.simulate(sim, controller, 0.5, 120)
+        # 8 x 320 MiB over half the link, not over all of it.
+        self.assertAlmostEqual(8 * MEMORY / (LINK / 2), controller.deadline_s,
+                               delta=0.1 * 8 * MEMORY / (LINK / 2))
+        self.assertTrue(notes(result, 'deadline moved'))
+        self.assertFalse(notes(result, 'network stall'))
+
+    def test_a_link_dying_while_shared_stretches_it_at_most_twice(self):
+        workload = dataclasses.replace(BUSY, link_changes=((30.0, LINK / 200),))
+        config = dataclasses.replace(LINKED, ladder=('abort',))
+        sim = model.PrecopySimulation(workload, model.QemuSettings())
+        controller = c.Controller(config, lambda: 2)
+        result = model.simulate(sim, controller, 0.5, 120)
+        # The fair share was the whole link / 2 (capacity read as 2 x 15).
+        self.assertLessEqual(controller.deadline_s,
+                             8 * MEMORY / (LINK / 2) + 1)
+        self.assertTrue(notes(result, 'network stall'))
 
     def test_untold_the_same_drop_reads_as_a_stall(self):
         controller, result = self.run_shared(told=False)
