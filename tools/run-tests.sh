@@ -8,7 +8,8 @@
 #
 # The unit and functional tests also run on each older Nova release we
 # support (NOVA_LIVEMIG_OLDER_RELEASES, default "2025.1": Nova 31 with its
-# upper constraints, in .venv-nova31; set it empty to leave them out).
+# upper constraints, in .venv-nova31; "2025.1 2026.1" adds Nova 33; set it
+# empty to leave them out).
 #
 # The e2e tests need root (libvirtd, network namespaces); as another user
 # they are skipped with the reason.
@@ -24,6 +25,7 @@ OLDER_RELEASES=${NOVA_LIVEMIG_OLDER_RELEASES-2025.1}
 older_venv() {
     case "$1" in
         2025.1) echo .venv-nova31 ;;
+        2026.1) echo .venv-nova33 ;;
         *) echo "run-tests: unknown release '$1'" >&2; return 1 ;;
     esac
 }

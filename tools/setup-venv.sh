@@ -6,6 +6,7 @@
 #   bash tools/setup-venv.sh          # .venv: the newest Nova requirements.txt allows
 #   bash tools/setup-venv.sh 2025.1   # .venv-nova31: Nova 31 with 2025.1's upper
 #                                     # constraints (the release matrix)
+#   bash tools/setup-venv.sh 2026.1   # .venv-nova33: Nova 33, 2026.1's
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,8 +26,13 @@ case "$RELEASE" in
         upper=tools/constraints/upper-constraints-2025.1.txt
         pins=('nova>=31.0.0,<32' 'openstack-placement>=13.0.0,<14')
         ;;
+    2026.1)
+        VENV=${NOVA_LIVEMIG_VENV:-.venv-nova33}
+        upper=tools/constraints/upper-constraints-2026.1.txt
+        pins=('nova>=33.0.0,<34' 'openstack-placement>=15.0.0,<16')
+        ;;
     *)
-        echo "setup-venv: unknown release '$RELEASE' (known: 2025.1)" >&2
+        echo "setup-venv: unknown release '$RELEASE' (known: 2025.1, 2026.1)" >&2
         exit 2
         ;;
 esac
