@@ -24,7 +24,6 @@ from nova import exception
 from nova.i18n import _
 from nova import objects
 from nova.objects import base as objects_base
-from nova import thread_pool_factory
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import migration as libvirt_migrate
@@ -36,6 +35,7 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import instance_policy
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
+from nova_livemig_ext import novacompat
 from nova_livemig_ext import policy as livemig_policy
 from nova_livemig_ext import postcopy as livemig_postcopy
 from nova_livemig_ext import records as livemig_records
@@ -285,7 +285,14 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         self.livemig_operator_aborts = set()
 
     def init_host(self, host):
-        # Options first: a refused configuration must stop nova-compute
+        # A Nova outside the supported range first: the methods overridden
+        # here are private to Nova and change between releases.
+        problem = novacompat.check_supported(
+            novacompat.installed_nova_version())
+        if problem:
+            LOG.error('%s', problem)
+            raise exception.InvalidConfiguration(problem)
+        # Options next: a refused configuration must stop nova-compute
         # before it touches libvirt or any guest.
         for problem in livemig_conf.unknown_options(CONF):
             LOG.warning('nova-livemig-ext: %s', problem)
@@ -496,6 +503,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             return super()._live_migration_monitor(
                 context, instance, guest, dest, post_method, recover_method,
                 block_migration, migrate_data, future, disk_paths)
+        # Nova 31 hands over an eventlet event, later releases a future.
+        future = novacompat.as_future(future)
         policy, plan, facts = job
         nova_data_gib = self._live_migration_data_gb(instance, disk_paths)
         # Our migrations in flight from this host share its link: a fair
@@ -514,7 +523,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                                              facts.disk_gib), nova_data_gib),
             migration=migrate_data.migration, instance=instance,
             force_requests=self.active_migrations.get(instance.uuid),
-            save_interval_s=CONF.libvirt.live_migration_monitor_interval)
+            save_interval_s=novacompat.libvirt_option(
+                CONF.libvirt, 'live_migration_monitor_interval'))
         # Kept when the migration is left for an operator, and when this
         # thread dies without ending it (only a BaseException gets past):
         # the next start of nova-compute finishes it.
@@ -909,7 +919,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 return
             self.livemig_records.remove(instance.uuid)
 
-        thread_pool_factory.spawn(run)
+        novacompat.spawn(run)
 
     def _livemig_leave_to_operator(self, context, instance, dest, record,
                                    migration, where):

@@ -40,6 +40,35 @@ class DriverTestBase(test.NoDBTestCase):
         return virt_driver.load_compute_driver(fake.FakeVirtAPI(), DRIVER)
 
 
+class UnsupportedNovaTest(DriverTestBase):
+
+    def test_init_host_refuses_an_unsupported_nova_first(self):
+        nova_start = self.useFixture(test.fixtures.MockPatchObject(
+            libvirt_driver.LibvirtDriver, 'init_host')).mock
+        running = self.useFixture(test.fixtures.MockPatch(
+            'nova_livemig_ext.novacompat.installed_nova_version')).mock
+        for version, words in (
+                ('35.0.0', 'this is Nova 35.0.0, whose private live '
+                 'migration methods it has not been tested against'),
+                ('30.3.0', 'this is Nova 30.3.0: upgrade Nova')):
+            running.return_value = version
+            drvr = self.load()
+            e = self.assertRaises(exception.InvalidConfiguration,
+                                  drvr.init_host, 'dummyhost')
+            self.assertIn('nova-livemig-ext supports Nova 31 (2025.1) to '
+                          '34 (2026.2); ' + words, str(e))
+            self.assertNotIn('\n', str(e))
+            self.assertIn(words, self.stdlog.logger.output)
+            # Refused before Nova's own start touched libvirt or a guest.
+            nova_start.assert_not_called()
+            self.assertIsNone(drvr.livemig_policy)
+
+    def test_the_running_nova_is_accepted(self):
+        drvr = self.load()
+        drvr.init_host('dummyhost')
+        self.assertIsNotNone(drvr.livemig_policy)
+
+
 class LoadDriverTest(DriverTestBase):
 
     def test_compute_driver_line_loads_our_driver(self):

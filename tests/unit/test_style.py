@@ -19,6 +19,7 @@ STRICT = ['nova_livemig_ext/convergence', 'nova_livemig_ext/policy.py',
           'nova_livemig_ext/monitor.py', 'nova_livemig_ext/native.py',
           'nova_livemig_ext/postcopy.py', 'nova_livemig_ext/records.py',
           'nova_livemig_ext/devices.py', 'nova_livemig_ext/hostfacts.py',
+          'nova_livemig_ext/novacompat.py',
           'nova_livemig_ext/lab']
 
 
