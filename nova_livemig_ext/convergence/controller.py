@@ -660,8 +660,15 @@ def update_deadline(config: ControllerConfig, state: ControllerState,
     data = config.transfer_bytes or est.memory_total_bytes
     if not data or state.peak_link_bytes_s <= 0:
         return state, ()
-    # The smallest share seen: a deadline promised is not taken back.
+    # The smallest share seen: a deadline promised is not taken back.  Until
+    # it settles, never above the job's average so far: the first readings
+    # catch the burst that fills the socket buffers (21 MiB/s read on a
+    # 14 MiB/s lab link).  Not after: a dying link would drag the average.
     share = deadline_share_bytes_s(state)
+    elapsed = elapsed_s(state, now_s)
+    if ('deadline-set' not in state.noted and elapsed > 0
+            and est.processed_bytes > 0):
+        share = min(share, est.processed_bytes / elapsed)
     derived = link_deadline_s(config, data, share)
     old = state.deadline_s
     if not first_pass_ended(est):

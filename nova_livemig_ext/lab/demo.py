@@ -93,6 +93,8 @@ class Row:
     # what our controller predicted before acting.
     monitor_unavailable_s: float | None = None
     predicted_unavailable_s: float | None = None
+    # Every decision, with its reason: why the run went as it did.
+    decisions: tuple[str, ...] = ()
 
 
 def _row(scenario: Scenario, done: controlled.ControlledMigration) -> Row:
@@ -113,7 +115,9 @@ def _row(scenario: Scenario, done: controlled.ControlledMigration) -> Row:
                monitor_unavailable_s=(None if done.guest is None
                                       else done.guest.longest_unavailable_s),
                predicted_unavailable_s=(None if done.predicted_guest is None
-                                        else done.predicted_guest.longest_unavailable_s))
+                                        else done.predicted_guest.longest_unavailable_s),
+               decisions=tuple(f"{a.decision.at_s:.1f} s {a.decision.action.value}: "
+                               f"{a.decision.reason}" for a in report.decisions))
 
 
 def _times(value: float, least: float | None) -> str:

@@ -99,6 +99,18 @@ class TestLinkDeadline(testtools.TestCase):
         # Still following the measurement: 8 x 320 MiB / ~14 MiB/s.
         self.assertLess(c.current_deadline_s(config, state), 200)
 
+    def test_a_first_burst_does_not_shorten_it(self):
+        # Found in the lab: the first half second fills socket buffers
+        # faster than the link; the smoothed peak read 21 MiB/s on a
+        # 14 MiB/s link and the deadline came out at 121 s, not 186 s.
+        burst = dataclasses.replace(
+            BUSY, bandwidth_bytes_s=4 * LINK, link_changes=((0.6, LINK),))
+        config = dataclasses.replace(LINKED, ladder=('abort',))
+        controller, _ = run(burst, config, 60)
+        expected_s = 8 * MEMORY / LINK
+        self.assertGreater(controller.deadline_s, 0.85 * expected_s)
+        self.assertLess(controller.deadline_s, 1.05 * expected_s)
+
     def test_fast_link_gets_the_floor(self):
         fast = dataclasses.replace(BUSY, bandwidth_bytes_s=1024 * MIB,
                                    dirty_rate_bytes_s=4000 * MIB,
