@@ -3,7 +3,7 @@
 Two workloads on the lab's 320 MiB TCG guest (120 MB working set) over the
 14.4 MB/s shaped link: written below (4 MB/s) and above (40 MB/s) the
 link's rate.  Each migrates once under four policies, through the monitor
-nova-compute runs (:mod:`nova_livemig_ext.lab.controlled`):
+nova-compute runs (:mod:`nova_livemig_lab.controlled`):
 
 * ``ours``: the production defaults (``[livemig_ext]`` and ``[libvirt]``
   unset, read through ``policy_from_conf``): ladder downtime,
@@ -55,7 +55,7 @@ USERS_FILES = ("e2e.users", "novastack.users")
 def policy_for(name: str) -> Any:
     from nova_livemig_ext import policy as livemig_policy
     from nova_livemig_ext.cmd.main import load_conf
-    from nova_livemig_ext.lab import demo
+    from nova_livemig_lab import demo
     if name == "ours":
         return livemig_policy.policy_from_conf(load_conf([]))
     if name == "ours-postcopy":
@@ -93,8 +93,8 @@ def settings_of(policy: Any, memory_bytes: int) -> dict[str, Any]:
 def one(cfg: Any, policy_name: str, workload: str, rate_mb_s: int,
         link_mb_s: float) -> dict[str, Any]:
     """Boot a guest, migrate it under the policy, keep everything measured."""
-    from nova_livemig_ext.lab import controlled, demo
-    from nova_livemig_ext.lab import guest as lab_guest
+    from nova_livemig_lab import controlled, demo
+    from nova_livemig_lab import guest as lab_guest
     policy = policy_for(policy_name)
     guest = lab_guest.boot(cfg, cfg.host_a, f"bench-{int(time.time() * 1000) % 10**8}",
                            demo.WORKING_SET_MB, rate_mb_s)
@@ -302,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("benchmarks.lab: run as root (it starts the lab)", file=sys.stderr)
         return 1
-    from nova_livemig_ext.lab import config as lab_config
-    from nova_livemig_ext.lab import hosts, image, network
-    from nova_livemig_ext.lab.lock import LabLock
+    from nova_livemig_lab import config as lab_config
+    from nova_livemig_lab import hosts, image, network
+    from nova_livemig_lab.lock import LabLock
     cfg = lab_config.load_config()
     image.setup(cfg)
     source = source_state()

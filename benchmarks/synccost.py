@@ -294,8 +294,8 @@ def load(path: str = RESULTS) -> dict[str, Any] | None:
 def boot_sized(cfg: Any, host: Any, name: str, memory_mib: int) -> Any:
     """The lab guest's recipe with another memory size."""
     import libvirt
-    from nova_livemig_ext.lab import guest as lab_guest
-    from nova_livemig_ext.lab.errors import LabError
+    from nova_livemig_lab import guest as lab_guest
+    from nova_livemig_lab.errors import LabError
     xml = lab_guest.domain_xml(cfg, host, name, DIRTY_MB, DIRTY_RATE_MB_S,
                                CHECK_RATE_MB_S, lab_guest.default_emulator())
     old = f"<memory unit='MiB'>{lab_guest.GUEST_MEMORY_MIB}</memory>"
@@ -321,8 +321,8 @@ def boot_sized(cfg: Any, host: Any, name: str, memory_mib: int) -> Any:
 
 def record_one(cfg: Any, memory_mib: int, role: str) -> dict[str, Any]:
     import libvirt
-    from nova_livemig_ext.lab import guest as lab_guest
-    from nova_livemig_ext.lab import measure
+    from nova_livemig_lab import guest as lab_guest
+    from nova_livemig_lab import measure
     events: list[dict[str, Any]] = []
     state: dict[str, float] = {}
 
@@ -367,9 +367,9 @@ def record(out: str) -> int:
         print('benchmarks.synccost lab: run as root (it starts the lab)', file=sys.stderr)
         return 1
     from benchmarks import lab as bench_lab
-    from nova_livemig_ext.lab import config as lab_config
-    from nova_livemig_ext.lab import hosts, image, network
-    from nova_livemig_ext.lab.lock import LabLock
+    from nova_livemig_lab import config as lab_config
+    from nova_livemig_lab import hosts, image, network
+    from nova_livemig_lab.lock import LabLock
     cfg = lab_config.load_config()
     image.setup(cfg)
     runs = []

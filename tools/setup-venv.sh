@@ -44,6 +44,7 @@ esac
 host_libvirt=$(pkg-config --modversion libvirt 2>/dev/null || true)
 stamp="$VENV/.installed-$( { cat requirements.txt test-requirements.txt \
     benchmarks/requirements.txt setup.cfg nova_livemig_ext.pth tools/build_hook.py \
+    lab/pyproject.toml \
     ${upper:+"$upper"}; [ -z "$upper" ] || echo "${pins[*]} $host_libvirt"; } \
     | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
@@ -59,8 +60,10 @@ if [ ! -f "$stamp" ]; then
     "$VENV/bin/pip" install -q -U pip
     "$VENV/bin/pip" install -q "${constraints[@]}" -r requirements.txt \
         -r test-requirements.txt -r benchmarks/requirements.txt "${pins[@]}"
-    # The package itself is ours, not the release's: no constraints.
+    # The package itself is ours, not the release's: no constraints. The
+    # lab is a distribution of its own (lab/), for this checkout only.
     "$VENV/bin/pip" install -q --no-deps -e .
+    "$VENV/bin/pip" install -q --no-deps -e lab
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -295,8 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['lab']:
-        # The lab has its own parser (and its own --help).
-        from nova_livemig_ext.lab import cli as lab_cli
+        # The lab has its own parser (and its own --help), and its own
+        # distribution, which compute hosts do not install.
+        try:
+            from nova_livemig_lab import cli as lab_cli
+        except ModuleNotFoundError as exc:
+            if exc.name != 'nova_livemig_lab':
+                raise
+            print('nova-livemig-ext: the lab is not installed here (it is '
+                  'the separate distribution nova-livemig-ext-lab, for '
+                  'development machines only: pip install ./lab from a '
+                  'checkout)', file=sys.stderr)
+            return 2
         return int(lab_cli.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))

@@ -16,11 +16,11 @@ from pathlib import Path
 import testtools
 import testtools.content
 
-from nova_livemig_ext.lab import config as lab_config
-from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab import hosts, image, measure, network, system
-from nova_livemig_ext.lab.errors import LabError
-from nova_livemig_ext.lab.lock import LabLock
+from nova_livemig_lab import config as lab_config
+from nova_livemig_lab import guest as lab_guest
+from nova_livemig_lab import hosts, image, measure, network, system
+from nova_livemig_lab.errors import LabError
+from nova_livemig_lab.lock import LabLock
 
 USERS_NAME = "e2e.users"
 
@@ -32,7 +32,7 @@ def skip_reason() -> str | None:
     missing = system.missing_programs()
     if missing:
         return (f"lab packages missing ({', '.join(missing)}): run "
-                "'python -m nova_livemig_ext.lab setup'")
+                "'python -m nova_livemig_lab setup'")
     try:
         system.require_libvirt_python()
     except LabError as exc:

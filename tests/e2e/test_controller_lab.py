@@ -11,7 +11,7 @@ from __future__ import annotations
 import testtools.content
 
 from nova_livemig_ext import monitor
-from nova_livemig_ext.lab import controlled, demo, measure
+from nova_livemig_lab import controlled, demo, measure
 from nova_livemig_ext.policy import MigrationPolicy
 from tests.e2e import base
 

@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from nova_livemig_ext.lab import hosts, measure, network
+from nova_livemig_lab import hosts, measure, network
 from tests.e2e import base
 
 WORKING_SET_MB = 120

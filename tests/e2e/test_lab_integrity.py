@@ -9,7 +9,7 @@ import time
 
 import testtools
 
-from nova_livemig_ext.lab import corrupt, guest, hosts, measure
+from nova_livemig_lab import corrupt, guest, hosts, measure
 from tests.e2e import base
 
 HB_INTERVAL_S = 0.1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import testtools.content
 
-from nova_livemig_ext.lab import measure
+from nova_livemig_lab import measure
 from tests.e2e import base
 
 WORKING_SET_MB = 120

@@ -30,9 +30,9 @@ import testtools.content
 from nova_livemig_ext import monitor, native, postcopy
 from nova_livemig_ext.cmd import main as cmd_main
 from nova_livemig_ext.cmd import recover
-from nova_livemig_ext.lab import controlled, demo, hosts, measure, network
-from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab.config import HostSpec, LabConfig
+from nova_livemig_lab import controlled, demo, hosts, measure, network
+from nova_livemig_lab import guest as lab_guest
+from nova_livemig_lab.config import HostSpec, LabConfig
 from tests.e2e import base
 
 WORKING_SET_MB = demo.WORKING_SET_MB

@@ -15,8 +15,8 @@ import threading
 import testtools.content
 
 from nova_livemig_ext import monitor
-from nova_livemig_ext.lab import controlled, measure
-from nova_livemig_ext.lab import guest as lab_guest
+from nova_livemig_lab import controlled, measure
+from nova_livemig_lab import guest as lab_guest
 from nova_livemig_ext.policy import MigrationPolicy
 from tests.e2e import base
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import testtools
 import testtools.content
 
-from nova_livemig_ext.lab import config as lab_config
-from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab import hosts, image, network
-from nova_livemig_ext.lab.lock import LabLock
+from nova_livemig_lab import config as lab_config
+from nova_livemig_lab import guest as lab_guest
+from nova_livemig_lab import hosts, image, network
+from nova_livemig_lab.lock import LabLock
 from tests.e2e import base as lab_base
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ import typing
 
 import testtools
 
-from nova_livemig_ext.lab import config as lab_config
-from nova_livemig_ext.lab.lock import LabLock
+from nova_livemig_lab import config as lab_config
+from nova_livemig_lab.lock import LabLock
 from tests.e2e import base as lab_base
 from tests.nova_e2e import base
 

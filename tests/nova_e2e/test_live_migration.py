@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from nova_livemig_ext.lab import hosts
+from nova_livemig_lab import hosts
 from tests.nova_e2e import base
 
 WORKING_SET_MB = 120

@@ -2,7 +2,7 @@
 
 import testtools
 
-from nova_livemig_ext.lab import demo
+from nova_livemig_lab import demo
 
 
 def row(name, outcome, gap_s, lost_s):

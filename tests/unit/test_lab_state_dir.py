@@ -5,8 +5,8 @@ import os
 import fixtures
 import testtools
 
-from nova_livemig_ext.lab import lock
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import lock
+from nova_livemig_lab.errors import LabError
 
 
 class PrivateStateDirTest(testtools.TestCase):

@@ -191,3 +191,36 @@ class PackagingTest(testtools.TestCase):
             for name in filenames:
                 rel = os.path.relpath(os.path.join(dirpath, name), site)
                 self.assertIn(rel, recorded, 'file not from Nova: %s' % rel)
+
+
+class WhatComputeHostsInstallTest(testtools.TestCase):
+    """The wheel operators install carries the driver, never the lab."""
+
+    def test_the_wheel_has_no_lab(self):
+        import zipfile
+        out = self.useFixture(fixtures.TempDir()).path
+        # A copy without the lab's folder's build leftovers: pip builds from
+        # the checkout as an operator's "pip install /path/to/checkout" does.
+        proc = subprocess.run(
+            [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', ROOT,
+             '-w', out], capture_output=True, text=True, timeout=600)
+        self.assertEqual(0, proc.returncode, proc.stdout + proc.stderr)
+        [wheel] = [f for f in os.listdir(out) if f.endswith('.whl')]
+        names = zipfile.ZipFile(os.path.join(out, wheel)).namelist()
+        self.assertIn('nova_livemig_ext/driver.py', names)
+        self.assertIn('nova_livemig_ext/postcopy.py', names)
+        self.assertEqual([], [n for n in names if 'lab' in n.split('/')[0]
+                              or '/lab/' in n or n.endswith('/lab')])
+        self.assertEqual([], [n for n in names
+                              if n.startswith('nova_livemig_lab')])
+
+    def test_the_lab_command_says_it_is_not_installed(self):
+        # A compute host: nova_livemig_lab cannot be imported.
+        code = ('import sys; sys.modules["nova_livemig_lab"] = None\n'
+                'from nova_livemig_ext.cmd import main\n'
+                'sys.exit(main.main(["lab", "status"]))')
+        proc = subprocess.run([sys.executable, '-c', code],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(2, proc.returncode, proc.stderr)
+        self.assertEqual(1, len(proc.stderr.splitlines()), proc.stderr)
+        self.assertIn('the lab is not installed here', proc.stderr)

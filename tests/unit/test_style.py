@@ -20,7 +20,7 @@ STRICT = ['nova_livemig_ext/convergence', 'nova_livemig_ext/policy.py',
           'nova_livemig_ext/postcopy.py', 'nova_livemig_ext/records.py',
           'nova_livemig_ext/devices.py', 'nova_livemig_ext/hostfacts.py',
           'nova_livemig_ext/novacompat.py',
-          'nova_livemig_ext/lab']
+          'lab/nova_livemig_lab']
 
 
 def _have(module):
@@ -40,7 +40,7 @@ class StyleTest(testtools.TestCase):
 
     @unittest.skipUnless(_have('flake8'), 'flake8 is not installed')
     def test_flake8(self):
-        self.run_tool('flake8', 'nova_livemig_ext', 'tests', 'tools',
+        self.run_tool('flake8', 'nova_livemig_ext', 'lab', 'tests', 'tools',
                       'benchmarks', 'devstack')
 
     @unittest.skipUnless(_have('mypy'), 'mypy is not installed')

@@ -63,4 +63,9 @@ if [ ! -f "$stamp" ]; then
     rm -f "$venv"/.novastack-*
     touch "$stamp"
 fi
+# The stack's scripts read the lab's configuration (hosts, paths): the lab
+# is a distribution of its own (lab/), installed from this checkout.
+if ! "$venv/bin/python" -c 'import nova_livemig_lab' 2>/dev/null; then
+    nice -n 10 "$venv/bin/pip" install -q --no-deps -e "$repo/lab"
+fi
 echo "novastack install: ready ($venv)"

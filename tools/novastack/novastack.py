@@ -38,7 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from nova_livemig_ext.lab import config as lab_config
+from nova_livemig_lab import config as lab_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -785,7 +785,7 @@ def _glance_upload(name: str, fmt: str, data: bytes, properties: dict[str, str])
 
 
 def guest_command_line(dirty_mb: int, dirty_rate_mb_s: int, check_rate_mb_s: int = 20) -> str:
-    """The lab guest's kernel command line (as nova_livemig_ext.lab.guest builds it)."""
+    """The lab guest's kernel command line (as nova_livemig_lab.guest builds it)."""
     return (f"console=ttyS0 quiet panic=0 DIRTY_MB={dirty_mb} DIRTY_RATE={dirty_rate_mb_s} "
             f"CHECK_RATE={check_rate_mb_s}")
 

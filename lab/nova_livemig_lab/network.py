@@ -12,9 +12,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from nova_livemig_ext.lab import system
-from nova_livemig_ext.lab.config import LINK_PREFIX_LEN, HostSpec, LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import system
+from nova_livemig_lab.config import LINK_PREFIX_LEN, HostSpec, LabConfig
+from nova_livemig_lab.errors import LabError
 
 LOG = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab.errors import LabError
 
 PAGE_BYTES = 4096
 WORD_MASK = (1 << 64) - 1

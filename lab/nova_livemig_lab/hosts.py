@@ -16,9 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from nova_livemig_ext.lab import network, system
-from nova_livemig_ext.lab.config import HOST_PRIVATE_DIRS, HostSpec, LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import network, system
+from nova_livemig_lab.config import HOST_PRIVATE_DIRS, HostSpec, LabConfig
+from nova_livemig_lab.errors import LabError
 
 LOG = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def start(config: LabConfig) -> dict[str, object]:
     system.require_libvirt_python()
     if not config.kernel_path.exists() or not config.initramfs_path.exists():
         raise LabError(f"kernel not found in {config.guest_dir}: run "
-                       "'python -m nova_livemig_ext.lab setup' first")
+                       "'python -m nova_livemig_lab setup' first")
     for _key, target in HOST_PRIVATE_DIRS:
         if not Path(target).is_dir():
             raise LabError(f"mount target {target} missing: run 'setup'")

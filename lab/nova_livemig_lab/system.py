@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab.errors import LabError
 
 # Programs the lab cannot do without, and the package that ships each.
 REQUIRED_PROGRAMS: dict[str, str] = {
@@ -57,7 +57,7 @@ def require_programs() -> None:
     if missing:
         packages = sorted({REQUIRED_PROGRAMS[name] for name in missing})
         raise LabError(f"missing programs {', '.join(missing)} (packages "
-                       f"{', '.join(packages)}): run 'python -m nova_livemig_ext.lab setup' "
+                       f"{', '.join(packages)}): run 'python -m nova_livemig_lab setup' "
                        "or tools/install-lab-packages.sh")
 
 

@@ -1,6 +1,6 @@
 """Record jobStats traces of real migrations for the controller's replay tests.
 
-``python -m nova_livemig_ext.lab record-traces`` boots one guest per recipe
+``python -m nova_livemig_lab record-traces`` boots one guest per recipe
 on host A, migrates it to host B over the shaped link and writes
 ``tests/traces/<name>.json``: metadata (how it was made), the list of polls
 ``{"t": seconds, "stats": jobStats}``, the actions taken on the job, the
@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab import hosts, measure
-from nova_livemig_ext.lab.config import LabConfig
-from nova_livemig_ext.lab.errors import LabError
-from nova_livemig_ext.lab.lock import LabLock
+from nova_livemig_lab import guest as lab_guest
+from nova_livemig_lab import hosts, measure
+from nova_livemig_lab.config import LabConfig
+from nova_livemig_lab.errors import LabError
+from nova_livemig_lab.lock import LabLock
 
 LOG = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _document(config: LabConfig, recipe: Recipe, result: measure.MigrationResult
         "description": recipe.description,
         "metadata": {
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": f"python -m nova_livemig_ext.lab record-traces --only {recipe.name}",
+            "command": f"python -m nova_livemig_lab record-traces --only {recipe.name}",
             "flags": result.flags,
             "flag_names": list(result.flag_names),
             "params": dict(result.params),

@@ -7,6 +7,6 @@ and a link cut is a real network fault.  A small guest (Debian cloud kernel,
 busybox initramfs and a static program that dirties and checks its memory)
 proves its own integrity through heartbeats on its serial console.
 
-Entry points: :mod:`nova_livemig_ext.lab.cli` (``python -m
-nova_livemig_ext.lab``) and :mod:`nova_livemig_ext.lab.measure`.
+Entry points: :mod:`nova_livemig_lab.cli` (``python -m
+nova_livemig_lab``) and :mod:`nova_livemig_lab.measure`.
 """

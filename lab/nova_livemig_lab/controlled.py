@@ -20,10 +20,10 @@ from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import native
 from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import guest as livemig_guest
-from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab import measure, system
-from nova_livemig_ext.lab.config import LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import guest as lab_guest
+from nova_livemig_lab import measure, system
+from nova_livemig_lab.config import LabConfig
+from nova_livemig_lab.errors import LabError
 from nova_livemig_ext.policy import InvalidPolicy, MigrationPolicy, policy_refusals
 
 OnProgress = Callable[[livemig_monitor.Progress], None]

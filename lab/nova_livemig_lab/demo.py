@@ -8,7 +8,7 @@ link carries it. It is migrated between the lab's two libvirt hosts:
 3. live under nova-livemig-ext's controller with the same deadline.
 
 Each run uses the same flags, controller and monitor code as nova-compute
-(:mod:`nova_livemig_ext.lab.controlled`); the lab measures the pause the
+(:mod:`nova_livemig_lab.controlled`); the lab measures the pause the
 guest saw and checks its memory page by page. The demo prints a table and
 writes ``remaining.png`` (remaining memory over time, decisions marked) and
 ``results.json``.
@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from nova_livemig_ext import monitor as livemig_monitor
-from nova_livemig_ext.lab import controlled, hosts, image, network, traces
-from nova_livemig_ext.lab import guest as lab_guest
-from nova_livemig_ext.lab.config import LabConfig
-from nova_livemig_ext.lab.lock import LabLock
+from nova_livemig_lab import controlled, hosts, image, network, traces
+from nova_livemig_lab import guest as lab_guest
+from nova_livemig_lab.config import LabConfig
+from nova_livemig_lab.lock import LabLock
 from nova_livemig_ext.policy import MigrationPolicy, UpstreamSettings, upstream_policy
 
 LOG = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nova_livemig_ext.lab import guest as lab_guest
+from nova_livemig_lab import guest as lab_guest
 from nova_livemig_ext import native
-from nova_livemig_ext.lab import network, system
-from nova_livemig_ext.lab.config import HostSpec, LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import network, system
+from nova_livemig_lab.config import HostSpec, LabConfig
+from nova_livemig_lab.errors import LabError
 
 LOG = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ def completed_job_stats(host: HostSpec, name: str) -> dict[str, Any] | None:
 
 
 # Runs the migration call instead of run_migration (the controller's monitor
-# does, in nova_livemig_ext.lab.controlled): (dom, dest_uri, params, flags).
+# does, in nova_livemig_lab.controlled): (dom, dest_uri, params, flags).
 Runner = Callable[[Any, str, Mapping[str, Any], int], MigrationRun]
 
 

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from nova_livemig_ext.lab.config import HostSpec, LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab.config import HostSpec, LabConfig
+from nova_livemig_lab.errors import LabError
 from nova_livemig_ext import native
-from nova_livemig_ext.lab import system
+from nova_livemig_lab import system
 
 GUEST_MEMORY_MIB = 320
 QEMU_BINARY = "/usr/bin/qemu-system-x86_64"
@@ -195,7 +195,7 @@ def boot(config: LabConfig, host: HostSpec, name: str, dirty_mb: int, dirty_rate
     system.quiet_libvirt()
     if not host.socket_path.exists():
         raise LabError(f"host {host.name} is not running (no {host.socket_path}): "
-                       "run 'python -m nova_livemig_ext.lab start'")
+                       "run 'python -m nova_livemig_lab start'")
     emulator = emulator or default_emulator()
     for other in config.hosts:
         other.real_console_path(name).unlink(missing_ok=True)

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nova_livemig_ext.lab import config as lab_config
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import config as lab_config
+from nova_livemig_lab.errors import LabError
 
 LOG = logging.getLogger(__name__)
 
@@ -24,34 +24,34 @@ def _print(data: object) -> None:
 
 
 def _cmd_setup(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import image
+    from nova_livemig_lab import image
     image.setup(cfg)
     _print({"kernel": cfg.kernel_path, "initramfs": cfg.initramfs_path})
     return 0
 
 
 def _cmd_start(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import hosts
+    from nova_livemig_lab import hosts
     _print(hosts.start(cfg))
     return 0
 
 
 def _cmd_stop(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import hosts
+    from nova_livemig_lab import hosts
     report = hosts.stop(cfg)
     _print(report)
     return 1 if report["leftovers"] else 0
 
 
 def _cmd_status(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import hosts
+    from nova_livemig_lab import hosts
     _print(hosts.status(cfg))
     return 0
 
 
 def _cmd_boot(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import guest
-    from nova_livemig_ext.lab.lock import LabLock
+    from nova_livemig_lab import guest
+    from nova_livemig_lab.lock import LabLock
     with LabLock(cfg):
         booted = guest.boot(cfg, cfg.host(args.host), args.name, dirty_mb=args.dirty_mb,
                             dirty_rate_mb_s=args.dirty_rate)
@@ -62,8 +62,8 @@ def _cmd_boot(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import measure
-    from nova_livemig_ext.lab.lock import LabLock
+    from nova_livemig_lab import measure
+    from nova_livemig_lab.lock import LabLock
     with LabLock(cfg):
         result = measure.scenario(cfg, flags_names=args.flags, dirty_mb=args.dirty_mb,
                                   dirty_rate_mb_s=args.dirty_rate,
@@ -75,13 +75,13 @@ def _cmd_migrate(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch_old_qemu(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import oldqemu
+    from nova_livemig_lab import oldqemu
     _print({"qemu_7_2": oldqemu.fetch_old_qemu(cfg)})
     return 0
 
 
 def _cmd_link_rate(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import network
+    from nova_livemig_lab import network
     network.set_rate(cfg, args.mbit)
     measured = network.measure_rate_mb_s(cfg)
     network.check_rate(args.mbit, measured)
@@ -91,26 +91,26 @@ def _cmd_link_rate(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_link_cut(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import network
+    from nova_livemig_lab import network
     network.set_link_up(cfg, False)
     return 0
 
 
 def _cmd_link_restore(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import network
+    from nova_livemig_lab import network
     network.set_link_up(cfg, True)
     return 0
 
 
 def _cmd_record_traces(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import traces
+    from nova_livemig_lab import traces
     written = traces.record_all(cfg, Path(args.output), only=args.only)
     _print([str(path) for path in written])
     return 0
 
 
 def _cmd_demo(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
-    from nova_livemig_ext.lab import demo
+    from nova_livemig_lab import demo
     return demo.main(cfg, Path(args.output))
 
 

@@ -15,9 +15,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from nova_livemig_ext.lab import system
-from nova_livemig_ext.lab.config import HOST_PRIVATE_DIRS, LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import system
+from nova_livemig_lab.config import HOST_PRIVATE_DIRS, LabConfig
+from nova_livemig_lab.errors import LabError
 
 LOG = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from nova_livemig_ext.lab import system
-from nova_livemig_ext.lab.config import LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab import system
+from nova_livemig_lab.config import LabConfig
+from nova_livemig_lab.errors import LabError
 
 PACKAGE = "qemu-system-x86"
 # The TCG accelerator module lives here.

@@ -11,8 +11,8 @@ import stat
 import typing
 from pathlib import Path
 
-from nova_livemig_ext.lab.config import LabConfig
-from nova_livemig_ext.lab.errors import LabError
+from nova_livemig_lab.config import LabConfig
+from nova_livemig_lab.errors import LabError
 
 LOCK_NAME = "lab.lock"
 
