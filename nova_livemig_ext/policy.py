@@ -58,8 +58,8 @@ class MigrationPolicy:
     initial_downtime_ms: int = 300
     max_downtime_ms: int = 500
     downtime_steps: int = 3
-    auto_converge_initial_pct: int = 20
-    auto_converge_increment_pct: int = 10
+    auto_converge_initial_pct: int = 50
+    auto_converge_increment_pct: int = 20
     permit_post_copy: bool = False
     ladder: tuple[str, ...] = ('downtime', 'auto_converge', 'abort')
     stall_window_s: int = 60

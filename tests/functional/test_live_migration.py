@@ -25,6 +25,6 @@ class LiveMigrationTest(base.LiveMigExtTestBase):
             lf.flag_names(flags))
         self.assertEqual(80, params['bandwidth'])
         self.assertEqual(200, params['bandwidth.postcopy'])
-        self.assertEqual(20, params['auto_converge.initial'])
-        self.assertEqual(10, params['auto_converge.increment'])
+        self.assertEqual(50, params['auto_converge.initial'])
+        self.assertEqual(20, params['auto_converge.increment'])
         self.assertIn('destination_xml', params)

@@ -192,8 +192,8 @@ class PlannedDomainTest(DriverTestBase):
     # (policy changes, instance, flags that must be set, params expected)
     CASES = [
         ({}, {}, ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_AUTO_CONVERGE'),
-         {'bandwidth': 0, 'auto_converge.initial': 20,
-          'auto_converge.increment': 10}),
+         {'bandwidth': 0, 'auto_converge.initial': 50,
+          'auto_converge.increment': 20}),
         (dict(permit_post_copy=True, postcopy_bandwidth_mib_s=30,
               bandwidth_mib_s=100, ladder=('downtime', 'postcopy', 'abort')),
          {}, ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_POSTCOPY'),

@@ -12,7 +12,7 @@ HOST = lf.HostFacts(libvirt_version=lf.version_int(11, 3),
                                             if n.startswith('VIR_MIGRATE_')))
 BASE = ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_PEER2PEER',
         'VIR_MIGRATE_PERSIST_DEST', 'VIR_MIGRATE_UNDEFINE_SOURCE')
-AC_PARAMS = {'auto_converge.initial': 20, 'auto_converge.increment': 10}
+AC_PARAMS = {'auto_converge.initial': 50, 'auto_converge.increment': 20}
 NO_AC = dict(ladder=('downtime', 'abort'))
 PC = dict(permit_post_copy=True, ladder=('downtime', 'postcopy', 'abort'))
 
