@@ -71,5 +71,12 @@ class TestSharedLinkInTheLab(base.LabTestCase):
             alone_s = done.report.memory_total_bytes / (link_mb_s * 1e6)
             self.assertGreaterEqual(done.deadline_s, 0.95 * 8 * alone_s)
             self.assertLess(done.report.total_s, done.deadline_s)
-        # They really overlapped: each took longer than one alone would.
-        self.assertGreater(min(d.report.total_s for d in runs), 1.3 * alone_s)
+        # They really ran at the same time: most of the shorter job was
+        # spent while the other one was running too. (Their zero pages go by
+        # fast, so how much longer each took than one alone depends on
+        # timing: a CI run saw 20.6 s for a 320 MiB guest.)
+        first, second = (d.result.run for d in runs)
+        overlap_s = (min(first.ended_s, second.ended_s)
+                     - max(first.started_s, second.started_s))
+        shorter_s = min(first.ended_s - first.started_s, second.ended_s - second.started_s)
+        self.assertGreater(overlap_s, 0.5 * shorter_s)
