@@ -5,7 +5,7 @@ The lab's busy guest writes its 120 MB working set at 40 MB/s over a
 shipped defaults, a bounded pause, post-copy, throttling alone). The
 defaults must complete with the guest intact, and the guest's longest
 unavailability (from its own heartbeats) must be below what the bounded
-pause and post-copy cost it. Every figure is attached to the result; the
+pause costs it. Every figure is attached to the result; the
 comparison with throttling alone is reported, not asserted: in the lab the
 defaults beat it on a steady writer (1.0 s against 1.2 s) and lost to it on
 this guest (3.3 s against 2.1 s).
@@ -43,7 +43,7 @@ class TestShippedDefaults(base.LabTestCase):
                    done.result.max_heartbeat_gap_s,
                    integrity.host if integrity.ok else None)
 
-    def test_defaults_finish_below_pause_and_postcopy(self) -> None:
+    def test_defaults_finish_below_a_bounded_pause(self) -> None:
         runs = [self.move(scenario) for scenario in demo.alternatives()]
         self.addDetail("runs", testtools.content.json_content(
             [dataclasses.asdict(r) for r in runs]))
@@ -57,8 +57,12 @@ class TestShippedDefaults(base.LabTestCase):
         remedies = {r.name: r for r in runs[1:]}
         for name in ("bounded pause", "post-copy"):
             self.assertEqual(monitor.Outcome.COMPLETED.value, remedies[name].outcome, str(runs))
-            self.assertLess(defaults.longest_unavailable_s,
-                            remedies[name].longest_unavailable_s, str(runs))
+        # A bounded pause stops the guest for its whole working set over the
+        # link; the defaults never cost it that much. (Against post-copy it
+        # goes either way: 3.3 s against 4.4 s in one run, while a 99 %
+        # throttle cost 6.0 s of heartbeats in another.)
+        self.assertLess(defaults.longest_unavailable_s,
+                        remedies["bounded pause"].longest_unavailable_s, str(runs))
         least = min(r.longest_unavailable_s for r in runs
                     if r.outcome == monitor.Outcome.COMPLETED.value)
         self.addDetail("defaults_vs_least", testtools.content.text_content(
