@@ -9,12 +9,9 @@ controller is told how many migrations run, as the driver tells it.
 """
 from __future__ import annotations
 
-import concurrent.futures
-import threading
-
 import testtools.content
 
-from nova_livemig_ext import monitor
+from nova_livemig_ext import monitor, native
 from nova_livemig_lab import controlled, measure
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_ext.policy import MigrationPolicy
@@ -30,23 +27,42 @@ class TestSharedLinkInTheLab(base.LabTestCase):
 
     def test_two_at_once_share_the_link_and_complete(self) -> None:
         guests = [self.boot(WORKING_SET_MB, DIRTY_RATE_MB_S) for _ in range(2)]
+        # Real OS threads, as the driver's: when another test of this process
+        # has let eventlet monkey-patch threading, green threads would run
+        # the two monitors (which sleep and call libvirt natively) one after
+        # the other (a CI run saw exactly that: no overlap at all).
+        threading = native.threading_module()
         running = [len(guests)]
         lock = threading.Lock()
+        results: dict[int, controlled.ControlledMigration | BaseException] = {}
 
         def shares() -> int:
             with lock:
                 return max(1, running[0])
 
-        def migrate(guest: lab_guest.Guest) -> controlled.ControlledMigration:
+        def migrate(index: int, guest: lab_guest.Guest) -> None:
             try:
-                return controlled.migrate_with_policy(self.cfg, guest, POLICY,
-                                                      link_shares=shares)
+                results[index] = controlled.migrate_with_policy(
+                    self.cfg, guest, POLICY, link_shares=shares)
+            except BaseException as exc:  # reported below, in the test's thread
+                results[index] = exc
             finally:
                 with lock:
                     running[0] -= 1
 
-        with concurrent.futures.ThreadPoolExecutor(len(guests)) as pool:
-            runs = list(pool.map(migrate, guests))
+        workers = [threading.Thread(target=migrate, args=(i, g), name=f"migrate-{i}")
+                   for i, g in enumerate(guests)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=600)
+            self.assertFalse(worker.is_alive(), f"{worker.name} did not end in 600 s")
+        runs: list[controlled.ControlledMigration] = []
+        for index in range(len(guests)):
+            outcome = results[index]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            runs.append(outcome)
         link_mb_s = self.link_mb_s()
         for index, done in enumerate(runs):
             self.addDetail(f"summary-{index}", testtools.content.json_content(
