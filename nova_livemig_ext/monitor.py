@@ -546,26 +546,35 @@ class MigrationMonitor:
 
     def _with_guest_view(self, report: MigrationReport) -> MigrationReport:
         """The guest's cost, measured from what the monitor saw."""
-        switch_s = guest_cost.switch_at_s([
-            (a.decision.action.value, a.decision.at_s, a.applied)
-            for a in report.decisions])
         lost_s = self._throttle.lost_s
         state = getattr(self.controller, 'state', None)
         counted = getattr(state, 'throttle_lost_s', None)
         if isinstance(counted, (int, float)) and math.isfinite(counted):
+            # Ours counts it from every sample, the meter from those read.
             lost_s = max(lost_s, float(counted))
-        measured = guest_cost.measured(
-            completed=report.outcome is Outcome.COMPLETED,
-            ended_at_s=report.total_s, switchover_started_s=switch_s,
-            postcopy=report.switched_to_postcopy,
-            paused=(report.paused_by_monitor
-                    and not report.switched_to_postcopy),
-            libvirt_downtime_ms=report.downtime_ms, lost_s=lost_s)
         predicted = getattr(self.controller, 'predicted_guest_cost', None)
         if not isinstance(predicted, guest_cost.GuestCost):
             predicted = None
-        return dataclasses.replace(report, guest=measured,
-                                   predicted_guest=predicted)
+        return dataclasses.replace(
+            report, guest=guest_view(report, lost_s, self._throttle.max_pct),
+            predicted_guest=predicted)
+
+
+def guest_view(report: MigrationReport, throttle_lost_s: float,
+               max_throttle_pct: int | None = None) -> guest_cost.GuestCost:
+    """What the guest paid by the monitor's account: never libvirt's
+    downtime alone after post-copy.  ``throttle_lost_s``: throttle x time;
+    ``max_throttle_pct``: the highest throttle seen."""
+    switch_s = guest_cost.switch_at_s([
+        (a.decision.action.value, a.decision.at_s, a.applied)
+        for a in report.decisions])
+    return guest_cost.measured(
+        completed=report.outcome is Outcome.COMPLETED,
+        ended_at_s=report.total_s, switchover_started_s=switch_s,
+        postcopy=report.switched_to_postcopy,
+        paused=report.paused_by_monitor and not report.switched_to_postcopy,
+        libvirt_downtime_ms=report.downtime_ms, lost_s=throttle_lost_s,
+        max_throttle_pct=max_throttle_pct)
 
 
 def downtime_text(report: MigrationReport) -> str:
@@ -588,7 +597,7 @@ def with_completed_stats(report: MigrationReport,
                          stats: Mapping[str, Any]) -> MigrationReport:
     """Take libvirt's own figures from completed-job statistics."""
     sample = samples.sample_from_job_stats(stats)
-    return dataclasses.replace(
+    updated = dataclasses.replace(
         report,
         downtime_ms=(sample.downtime_ms if sample.downtime_ms is not None
                      else report.downtime_ms),
@@ -600,6 +609,12 @@ def with_completed_stats(report: MigrationReport,
                            or report.memory_sent_bytes),
         data_sent_bytes=sample.data_processed_bytes or report.data_sent_bytes,
     )
+    if report.guest is not None:
+        # libvirt's downtime is part of what the guest paid: count it again.
+        updated = dataclasses.replace(updated, guest=guest_cost.with_stop_s(
+            guest_view(updated, report.guest.throttle_lost_s),
+            report.guest.throttle_stop_s))
+    return updated
 
 
 def outcome_of_error(errors: ErrorClassifier, exc: BaseException,

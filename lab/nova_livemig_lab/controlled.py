@@ -101,7 +101,6 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
     reports: list[livemig_monitor.MigrationReport] = []
     cpu_s: list[float] = []
     deciders: list[ctl.DecisionMaker] = []
-    meter = livemig_guest.ThrottleMeter()
     destination = config.other(guest.host)
     dest_conns: list[Any] = []
 
@@ -119,7 +118,6 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
 
     def collect(update: livemig_monitor.Progress) -> None:
         progress.append(update)
-        meter.add(update.elapsed_s, update.sample.auto_converge_throttle_pct)
         if on_progress is not None:
             on_progress(update)
 
@@ -158,27 +156,10 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
     report = reports[0]
     if result.completed_stats:
         report = livemig_monitor.with_completed_stats(report, result.completed_stats)
-    paid, predicted = guest_view(report, deciders[0], meter.lost_s)
+    # What the guest paid by the monitor's account (libvirt's downtime from
+    # the completed statistics counted in), and what ours predicted.
+    paid, predicted = report.guest, report.predicted_guest
     deadline = (deciders[0].deadline_s if isinstance(deciders[0], ctl.Controller)
                 else None)
     return ControlledMigration(result, report, plan, tuple(progress), cpu_s[0],
                                paid, predicted, deadline)
-
-
-def guest_view(report: livemig_monitor.MigrationReport, decider: ctl.DecisionMaker,
-               throttle_lost_s: float
-               ) -> tuple[livemig_guest.GuestCost, livemig_guest.GuestCost | None]:
-    """What the guest paid by the monitor's account, and what ours predicted."""
-    switch = livemig_guest.switch_at_s([
-        (a.decision.action.value, a.decision.at_s, a.applied) for a in report.decisions])
-    predicted = None
-    if isinstance(decider, ctl.Controller) and decider.predicted_guest_cost is not None:
-        throttle_lost_s = max(throttle_lost_s, decider.state.throttle_lost_s)
-        predicted = decider.predicted_guest_cost
-    paid = livemig_guest.measured(
-        completed=report.outcome is livemig_monitor.Outcome.COMPLETED,
-        ended_at_s=report.total_s, switchover_started_s=switch,
-        postcopy=report.switched_to_postcopy,
-        paused=report.paused_by_monitor and not report.switched_to_postcopy,
-        libvirt_downtime_ms=report.downtime_ms, lost_s=throttle_lost_s)
-    return paid, predicted

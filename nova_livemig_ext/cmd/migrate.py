@@ -21,7 +21,6 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
-from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import guest as livemig_guest
 
 EXIT_NOT_COMPLETED = 1
@@ -59,36 +58,6 @@ def progress_line(progress: livemig_monitor.Progress) -> str:
                 _mib(sample.memory_remaining_bytes),
                 _mib(est.dirty_rate_bytes_s), _mib(est.bandwidth_bytes_s),
                 ratio, est.throttle_pct or 0, decision)).rstrip()
-
-
-def guest_view(report: livemig_monitor.MigrationReport,
-               decider: ctl.DecisionMaker | None,
-               throttle_lost_s: float) -> livemig_guest.GuestCost:
-    """What the guest paid: never libvirt's downtime alone after post-copy.
-
-    ``throttle_lost_s`` is Σ throttle × time from the samples read.
-    """
-    switch = livemig_guest.switch_at_s([
-        (a.decision.action.value, a.decision.at_s, a.applied)
-        for a in report.decisions])
-    completed = report.outcome is livemig_monitor.Outcome.COMPLETED
-    if isinstance(decider, ctl.Controller) and (
-            decider.predicted_guest_cost is not None):
-        # Ours counts it from every sample, the display only from some.
-        throttle_lost_s = max(throttle_lost_s, decider.state.throttle_lost_s)
-    return livemig_guest.measured(
-        completed=completed, ended_at_s=report.total_s,
-        switchover_started_s=switch,
-        postcopy=report.switched_to_postcopy,
-        paused=report.paused_by_monitor and not report.switched_to_postcopy,
-        libvirt_downtime_ms=report.downtime_ms, lost_s=throttle_lost_s)
-
-
-def predicted_guest(decider: ctl.DecisionMaker | None
-                    ) -> livemig_guest.GuestCost | None:
-    if isinstance(decider, ctl.Controller):
-        return decider.predicted_guest_cost
-    return None
 
 
 def guest_dict(measured: livemig_guest.GuestCost,
@@ -266,11 +235,7 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
         ','.join(plan.ladder) or '-', policy.initial_downtime_ms,
         policy.max_downtime_ms), file=out)
 
-    meter = livemig_guest.ThrottleMeter()
-
     def show(progress: livemig_monitor.Progress) -> None:
-        meter.add(progress.elapsed_s,
-                  progress.sample.auto_converge_throttle_pct)
         if not args.quiet:
             print(progress_line(progress), file=out, flush=True)
 
@@ -296,8 +261,9 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
         dom, args.dest, params, plan.flags, monitor,
         fetch_completed_stats=completed_stats, dest_domain=dest_domain,
         recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
-    measured = guest_view(report, controller, meter.lost_s)
-    predicted = predicted_guest(controller)
+    # The monitor counts what the guest paid from every sample it read.
+    measured = report.guest or livemig_monitor.guest_view(report, 0.0)
+    predicted = report.predicted_guest
     print_report(report, out, measured, predicted)
     return report, guest_dict(measured, predicted)
 

@@ -11,7 +11,10 @@ guest pays more than that whenever the controller steps in:
   long stall as far as it can tell (the lab's heartbeats show 4.6 to
   11.4 s at 14 MB/s where libvirt reports no downtime at all);
 * a throttle of p % takes p % of the guest's CPU time for as long as it
-  lasts: work lost, not a pause.
+  lasts: work lost, and short stops too (QEMU runs each vCPU for a 10 ms
+  slice, then stops it for p / (100 - p) of that: 0.99 s at 99 %).  A guest
+  task that needs more than one slice to answer waits proportionally longer
+  (the lab's guest, about 60 ms of CPU a heartbeat, saw 2 to 6 s at 99 %).
 
 So every figure here comes in two parts: the guest's longest unavailability
 (the longest it cannot run) and the guest work lost (downtime + post-copy
@@ -27,6 +30,10 @@ from nova_livemig_ext.convergence import estimator
 
 MS_PER_S = 1000.0
 PCT = 100.0
+# QEMU's CPU throttle (cpu-throttle.c): a vCPU runs for this slice, then
+# sleeps pct / (100 - pct) of it; QEMU throttles at most 99 %.
+THROTTLE_SLICE_S = 0.010
+MAX_THROTTLE_PCT = 99
 
 Measure = tuple[str, float | int | str | None]
 
@@ -51,6 +58,9 @@ class GuestCost:
     throttle_lost_s: float = 0.0
     # A measured post-copy stall is "at most" the post-copy phase.
     upper_bound: bool = False
+    # The longest single stop of QEMU's throttle (at the highest throttle):
+    # the least a throttled guest waits for any answer.
+    throttle_stop_s: float = 0.0
 
     def measures(self, prefix: str) -> tuple[Measure, ...]:
         """The figures for a decision's measures, under ``prefix``."""
@@ -67,9 +77,14 @@ class GuestCost:
             parts.append(f'post-copy fault stall {bound}'
                          f'{_s(self.postcopy_stall_s)}')
         parts.append(f'throttle {_s(self.throttle_lost_s)}')
+        stops = ''
+        if self.throttle_stop_s > 0:
+            stops = (f'; throttled, it stops for {_s(self.throttle_stop_s)} '
+                     f'at a time, longer for work needing more than '
+                     f'{THROTTLE_SLICE_S * MS_PER_S:.0f} ms of CPU')
         return (f'longest unavailability {bound}'
                 f'{_s(self.longest_unavailable_s)}, work lost {bound}'
-                f"{_s(self.work_lost_s)} ({' + '.join(parts)})")
+                f"{_s(self.work_lost_s)} ({' + '.join(parts)}){stops}")
 
     def as_dict(self) -> dict[str, float | bool | None]:
         return {
@@ -78,6 +93,7 @@ class GuestCost:
             'downtime_s': _round(self.downtime_s),
             'postcopy_stall_s': _round(self.postcopy_stall_s),
             'throttle_lost_s': _round(self.throttle_lost_s),
+            'throttle_stop_s': _round(self.throttle_stop_s),
             'upper_bound': self.upper_bound,
         }
 
@@ -97,6 +113,32 @@ def throttle_lost_s(throttle_pct: int | None, seconds: float) -> float:
     if not throttle_pct or seconds <= 0:
         return 0.0
     return min(max(throttle_pct, 0), 100) / PCT * seconds
+
+
+def throttle_stop_s(throttle_pct: int | None) -> float:
+    """How long QEMU stops a vCPU at a time at ``throttle_pct``."""
+    if not throttle_pct or throttle_pct <= 0:
+        return 0.0
+    pct = min(throttle_pct, MAX_THROTTLE_PCT)
+    return pct / (PCT - pct) * THROTTLE_SLICE_S
+
+
+def with_throttle_stops(cost: GuestCost,
+                        throttle_pct: int | None) -> GuestCost:
+    """``cost`` for a guest that was (or will be) throttled at up to
+    ``throttle_pct``: its longest unavailability is at least one stop."""
+    return with_stop_s(cost, throttle_stop_s(throttle_pct))
+
+
+def with_stop_s(cost: GuestCost, stop_s: float) -> GuestCost:
+    """``cost`` with throttle stops of ``stop_s`` at a time."""
+    if stop_s <= cost.throttle_stop_s:
+        return cost
+    longest = cost.longest_unavailable_s
+    if longest is not None:
+        longest = max(longest, stop_s)
+    return dataclasses.replace(cost, longest_unavailable_s=longest,
+                               throttle_stop_s=stop_s)
 
 
 def _downtime_cost(downtime_s: float | None, lost_s: float) -> GuestCost:
@@ -142,18 +184,32 @@ def predicted_throttle(est: estimator.Estimate, limit_ms: float,
     """Throttling at ``throttle_pct`` for ``over_s`` more, then pre-copy's
     stop-and-copy at ``limit_ms``."""
     more = throttle_lost_s(throttle_pct, over_s)
-    return predicted_precopy(est, limit_ms, lost_s + more)
+    return with_throttle_stops(predicted_precopy(est, limit_ms, lost_s + more),
+                               throttle_pct)
 
 
 def measured(*, completed: bool, ended_at_s: float,
              switchover_started_s: float | None, postcopy: bool,
              paused: bool, libvirt_downtime_ms: float | None,
-             lost_s: float) -> GuestCost:
+             lost_s: float, max_throttle_pct: int | None = None
+             ) -> GuestCost:
     """What the guest paid, from what the monitor and libvirt saw.
 
     ``switchover_started_s`` is when the controller paused the guest or
-    switched it to post-copy (seconds from the start of the job).
+    switched it to post-copy (seconds from the start of the job);
+    ``max_throttle_pct`` the highest throttle QEMU reported.
     """
+    return with_throttle_stops(_measured(
+        completed=completed, ended_at_s=ended_at_s,
+        switchover_started_s=switchover_started_s, postcopy=postcopy,
+        paused=paused, libvirt_downtime_ms=libvirt_downtime_ms,
+        lost_s=lost_s), max_throttle_pct)
+
+
+def _measured(*, completed: bool, ended_at_s: float,
+              switchover_started_s: float | None, postcopy: bool,
+              paused: bool, libvirt_downtime_ms: float | None,
+              lost_s: float) -> GuestCost:
     libvirt_s = (None if libvirt_downtime_ms is None
                  else libvirt_downtime_ms / MS_PER_S)
     since_switch_s = (None if switchover_started_s is None
@@ -183,10 +239,12 @@ class ThrottleMeter:
 
     def __init__(self) -> None:
         self.lost_s = 0.0
+        self.max_pct = 0
         self._last: tuple[float, int | None] | None = None
 
     def add(self, elapsed_s: float, throttle_pct: int | None) -> None:
         """A sample read ``elapsed_s`` after the start of the job."""
+        self.max_pct = max(self.max_pct, throttle_pct or 0)
         if self._last is not None and elapsed_s > self._last[0]:
             self.lost_s += throttle_lost_s(self._last[1],
                                            elapsed_s - self._last[0])

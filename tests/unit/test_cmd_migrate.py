@@ -6,6 +6,7 @@ the lab by the e2e tests.
 """
 
 import contextlib
+import dataclasses
 import io
 import os
 import tempfile
@@ -131,7 +132,7 @@ class GuestViewTest(testtools.TestCase):
         report = _report(
             switched_to_postcopy=True, downtime_ms=None,
             decisions=(_applied(ctl.Action.START_POSTCOPY, 22.5),))
-        cost = migrate.guest_view(report, None, 1.25)
+        cost = monitor.guest_view(report, 1.25)
         self.assertEqual(7.5, cost.postcopy_stall_s)
         self.assertEqual(7.5, cost.longest_unavailable_s)
         self.assertEqual(8.75, cost.work_lost_s)
@@ -148,7 +149,7 @@ class GuestViewTest(testtools.TestCase):
             paused_by_monitor=False,
             downtime_ms=180.0,
             decisions=(_applied(ctl.Action.START_POSTCOPY, 10.0, False),))
-        cost = migrate.guest_view(report, None, 0.0)
+        cost = monitor.guest_view(report, 0.0)
         self.assertEqual(0.18, cost.longest_unavailable_s)
 
     def test_our_pause_counts_whole(self):
@@ -156,14 +157,27 @@ class GuestViewTest(testtools.TestCase):
             paused_by_monitor=True, downtime_ms=40.0,
             decisions=(_applied(ctl.Action.SET_DOWNTIME, 0.5),
                        _applied(ctl.Action.PAUSE, 26.0)))
-        self.assertEqual(4.0, migrate.guest_view(
-            report, None, 0.0).longest_unavailable_s)
+        self.assertEqual(4.0, monitor.guest_view(
+            report, 0.0).longest_unavailable_s)
 
     def test_aborted_guest_paid_only_the_throttle(self):
         report = _report(outcome=monitor.Outcome.ABORTED, downtime_ms=None)
-        cost = migrate.guest_view(report, None, 12.0)
+        cost = monitor.guest_view(report, 12.0)
         self.assertEqual(0.0, cost.longest_unavailable_s)
         self.assertEqual(12.0, cost.work_lost_s)
+
+    def test_completed_stats_update_what_the_guest_paid(self):
+        # The monitor's view before libvirt's completed statistics arrive
+        # has no downtime; the statistics bring it, the throttle stays.
+        report = _report(downtime_ms=None)
+        report = dataclasses.replace(report,
+                                     guest=monitor.guest_view(report, 3.0))
+        self.assertIsNone(report.guest.longest_unavailable_s)
+        updated = monitor.with_completed_stats(report, {'downtime': 250})
+        self.assertEqual(250, updated.downtime_ms)
+        self.assertEqual(0.25, updated.guest.longest_unavailable_s)
+        self.assertEqual(3.25, updated.guest.work_lost_s)
+        self.assertEqual(3.0, updated.guest.throttle_lost_s)
 
     def test_throttle_meter(self):
         from nova_livemig_ext.convergence import guest
@@ -172,3 +186,4 @@ class GuestViewTest(testtools.TestCase):
             meter.add(at_s, pct)
         # 0 for the first second, 20 % of the next, 30 % of two more.
         self.assertAlmostEqual(0.8, meter.lost_s)
+        self.assertEqual(30, meter.max_pct)

@@ -47,6 +47,33 @@ class TestPredictions(testtools.TestCase):
         cost = g.predicted_throttle(est, 300, 50, 8.0, lost_s=1.0)
         self.assertAlmostEqual(5.0, cost.throttle_lost_s)
         self.assertLessEqual(cost.longest_unavailable_s, 0.3 + 1e-9)
+        # At 50 % QEMU stops the vCPU 10 ms at a time: less than downtime.
+        self.assertAlmostEqual(0.01, cost.throttle_stop_s)
+
+    def test_a_high_throttle_stops_the_guest_for_longer(self):
+        # QEMU: run 10 ms, sleep pct / (100 - pct) of that; 99 % at most.
+        self.assertEqual(0.0, g.throttle_stop_s(None))
+        self.assertEqual(0.0, g.throttle_stop_s(0))
+        self.assertAlmostEqual(0.09, g.throttle_stop_s(90))
+        self.assertAlmostEqual(0.99, g.throttle_stop_s(99))
+        self.assertAlmostEqual(0.99, g.throttle_stop_s(100))
+        cost = g.predicted_throttle(estimate(1), 300, 99, 8.0)
+        self.assertAlmostEqual(0.99, cost.longest_unavailable_s)
+        self.assertIn('stops for 0.99 s at a time', cost.text())
+        ended = g.measured(completed=True, ended_at_s=60.0,
+                           switchover_started_s=None, postcopy=False,
+                           paused=False, libvirt_downtime_ms=250.0,
+                           lost_s=20.0, max_throttle_pct=99)
+        self.assertAlmostEqual(0.99, ended.longest_unavailable_s)
+        self.assertEqual(0.25, ended.downtime_s)
+        # Work lost is downtime + throttle x time: the stops are in it.
+        self.assertAlmostEqual(20.25, ended.work_lost_s)
+        # A stop shorter than the downtime changes nothing.
+        low = g.measured(completed=True, ended_at_s=60.0,
+                         switchover_started_s=None, postcopy=False,
+                         paused=False, libvirt_downtime_ms=250.0,
+                         lost_s=2.0, max_throttle_pct=70)
+        self.assertEqual(0.25, low.longest_unavailable_s)
 
 
 class TestMeasured(testtools.TestCase):
