@@ -114,6 +114,21 @@ def _cmd_demo(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
     return demo.main(cfg, Path(args.output))
 
 
+def _cmd_compare(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
+    from nova_livemig_lab import demo, workloads
+    workload = workloads.named(args.workload)
+    chosen = demo.alternatives()
+    if args.only:
+        names = {s.name for s in chosen}
+        unknown = sorted(set(args.only) - names)
+        if unknown:
+            raise LabError(f"unknown policy {', '.join(unknown)}: "
+                           f"one of {', '.join(sorted(names))}")
+        chosen = tuple(s for s in chosen if s.name in args.only)
+    rows = demo.compare(cfg, Path(args.output), workload, chosen)
+    return 0 if all(r.guest_intact for r in rows) else 1
+
+
 COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespace], int]]] = {
     "setup": ("install packages, fetch the guest kernel, build the initramfs", _cmd_setup),
     "start": ("start the shaped link and both libvirt hosts", _cmd_start),
@@ -129,6 +144,8 @@ COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespac
     "record-traces": ("record the jobStats traces under tests/traces", _cmd_record_traces),
     "demo": ("paused copy vs upstream Nova vs nova-livemig-ext on a memory-busy guest",
              _cmd_demo),
+    "compare": ("move one workload under the shipped defaults and each remedy alone "
+                "(the lab must be started)", _cmd_compare),
 }
 
 
@@ -171,6 +188,12 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
     if name == "demo":
         command.add_argument("--output", default="lab-demo",
                              help="where remaining.png and results.json go")
+    if name == "compare":
+        from nova_livemig_lab import workloads
+        command.add_argument("--workload", default="steady", choices=sorted(workloads.WORKLOADS))
+        command.add_argument("--only", nargs="*", default=None,
+                             help="policies to run (default: all of them)")
+        command.add_argument("--output", default="lab-compare", help="where the JSON goes")
     if name == "record-traces":
         traces_dir = Path(__file__).resolve().parents[2] / "tests" / "traces"
         command.add_argument("--output", default=str(traces_dir))

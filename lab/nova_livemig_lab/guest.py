@@ -35,6 +35,43 @@ FATAL_MARKERS = ("Kernel panic", "BUG:", "Oops", "general protection fault", "BA
                  "dirtier exited", "FATAL")
 
 
+PATTERNS = ("steady", "bursty", "growing", "random")
+# The dirtier's own settings for a pattern (tools/lab/dirtier.c).
+PATTERN_SETTINGS = frozenset({"BURST_ON_MS", "BURST_OFF_MS", "START_MB", "GROW_MB_S",
+                              "HOT_PCT"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Pattern:
+    """How the guest writes its working set (``PATTERN`` of the dirtier).
+
+    ``settings`` are the dirtier's words for it, for example
+    ``(("BURST_ON_MS", 4000), ("BURST_OFF_MS", 2000))``.
+    """
+
+    name: str = "steady"
+    settings: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name not in PATTERNS:
+            raise LabError(f"unknown guest pattern {self.name!r}: one of {', '.join(PATTERNS)}")
+        for key, value in self.settings:
+            if key not in PATTERN_SETTINGS or not isinstance(value, int) or value < 0:
+                raise LabError(f"bad guest pattern setting {key}={value!r}: one of "
+                               f"{', '.join(sorted(PATTERN_SETTINGS))}, a whole number >= 0")
+
+    def words(self) -> str:
+        return " ".join([f"PATTERN={self.name}"] + [f"{k}={v}" for k, v in self.settings])
+
+    def describe(self) -> str:
+        if not self.settings:
+            return self.name
+        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.settings)})"
+
+
+STEADY = Pattern()
+
+
 @dataclasses.dataclass(frozen=True)
 class ConsoleLine:
     """One console line and the host monotonic time it was seen at."""
@@ -121,10 +158,10 @@ class ConsoleTail:
 
 def domain_xml(config: LabConfig, host: HostSpec, name: str, dirty_mb: int,
                dirty_rate_mb_s: int, check_rate_mb_s: int = 20,
-               emulator: str = QEMU_BINARY) -> str:
+               emulator: str = QEMU_BINARY, pattern: Pattern = STEADY) -> str:
     """TCG guest (KVM hangs on these machines), direct kernel boot, file console."""
     cmdline = (f"console=ttyS0 quiet panic=0 DIRTY_MB={dirty_mb} DIRTY_RATE={dirty_rate_mb_s} "
-               f"CHECK_RATE={check_rate_mb_s}")
+               f"CHECK_RATE={check_rate_mb_s} {pattern.words()}")
     console = escape(host.console_path(name))
     return f"""<domain type='qemu'>
   <name>{escape(name)}</name>
@@ -161,6 +198,7 @@ class Guest:
     dirty_mb: int
     dirty_rate_mb_s: int
     tails: dict[str, ConsoleTail]
+    pattern: Pattern = STEADY
 
     def watch(self, host: HostSpec) -> ConsoleTail:
         """Start following the console file this guest will have on ``host``."""
@@ -189,7 +227,7 @@ def default_emulator() -> str:
 
 def boot(config: LabConfig, host: HostSpec, name: str, dirty_mb: int, dirty_rate_mb_s: int,
          check_rate_mb_s: int = 20, emulator: str | None = None,
-         timeout_s: float = BOOT_TIMEOUT_S) -> Guest:
+         timeout_s: float = BOOT_TIMEOUT_S, pattern: Pattern = STEADY) -> Guest:
     """Create a transient domain on ``host`` and wait for steady heartbeats."""
     import libvirt
     system.quiet_libvirt()
@@ -199,12 +237,12 @@ def boot(config: LabConfig, host: HostSpec, name: str, dirty_mb: int, dirty_rate
     emulator = emulator or default_emulator()
     for other in config.hosts:
         other.real_console_path(name).unlink(missing_ok=True)
-    guest = Guest(name, host, dirty_mb, dirty_rate_mb_s, {})
+    guest = Guest(name, host, dirty_mb, dirty_rate_mb_s, {}, pattern)
     guest.watch(host)
     conn = libvirt.open(host.uri)
     try:
         conn.createXML(domain_xml(config, host, name, dirty_mb, dirty_rate_mb_s,
-                                  check_rate_mb_s, emulator), 0)
+                                  check_rate_mb_s, emulator, pattern), 0)
     finally:
         conn.close()
     wait_steady(guest, timeout_s)

@@ -99,10 +99,12 @@ class LabTestCase(testtools.TestCase):
         for booted in self.guests:
             lab_guest.destroy(booted, self.cfg)
 
-    def boot(self, dirty_mb: int, dirty_rate_mb_s: int) -> lab_guest.Guest:
+    def boot(self, dirty_mb: int, dirty_rate_mb_s: int,
+             pattern: lab_guest.Pattern = lab_guest.STEADY) -> lab_guest.Guest:
         """Boot a fresh guest on host A (unique name: console files are per name)."""
         name = f"e2e-{self.id().rsplit('.', 1)[-1][5:]}-{int(time.time() * 1000) % 10**8}"
-        booted = lab_guest.boot(self.cfg, self.cfg.host_a, name, dirty_mb, dirty_rate_mb_s)
+        booted = lab_guest.boot(self.cfg, self.cfg.host_a, name, dirty_mb, dirty_rate_mb_s,
+                                pattern=pattern)
         self.guests.append(booted)
         return booted
 

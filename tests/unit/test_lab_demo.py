@@ -1,5 +1,7 @@
 """The lab demo's table: the guest's view, and how far from the least."""
 
+from pathlib import Path
+
 import testtools
 
 from nova_livemig_lab import demo
@@ -31,3 +33,49 @@ class TestTable(testtools.TestCase):
                           'throttle'], names)
         for scenario in demo.alternatives():
             self.assertEqual(0, scenario.policy.completion_timeout_s_per_gib)
+
+    def test_summary_needs_both_of_ours_to_complete(self):
+        rows = [row('paused copy', 'completed', 13.0, 13.0),
+                row('upstream Nova 34', 'aborted', 0.1, 0.0),
+                row(demo.DEFAULTS_NAME, 'completed', 3.0, 30.0),
+                row(demo.POSTCOPY_NAME, 'completed', 8.0, 20.0)]
+        self.assertTrue(demo.summary_ok(rows))
+        rows[2] = row(demo.DEFAULTS_NAME, 'aborted', 0.1, 0.0)
+        self.assertFalse(demo.summary_ok(rows))
+        self.assertEqual([demo.DEFAULTS_NAME, demo.POSTCOPY_NAME],
+                         [s.name for s in demo.scenarios()][2:])
+        # The defaults row really is nothing configured.
+        self.assertEqual(demo.MigrationPolicy(), demo.scenarios()[2].policy)
+
+
+class TestWorkloads(testtools.TestCase):
+
+    def test_patterns_reach_the_guest_command_line(self):
+        from nova_livemig_lab import guest, workloads
+        from nova_livemig_lab import config
+        cfg = config.load_config(Path('/nonexistent-lab-state'), 100)
+        bursty = workloads.named('bursty')
+        self.assertEqual('PATTERN=bursty BURST_ON_MS=4000 BURST_OFF_MS=2000',
+                         bursty.pattern.words())
+        xml = guest.domain_xml(cfg, cfg.host_a, 'g', bursty.dirty_mb,
+                               bursty.dirty_rate_mb_s, pattern=bursty.pattern)
+        self.assertIn('DIRTY_RATE=40 CHECK_RATE=20 PATTERN=bursty '
+                      'BURST_ON_MS=4000 BURST_OFF_MS=2000</cmdline>', xml)
+        self.assertEqual('PATTERN=steady', guest.STEADY.words())
+
+    def test_bad_patterns_and_names_are_refused(self):
+        from nova_livemig_lab import guest, workloads
+        from nova_livemig_lab.errors import LabError
+        self.assertRaises(LabError, guest.Pattern, 'sawtooth')
+        self.assertRaises(LabError, guest.Pattern, 'random', (('HOT', 5),))
+        self.assertRaises(LabError, guest.Pattern, 'random', (('HOT_PCT', -1),))
+        error = self.assertRaises(LabError, workloads.named, 'nope')
+        self.assertIn('slow-random', str(error))
+
+    def test_only_the_slow_writer_converges_on_its_own(self):
+        from nova_livemig_lab import workloads
+        link_mb_s = 14.4
+        for workload in workloads.WORKLOADS.values():
+            # Converging needs a dirty rate well below the link.
+            self.assertEqual(workload.dirty_rate_mb_s < link_mb_s / 2,
+                             workload.converges, workload.name)

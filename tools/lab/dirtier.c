@@ -16,6 +16,17 @@
  * The host timestamps these lines as they appear in the serial log; the
  * largest gap between two of them is the pause the guest really saw.
  *
+ * How it writes (PATTERN):
+ *
+ *   steady   page after page through the whole working set at DIRTY_RATE
+ *            (the default);
+ *   bursty   as steady for BURST_ON_MS, then no writes for BURST_OFF_MS,
+ *            over and over;
+ *   growing  page after page through a region that starts at START_MB and
+ *            grows by GROW_MB_S a second up to DIRTY_MB;
+ *   random   pages picked at random over the whole working set; HOT_PCT of
+ *            the writes go to the first tenth of it (0: uniform).
+ *
  * Settings come from the environment (the kernel passes unknown
  * command-line words such as DIRTY_MB=200 to /init, which exports them).
  */
@@ -39,7 +50,16 @@ struct shadow {
 	uint32_t generation;
 };
 
+enum pattern { STEADY, BURSTY, GROWING, RANDOM };
+
 struct workload {
+	enum pattern pattern;
+	uint64_t burst_on_ns;
+	uint64_t burst_off_ns;
+	size_t start_pages;
+	uint64_t grow_pages_s;
+	uint64_t hot_pct;
+	uint64_t rng;
 	uint64_t *pages;
 	struct shadow *shadows;
 	size_t page_count;
@@ -135,16 +155,81 @@ static void check_page(struct workload *w, size_t page)
 	w->checked_bytes += PAGE_BYTES;
 }
 
-static void dirty_pages(struct workload *w, size_t count)
+static uint64_t next_random(struct workload *w)
 {
+	/* xorshift64*: cheap, and the same sequence on every boot. */
+	w->rng ^= w->rng >> 12;
+	w->rng ^= w->rng << 25;
+	w->rng ^= w->rng >> 27;
+	return w->rng * 0x2545F4914F6CDD1Dull;
+}
+
+/* How many pages the writer cycles through `elapsed_ns` after it started. */
+static size_t active_pages(const struct workload *w, uint64_t elapsed_ns)
+{
+	uint64_t grown;
+
+	if (w->pattern != GROWING)
+		return w->page_count;
+	grown = w->start_pages + w->grow_pages_s * (elapsed_ns / 1000000ull) / 1000ull;
+	return grown < w->page_count ? (size_t)grown : w->page_count;
+}
+
+/* Whether a bursty writer writes at all `elapsed_ns` after it started. */
+static int writing(const struct workload *w, uint64_t elapsed_ns)
+{
+	uint64_t period = w->burst_on_ns + w->burst_off_ns;
+
+	if (w->pattern != BURSTY || period == 0)
+		return 1;
+	return elapsed_ns % period < w->burst_on_ns;
+}
+
+static size_t pick_page(struct workload *w, size_t active)
+{
+	size_t page, hot = w->page_count / 10;
+
+	if (w->pattern == RANDOM) {
+		uint64_t r = next_random(w);
+
+		if (hot > 0 && r % 100 < w->hot_pct)
+			return (size_t)((r >> 8) % hot);
+		return (size_t)((r >> 8) % w->page_count);
+	}
+	page = w->write_cursor;
+	if (page >= active)
+		page = 0;
+	w->write_cursor = (page + 1) % active;
+	return page;
+}
+
+static void dirty_pages(struct workload *w, size_t count, uint64_t elapsed_ns)
+{
+	size_t active = active_pages(w, elapsed_ns);
+
+	if (!writing(w, elapsed_ns))
+		return;
 	for (size_t i = 0; i < count; i++) {
-		size_t page = w->write_cursor;
+		size_t page = pick_page(w, active);
 
 		/* Verify before overwriting: a lost write would otherwise be hidden. */
 		check_page(w, page);
 		write_page(w, page);
-		w->write_cursor = (page + 1) % w->page_count;
 	}
+}
+
+static enum pattern parse_pattern(const char *text)
+{
+	if (text == NULL || strcmp(text, "steady") == 0)
+		return STEADY;
+	if (strcmp(text, "bursty") == 0)
+		return BURSTY;
+	if (strcmp(text, "growing") == 0)
+		return GROWING;
+	if (strcmp(text, "random") == 0)
+		return RANDOM;
+	printf("FATAL unknown PATTERN=%s (steady, bursty, growing, random)\n", text);
+	exit(1);
 }
 
 static void check_pages(struct workload *w, size_t count)
@@ -199,15 +284,25 @@ int main(void)
 
 	memset(&w, 0, sizeof(w));
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	w.pattern = parse_pattern(getenv("PATTERN"));
+	w.burst_on_ns = env_u64("BURST_ON_MS", 3000) * 1000000ull;
+	w.burst_off_ns = env_u64("BURST_OFF_MS", 3000) * 1000000ull;
+	w.start_pages = (size_t)(env_u64("START_MB", 16) * MB / PAGE_BYTES);
+	if (w.start_pages == 0)
+		w.start_pages = 1;
+	w.grow_pages_s = env_u64("GROW_MB_S", 2) * MB / PAGE_BYTES;
+	w.hot_pct = env_u64("HOT_PCT", 0);
+	w.rng = 0x9E3779B97F4A7C15ull;
 	if (allocate(&w, dirty_mb) != 0)
 		return 1;
-	printf("READY pages=%zu dirty_mb=%llu dirty_rate=%llu check_rate=%llu\n",
+	printf("READY pages=%zu dirty_mb=%llu dirty_rate=%llu check_rate=%llu pattern=%s\n",
 	       w.page_count, (unsigned long long)dirty_mb,
-	       (unsigned long long)dirty_rate_mb_s, (unsigned long long)check_rate_mb_s);
+	       (unsigned long long)dirty_rate_mb_s, (unsigned long long)check_rate_mb_s,
+	       getenv("PATTERN") ? getenv("PATTERN") : "steady");
 	start_ns = now_ns();
 	next_ns = start_ns;
 	for (;;) {
-		dirty_pages(&w, pages_per_tick);
+		dirty_pages(&w, pages_per_tick, now_ns() - start_ns);
 		check_pages(&w, checks_per_tick);
 		printf("HB seq=%llu bad=%llu written=%llu checked=%llu ms=%llu\n",
 		       (unsigned long long)seq++, (unsigned long long)w.bad_pages,
