@@ -79,6 +79,23 @@ class TestPauseAtTheRightMoment(testtools.TestCase):
         self.assertFalse(notes(result, 'pausing, but not yet'))
         self.assertEqual([A.PAUSE], result.actions()[1:])
 
+    def test_a_working_set_that_stopped_shrinking_is_not_waited_for(self):
+        # The dirty rate says λ = 0.9, but the passes say the working set
+        # has not shrunk for the plateau's patience: pausing later saves
+        # nothing.
+        config = c.ControllerConfig(ladder=('pause', 'abort'),
+                                    pause_allowed=True, deadline_s=300.0)
+        est = c.estimator.Estimate(
+            at_s=30.0, remaining_bytes=100 * MIB, bandwidth_bytes_s=LINK,
+            dirty_rate_bytes_s=0.9 * LINK, pass_started_s=28.0)
+        state = c.ControllerState(started_s=0.0, downtime_ms=300,
+                                  confirmed_downtime_ms=300, estimate=est)
+        self.assertIn('still shrinks', c.pause_should_wait(config, state, 30.0))
+        stopped = dataclasses.replace(state, stall=dataclasses.replace(
+            state.stall,
+            passes_without_progress=config.stall_patience_passes))
+        self.assertIsNone(c.pause_should_wait(config, stopped, 30.0))
+
     def test_a_pause_that_no_longer_fits_is_dropped(self):
         config = c.ControllerConfig(ladder=('pause', 'abort'),
                                     pause_allowed=True)

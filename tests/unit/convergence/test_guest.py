@@ -159,6 +159,15 @@ class TestControllerSaysWhatTheGuestPays(testtools.TestCase):
         # but the throttle's price over its chance is said.
         self.assertIn('guest_work_lost_s', notes[0].measures_dict())
         self.assertRegex(notes[0].reason, r'throttle [0-9.]+ s\)')
+        # As things stand at the end, the throttle's stops are counted.
+        pct = controller.state.estimate.throttle_pct
+        self.assertGreater(pct or 0, 0)
+        predicted = controller.predicted_guest_cost
+        self.assertAlmostEqual(g.throttle_stop_s(pct), predicted.throttle_stop_s)
+        # Pre-copy's downtime is unknown here: so is the longest, whatever
+        # the stops (they only bound it from below).
+        self.assertIsNone(predicted.longest_unavailable_s)
+        self.assertRegex(predicted.text(), r'stops for [0-9.]+ s at a time')
 
     def test_pause_prediction_is_kept(self):
         config = dataclasses.replace(
