@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lab demo: a memory-busy guest migrated between two local libvirt hosts
 # over a rate-limited link, as a paused copy, under upstream Nova 34's
-# algorithm and under nova-livemig-ext. Prints a table; writes
+# algorithm and under nova-livemig-ext (nothing configured, then with
+# post-copy permitted). Prints a table; writes
 # lab-demo/remaining.png and lab-demo/results.json. Needs root (libvirtd,
 # network namespaces). About 5 minutes.
 set -euo pipefail

@@ -142,7 +142,7 @@ COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespac
     "link-cut": ("take the link down (a real network fault)", _cmd_link_cut),
     "link-restore": ("bring the link back up", _cmd_link_restore),
     "record-traces": ("record the jobStats traces under tests/traces", _cmd_record_traces),
-    "demo": ("paused copy vs upstream Nova vs nova-livemig-ext on a memory-busy guest",
+    "demo": ("paused copy vs upstream Nova vs ours (defaults, post-copy) on a memory-busy guest",
              _cmd_demo),
     "compare": ("move one workload under the shipped defaults and each remedy alone "
                 "(the lab must be started)", _cmd_compare),

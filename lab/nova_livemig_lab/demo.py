@@ -142,7 +142,7 @@ def table(rows: list[Row]) -> str:
     least_gap = min((r.guest_pause_s for r in done), default=None)
     least_lost = min((r.guest_work_lost_s for r in done), default=None)
     head = (f"{'run':17} {'outcome':10} {'total':>6} {'downtime':>9} "
-            f"{'guest pause':>12} {'work lost':>10} {'vs least':>12}  guest")
+            f"{'unavailable':>12} {'work lost':>10} {'vs least':>12}  guest")
     lines = [head, "-" * len(head)]
     for r in rows:
         downtime = "-" if r.downtime_ms is None else f"{r.downtime_ms:.0f} ms"

@@ -1,0 +1,56 @@
+"""The per-workload comparison: distance from the least, and the verdict."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import testtools
+
+from benchmarks import labcompare
+
+
+def run(name, outcome, gap_s, lost_s, rungs=()):
+    return {"name": name, "outcome": outcome, "total_s": 60.0,
+            "downtime_ms": None, "guest_pause_s": gap_s,
+            "guest_work_lost_s": lost_s, "guest_intact": True,
+            "guest_on": "b" if outcome == "completed" else "a",
+            "rungs": list(rungs)}
+
+
+class TestLabCompare(testtools.TestCase):
+
+    def test_verdict_against_the_least_completed(self):
+        runs = [run("shipped defaults", "completed", 1.2, 30.0, ["auto_converge"]),
+                run("bounded pause", "completed", 8.0, 8.0),
+                run("throttle", "completed", 1.0, 28.0),
+                run("post-copy", "aborted", 0.1, 0.1)]
+        # The aborted run does not set the least: 1.2 / 1.0.
+        self.assertEqual("defaults x1.20 of the least unavailability: within 1.25 x",
+                         labcompare.verdict(runs))
+        runs[0] = run("shipped defaults", "completed", 1.3, 30.0)
+        self.assertIn("NOT within 1.25 x", labcompare.verdict(runs))
+        runs[0] = run("shipped defaults", "aborted", 0.1, 0.0)
+        self.assertEqual("defaults aborted: not within 1.25 x", labcompare.verdict(runs))
+
+    def test_render_from_the_files(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = {"workload": "bursty: 120 MB", "link_mb_s": 14.4,
+                    "runs": [run("shipped defaults", "completed", 1.0, 20.0),
+                             run("bounded pause", "completed", 8.0, 8.0)]}
+            Path(tmp, "compare-bursty.json").write_text(json.dumps(data))
+            results = labcompare.load(Path(tmp), labcompare.WORKLOADS)
+            self.assertEqual(["bursty"], list(results))
+            text = labcompare.render(results)
+            self.assertIn("| bursty | shipped defaults | completed on b | 60.0 | 1.00 | "
+                          "20.00 | x1.00 / x2.50 | - | - |", text)
+            self.assertIn("| bursty | bounded pause | completed on b | 60.0 | 8.00 | "
+                          "8.00 | x8.00 / x1.00 | - | - |", text)
+            self.assertIn("- bursty (bursty: 120 MB; link 14.4 MB/s): defaults x1.00", text)
+            slow = {"workload": "slow-random", "runs": [run("shipped defaults", "completed",
+                                                            0.5, 0.5)]}
+            self.assertIn("- slow-random (slow-random): completed in 60.0 s with no rung, "
+                          "unavailable 0.50 s", labcompare.render(results, {"slow-random": slow}))
+            out = Path(tmp, "out.md")
+            self.assertEqual(0, labcompare.main(["--results", tmp, "--output", str(out)]))
+            self.assertEqual(text, out.read_text())
+            self.assertEqual(1, labcompare.main(["--results", str(Path(tmp, "none"))]))
