@@ -47,13 +47,16 @@ def _times(value: float, least: float | None) -> str:
     return f"x{value / least:.2f}"
 
 
+def _defaults_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    return next((r for r in runs if r["name"] == DEFAULTS), None)
+
+
 def verdict(runs: Sequence[Mapping[str, Any]]) -> str:
     """The defaults against the least unavailability of the workload."""
     least = _least(runs, "guest_pause_s")
-    ours = [r for r in runs if r["name"] == DEFAULTS]
-    if not ours:
+    run = _defaults_run(runs)
+    if run is None:
         return "defaults not run"
-    run = ours[0]
     if run["outcome"] != "completed":
         return f"defaults {run['outcome']}: not within {TARGET} x"
     if least is None or least <= 0:
@@ -65,10 +68,9 @@ def verdict(runs: Sequence[Mapping[str, Any]]) -> str:
 
 def left_alone(name: str, data: Mapping[str, Any]) -> str:
     """How the defaults treated a guest that converges on its own."""
-    ours = [r for r in data["runs"] if r["name"] == DEFAULTS]
-    if not ours:
+    r = _defaults_run(data["runs"])
+    if r is None:
         return f"- {name}: defaults not run"
-    r = ours[0]
     rungs = ", ".join(r["rungs"]) or "no rung"
     return (f"- {name} ({data.get('workload', name)}): {r['outcome']} in "
             f"{r['total_s']:.1f} s with {rungs}, unavailable {r['guest_pause_s']:.2f} s, "

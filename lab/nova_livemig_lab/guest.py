@@ -198,7 +198,6 @@ class Guest:
     dirty_mb: int
     dirty_rate_mb_s: int
     tails: dict[str, ConsoleTail]
-    pattern: Pattern = STEADY
 
     def watch(self, host: HostSpec) -> ConsoleTail:
         """Start following the console file this guest will have on ``host``."""
@@ -237,7 +236,7 @@ def boot(config: LabConfig, host: HostSpec, name: str, dirty_mb: int, dirty_rate
     emulator = emulator or default_emulator()
     for other in config.hosts:
         other.real_console_path(name).unlink(missing_ok=True)
-    guest = Guest(name, host, dirty_mb, dirty_rate_mb_s, {}, pattern)
+    guest = Guest(name, host, dirty_mb, dirty_rate_mb_s, {})
     guest.watch(host)
     conn = libvirt.open(host.uri)
     try:

@@ -261,11 +261,11 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
         dom, args.dest, params, plan.flags, monitor,
         fetch_completed_stats=completed_stats, dest_domain=dest_domain,
         recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
-    # The monitor counts what the guest paid from every sample it read.
-    measured = report.guest or livemig_monitor.guest_view(report, 0.0)
-    predicted = report.predicted_guest
-    print_report(report, out, measured, predicted)
-    return report, guest_dict(measured, predicted)
+    # What the guest paid, counted by the monitor from every sample it read
+    # (every ending of run_migration goes through MigrationMonitor.finish).
+    assert report.guest is not None
+    print_report(report, out, report.guest, report.predicted_guest)
+    return report, guest_dict(report.guest, report.predicted_guest)
 
 
 def migrate(args: argparse.Namespace, out: TextIO | None = None,

@@ -69,4 +69,5 @@ class TestShippedDefaultsOnWorkloads(base.LabTestCase):
         self.assertFalse(done.report.switched_to_postcopy)
         # Not throttled either: auto-converge is armed at the start but QEMU
         # only throttles a guest whose passes do not shrink.
-        self.assertEqual(0.0, done.guest.throttle_lost_s if done.guest else 0.0)
+        assert done.guest is not None
+        self.assertEqual(0.0, done.guest.throttle_lost_s)
