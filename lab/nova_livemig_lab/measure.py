@@ -320,18 +320,42 @@ def assess_integrity(lines: Sequence[lab_guest.ConsoleLine],
 
 # --- one measured migration ----------------------------------------------
 
-def _domain_active_on(host: HostSpec, name: str) -> bool:
+def _domain_state(host: HostSpec, name: str) -> tuple[int, int] | None:
     import libvirt
     try:
         conn = libvirt.open(host.uri)
     except libvirt.libvirtError:
-        return False
+        return None
     try:
-        return bool(conn.lookupByName(name).isActive())
+        state, reason = conn.lookupByName(name).state()
+        return int(state), int(reason)
     except libvirt.libvirtError:
-        return False
+        return None
     finally:
         conn.close()
+
+
+def guest_host_after(source: HostSpec, destination: HostSpec, name: str) -> HostSpec:
+    """Where the guest lives once a migration call has returned.
+
+    Asked of the source, not the destination: after a fault in pre-copy the
+    destination still holds the half-done incoming domain (active, paused)
+    until keepalive notices its peer is gone, while the source already runs
+    the guest again. The guest is on the source while the source domain is
+    active and not a post-copy half (paused for post-copy, or paused because
+    post-copy failed): in those states the newest memory is on the
+    destination.
+    """
+    import libvirt
+    state = _domain_state(source, name)
+    if state is None or state[0] in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTDOWN,
+                                     libvirt.VIR_DOMAIN_CRASHED, libvirt.VIR_DOMAIN_NOSTATE):
+        return destination
+    postcopy_halves = (libvirt.VIR_DOMAIN_PAUSED_POSTCOPY,
+                       libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+    if state[0] == libvirt.VIR_DOMAIN_PAUSED and state[1] in postcopy_halves:
+        return destination
+    return source
 
 
 def completed_job_stats(host: HostSpec, name: str) -> dict[str, Any] | None:
@@ -379,7 +403,7 @@ def migrate_and_measure(config: LabConfig, guest: lab_guest.Guest, flags: int,
                                 on_poll, poll_interval_s, timeout_s)
     finally:
         conn.close()
-    final = destination if _domain_active_on(destination, guest.name) else source
+    final = guest_host_after(source, destination, guest.name)
     time.sleep(settle_s)
     guest.host = final
     gap_s, gap_at_s = max_gap(guest.heartbeats(), run.started_s, run.ended_s + settle_s)
