@@ -399,10 +399,14 @@ Related options:
 controller_opts = [
     cfg.ListOpt('ladder',
                 help="""
-Escalation ladder: the ordered rungs the controller climbs when a migration
-does not converge. Each rung gets its chance before the next one is tried.
+Escalation ladder: the rungs the controller may use when a migration does
+not converge. Each rung gets its chance before another is tried. At each
+escalation the controller enters the rung not tried yet that the guest is
+predicted to pay least for (its longest unavailability, counting anything
+within ``max_downtime_ms`` as that much, then the work it loses); the order
+listed here breaks ties.
 
-Possible values (each at most once, in the order wanted):
+Possible values (each at most once, in the order preferred on a tie):
 
 * ``downtime``: raise the downtime limit step by step up to
   ``max_downtime_ms``.

@@ -32,11 +32,13 @@ healthy migrations (Nova dropped its progress timeout for that, bug 1644248).
 
 The ladder
 ----------
-Rungs are tried in the configured order, each only once the previous one had
-its chance (``downtime_chance_passes``, ``auto_converge_chance_passes``, or
+A rung is entered only once the previous one had its chance
+(``downtime_chance_passes``, ``auto_converge_chance_passes``, or
 ``stall_window_s`` when passes do not come), and only while pre-copy is
-stalled or predicted to miss the deadline.  A rung that cannot help is
-skipped with a note saying why.
+stalled or predicted to miss the deadline.  Which rung: the one not tried
+yet that the guest is predicted to pay least for (:func:`rank_rungs`); the
+configured order only breaks ties.  A rung that cannot help now is noted
+once and priced again at the next escalation.
 
 * ``downtime``: raise the limit to the smallest step that fits the measured
   working set (or that makes the geometric prediction meet the deadline),
@@ -166,6 +168,9 @@ TROUGH_SAVING_FRACTION = 0.1
 THROTTLE_JUDGED_PCT = 75
 THROTTLE_JUDGED_STEPS = 2
 THROTTLE_TRUSTED_EFFECT = 0.25
+# Rungs whose predicted longest unavailability is within this factor of the
+# least are ranked by the work the guest loses instead.
+RANK_UNAVAILABLE_TOLERANCE = 1.25
 
 
 class Action(enum.Enum):
@@ -428,6 +433,8 @@ class ControllerState:
     throttle_best_effect: float | None = None
     switchover_started_s: float | None = None
     exhausted: frozenset[str] = frozenset()
+    # Rungs entered so far (a rung passed over for a cheaper one is not).
+    tried: frozenset[str] = frozenset()
     noted: frozenset[str] = frozenset()
     predicted_downtime_ms: float | None = None
     # The deadline in force (None: config.deadline_s, not derived yet), and
@@ -1035,8 +1042,7 @@ def postcopy_window_closing(config: ControllerConfig, state: ControllerState,
     A later post-copy rung must not be lost to the patience of an earlier
     rung: the deadline shortens every chance.
     """
-    later = config.ladder[state.rung_index + 1:]
-    if RUNG_POSTCOPY not in later:
+    if RUNG_POSTCOPY not in untried_rungs(config, state):
         return False
     if rung_blocker(config, state, RUNG_POSTCOPY, None, now_s) is not None:
         return False
@@ -1260,6 +1266,7 @@ def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
 def enter_rung(config: ControllerConfig, state: ControllerState, index: int,
                trigger: Trigger, now_s: float) -> Step:
     rung = config.ladder[index]
+    state = dataclasses.replace(state, tried=state.tried | {rung})
     if rung == RUNG_DOWNTIME:
         return enter_downtime(config, state, index, trigger, now_s)
     if rung == RUNG_AUTO_CONVERGE:
@@ -1271,9 +1278,114 @@ def enter_rung(config: ControllerConfig, state: ControllerState, index: int,
     return enter_abort(config, state, index, trigger, now_s)
 
 
+def untried_rungs(config: ControllerConfig,
+                  state: ControllerState) -> tuple[str, ...]:
+    """Rungs of the ladder not entered yet, abort aside, in ladder order."""
+    current = state.rung_name(config)
+    return tuple(r for r in config.ladder
+                 if r != RUNG_ABORT and r != current and r not in state.tried
+                 and r not in state.exhausted)
+
+
+def rung_cost(config: ControllerConfig, state: ControllerState, rung: str,
+              trigger: Trigger, now_s: float) -> guest.GuestCost:
+    """What the guest is predicted to pay if ``rung`` is entered now.
+
+    A pre-copy rung (downtime, auto-converge) is costed as if it works: its
+    stop-and-copy within the limit when the model cannot predict it yet.
+
+    QEMU keeps throttling while pre-copy goes on (auto-converge is armed at
+    start, not per rung), so a higher downtime limit costs the throttle in
+    force until the predicted completion; a pause or a post-copy switch
+    ends it.
+    """
+    est = state.estimate
+    lost = state.throttle_lost_s
+    if rung == RUNG_DOWNTIME:
+        target = next_downtime_ms(config, state, trigger, now_s)
+        limit = state.downtime_ms if target is None else target
+        until_s = estimator.predicted_completion_s(est, limit)
+        if until_s is None:
+            until_s = estimator.expected_pass_s(est) or 0.0
+        return guest.once_converged(guest.predicted_throttle(
+            est, limit, est.throttle_pct or 0, until_s, lost), limit)
+    if rung == RUNG_AUTO_CONVERGE:
+        chance_s = (estimator.expected_pass_s(est) or 0.0) * (
+            config.auto_converge_chance_passes)
+        return guest.once_converged(guest.predicted_throttle(
+            est, state.downtime_ms, max(est.throttle_pct or 0,
+                                        config.auto_converge_initial_pct),
+            chance_s, lost), state.downtime_ms)
+    if rung == RUNG_POSTCOPY:
+        return guest.predicted_postcopy(est, lost)
+    return guest.predicted_pause(est, lost)
+
+
+def felt_unavailable_s(config: ControllerConfig,
+                       cost: guest.GuestCost) -> float:
+    """A rung's longest unavailability as the ranking sees it.
+
+    The operator's ``max_downtime_ms`` is what the guest was promised it
+    may feel: anything within it counts as that much, so the work lost
+    decides between rungs that all keep within the promise.
+    """
+    longest = cost.longest_unavailable_s
+    if longest is None:
+        return float('inf')
+    return max(longest, config.max_downtime_ms / MS_PER_S)
+
+
+def rank_rungs(config: ControllerConfig,
+               costs: Sequence[tuple[str, guest.GuestCost]]
+               ) -> list[tuple[str, guest.GuestCost]]:
+    """The rungs the guest pays least for first.
+
+    Least longest unavailability first: when a rung keeps within
+    ``max_downtime_ms`` the rungs that do are tied; otherwise those within
+    ``RANK_UNAVAILABLE_TOLERANCE`` of the least are (predictions are not
+    finer than that).  Ties go to the least work lost, then to the
+    ladder's order.
+    """
+    if not costs:
+        return []
+    least = min(felt_unavailable_s(config, c) for _, c in costs)
+    promised_s = config.max_downtime_ms / MS_PER_S
+    # Within the promise only what keeps it ties; beyond it, the tolerance.
+    tied_up_to = (least if least <= promised_s
+                  else least * RANK_UNAVAILABLE_TOLERANCE)
+    order = {rung: i for i, rung in enumerate(config.ladder)}
+
+    def key(item: tuple[str, guest.GuestCost]) -> tuple[int, float, int]:
+        rung, cost = item
+        felt = felt_unavailable_s(config, cost)
+        close = felt <= tied_up_to
+        lost = cost.work_lost_s
+        return (0 if close else 1,
+                float('inf') if lost is None else
+                (lost if close else felt), order[rung])
+
+    return sorted(costs, key=key)
+
+
+def _ranking_text(ranked: Sequence[tuple[str, guest.GuestCost]]) -> str:
+    first, cost = ranked[0]
+    others = '; '.join(
+        f'{rung} {_fmt(c.longest_unavailable_s, " s", 2)} unavailable, '
+        f'{_fmt(c.work_lost_s, " s", 1)} lost' for rung, c in ranked[1:])
+    return (f'{first} costs the guest least ('
+            f'{_fmt(cost.longest_unavailable_s, " s", 2)} unavailable, '
+            f'{_fmt(cost.work_lost_s, " s", 1)} lost; against {others})')
+
+
 def escalate(config: ControllerConfig, state: ControllerState,
              trigger: Trigger, now_s: float) -> Step:
-    """Move to the next rung that can help, noting the ones that cannot."""
+    """Enter the rung the guest is predicted to pay least for.
+
+    The candidates are the rungs of the ladder not tried yet that can help
+    now (each blocked one is noted once, and stays a candidate for later);
+    they are ranked by :func:`rank_rungs`.  The ladder says which rungs are
+    permitted and breaks ties.  With none left, abort at the deadline.
+    """
     decisions: list[Decision] = []
     current = state.rung_name(config)
     if current == RUNG_DOWNTIME and rung_blocker(
@@ -1283,16 +1395,34 @@ def escalate(config: ControllerConfig, state: ControllerState,
                               now_s)
     if current == RUNG_ABORT:
         return state, ()
-    for index in range(state.rung_index + 1, len(config.ladder)):
-        rung = config.ladder[index]
+    costs: list[tuple[str, guest.GuestCost]] = []
+    for rung in untried_rungs(config, state):
         blocker = rung_blocker(config, state, rung, trigger, now_s)
         if blocker is None:
-            state, entered = enter_rung(config, state, index, trigger, now_s)
-            return state, tuple(decisions) + entered
+            costs.append((rung, rung_cost(config, state, rung, trigger,
+                                          now_s)))
+            continue
         state, note = _note_once(state, f'skip-{rung}', now_s,
                                  f'skipping {rung}: {blocker}', None,
                                  (('skipped_rung', rung),))
         decisions.extend(note)
+    ranked = rank_rungs(config, costs)
+    if ranked:
+        chosen = ranked[0][0]
+        if len(ranked) > 1:
+            trigger = dataclasses.replace(
+                trigger, reason=f'{trigger.reason}; {_ranking_text(ranked)}',
+                measures=trigger.measures + (
+                    ('passed_over', ','.join(r for r, _ in ranked[1:])),))
+        state, entered = enter_rung(config, state,
+                                    config.ladder.index(chosen), trigger,
+                                    now_s)
+        return state, tuple(decisions) + entered
+    if RUNG_ABORT in config.ladder:
+        state, entered = enter_rung(config, state,
+                                    config.ladder.index(RUNG_ABORT), trigger,
+                                    now_s)
+        return state, tuple(decisions) + entered
     state, note = _note_once(
         state, 'ladder-exhausted', now_s,
         f'{trigger.reason}; no rung of the ladder {list(config.ladder)} can '
@@ -1394,8 +1524,9 @@ def at_deadline(config: ControllerConfig, state: ControllerState,
     why = f'deadline of {deadline:.0f} s passed'
     extra: tuple[Measure, ...] = (('deadline_s', round(deadline, 1)),
                                   ('time_left_s', round(left, 1)))
-    start = max(state.rung_index, 0)
-    if RUNG_PAUSE in config.ladder[start:]:
+    if RUNG_PAUSE in config.ladder and (
+            RUNG_PAUSE not in state.tried
+            or state.rung_name(config) == RUNG_PAUSE):
         blocker = rung_blocker(config, state, RUNG_PAUSE, None, now_s)
         if blocker is None:
             index = config.ladder.index(RUNG_PAUSE)

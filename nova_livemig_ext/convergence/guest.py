@@ -188,6 +188,17 @@ def predicted_throttle(est: estimator.Estimate, limit_ms: float,
                                throttle_pct)
 
 
+def once_converged(cost: GuestCost, limit_ms: float) -> GuestCost:
+    """``cost`` of a pre-copy rung whose stop-and-copy the model cannot
+    predict yet (the working set does not converge at the rates seen): if
+    the rung works, QEMU switches over within ``limit_ms``."""
+    if cost.downtime_s is not None:
+        return cost
+    return with_stop_s(_downtime_cost(limit_ms / MS_PER_S,
+                                      cost.throttle_lost_s),
+                       cost.throttle_stop_s)
+
+
 def measured(*, completed: bool, ended_at_s: float,
              switchover_started_s: float | None, postcopy: bool,
              paused: bool, libvirt_downtime_ms: float | None,

@@ -174,3 +174,96 @@ class TestThrottleTrust(testtools.TestCase):
                                       throttle_best_effect=best, **base)
             self.assertEqual(hopeless, c.throttle_hopeless(config, state),
                              (pct, best))
+
+
+class TestRankByGuestCost(testtools.TestCase):
+    """The next rung is the one the guest is predicted to pay least for."""
+
+    SETTINGS = model.QemuSettings(auto_converge=True, throttle_initial_pct=50,
+                                  throttle_increment_pct=20, postcopy=True)
+
+    def cost(self, unavailable_s, lost_s):
+        return c.guest.GuestCost(longest_unavailable_s=unavailable_s,
+                                 work_lost_s=lost_s)
+
+    def ranked(self, config, costs):
+        return [rung for rung, _ in c.rank_rungs(config, costs)]
+
+    def test_within_the_promised_downtime_the_work_lost_decides(self):
+        costs = [('auto_converge', self.cost(0.3, 44.0)),
+                 ('pause', self.cost(0.8, 0.8))]
+        promised_1s = c.ControllerConfig(max_downtime_ms=1000)
+        self.assertEqual(['pause', 'auto_converge'],
+                         self.ranked(promised_1s, costs))
+        # Promised 300 ms, a 0.8 s pause is felt: the throttle goes first.
+        promised_300ms = c.ControllerConfig(initial_downtime_ms=300,
+                                            max_downtime_ms=300)
+        self.assertEqual(['auto_converge', 'pause'],
+                         self.ranked(promised_300ms, costs))
+
+    def test_close_unavailability_counts_as_a_tie(self):
+        config = c.ControllerConfig(max_downtime_ms=500)
+        costs = [('pause', self.cost(4.0, 4.0)),
+                 ('postcopy', self.cost(4.8, 2.0)),
+                 ('auto_converge', self.cost(6.0, 1.0))]
+        # 4.8 s is within 1.25 x of 4.0 s and loses less work; 6.0 s is not.
+        self.assertEqual(['postcopy', 'pause', 'auto_converge'],
+                         self.ranked(config, costs))
+
+    def test_unknown_costs_rank_last_in_ladder_order(self):
+        config = c.ControllerConfig(
+            ladder=('postcopy', 'pause', 'auto_converge', 'abort'))
+        costs = [('pause', self.cost(None, None)),
+                 ('postcopy', self.cost(None, None))]
+        self.assertEqual(['postcopy', 'pause'], self.ranked(config, costs))
+        costs.append(('auto_converge', self.cost(9.0, 90.0)))
+        self.assertEqual('auto_converge', self.ranked(config, costs)[0])
+
+    def ladder_first_postcopy(self):
+        return c.ControllerConfig(
+            ladder=('postcopy', 'auto_converge', 'abort'),
+            auto_converge_armed=True, auto_converge_initial_pct=50,
+            auto_converge_increment_pct=20, auto_converge_chance_passes=6,
+            postcopy_armed=True, postcopy_allowed=True, deadline_s=600.0)
+
+    def test_throttle_before_a_postcopy_listed_first(self):
+        # Post-copy would stall the guest for its 187 MiB working set at
+        # 15 MiB/s; a throttle that works costs it the downtime limit.
+        sim = model.PrecopySimulation(BUSY, self.SETTINGS)
+        _, result = run(sim, self.ladder_first_postcopy(), 700)
+        [chosen] = notes(result, 'costs the guest least')
+        self.assertEqual('auto_converge', chosen.rung)
+        self.assertEqual('postcopy', chosen.measures_dict()['passed_over'])
+        self.assertIn('against postcopy 12.4', chosen.reason)
+        self.assertEqual('completed', result.outcome)
+        self.assertNotIn(A.START_POSTCOPY, result.actions())
+
+    def test_a_rung_passed_over_is_still_there_when_the_throttle_fails(self):
+        sim = PacedWriter(BUSY, self.SETTINGS)
+        _, result = run(sim, self.ladder_first_postcopy(), 700)
+        [chosen] = notes(result, 'costs the guest least')
+        self.assertEqual('auto_converge', chosen.rung)
+        [verdict] = notes(result, 'throttling does not bite')
+        [switch] = [d for d in result.decisions
+                    if d.action is A.START_POSTCOPY]
+        self.assertGreaterEqual(switch.at_s, verdict.at_s)
+        self.assertEqual('completed', result.outcome)
+
+    def test_a_short_pause_beats_a_long_throttle(self):
+        # A small working set: pausing costs less than the promised limit,
+        # and none of the throttle's work lost.
+        small = model.Workload(MEMORY, LINK, 40e6, 12 * MIB)
+        config = c.ControllerConfig(
+            ladder=('auto_converge', 'pause', 'abort'),
+            auto_converge_armed=True, auto_converge_initial_pct=50,
+            auto_converge_increment_pct=20, pause_allowed=True,
+            initial_downtime_ms=100, max_downtime_ms=1000, downtime_steps=1,
+            deadline_s=600.0)
+        sim = model.PrecopySimulation(small, self.SETTINGS)
+        _, result = run(sim, config, 700)
+        [pause] = [d for d in result.decisions if d.action is A.PAUSE]
+        self.assertIn('pause costs the guest least', pause.reason)
+        self.assertEqual('auto_converge',
+                         pause.measures_dict()['passed_over'])
+        self.assertLess(pause.measures_dict()['guest_unavailable_s'], 1.0)
+        self.assertEqual('completed', result.outcome)
