@@ -802,19 +802,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                         'job; the guest keeps running on this host',
                         instance=instance)
             try:
-                domain.abortJob()
+                livemig_monitor.abort_job_and_wait(domain, ABORT_WAIT_S,
+                                                   time.sleep)
             except Exception as e:
                 LOG.warning('nova-livemig-ext: abort failed: %s', e,
                             instance=instance)
-            deadline_s = time.monotonic() + ABORT_WAIT_S
-            while time.monotonic() < deadline_s:
-                try:
-                    if domain.jobStats().get('type') != (
-                            _libvirt().VIR_DOMAIN_JOB_UNBOUNDED):
-                        break
-                except Exception:
-                    break
-                time.sleep(0.5)
         state = livemig_postcopy.read_view(domain, errors.is_libvirt_error,
                                            errors.domain_gone)
         if (state.present and state.state == livemig_postcopy.VIR_DOMAIN_PAUSED

@@ -560,6 +560,25 @@ class MigrationMonitor:
             predicted_guest=predicted)
 
 
+VIR_DOMAIN_JOB_UNBOUNDED = 2
+
+
+def abort_job_and_wait(domain: Any, wait_s: float,
+                       sleep: Callable[[float], None]) -> None:
+    """Abort the domain's migration job and wait, at most ``wait_s``, for
+    libvirt to say it ended (the guest stays on the source).  The abort's
+    own failure is raised; a job that can no longer be read has ended."""
+    domain.abortJob()
+    deadline_s = native.time_module().monotonic() + wait_s
+    while native.time_module().monotonic() < deadline_s:
+        try:
+            if domain.jobStats().get('type') != VIR_DOMAIN_JOB_UNBOUNDED:
+                return
+        except Exception:
+            return
+        sleep(0.5)
+
+
 def guest_view(report: MigrationReport, throttle_lost_s: float,
                max_throttle_pct: int | None = None) -> guest_cost.GuestCost:
     """What the guest paid by the monitor's account: never libvirt's

@@ -79,19 +79,10 @@ def abort_unwatched_job(libvirt: Any, dom: Any, out: TextIO,
     print('a pre-copy migration job is still running with nobody watching '
           'it: aborting it', file=out, flush=True)
     try:
-        dom.abortJob()
+        livemig_monitor.abort_job_and_wait(dom, wait_s, time.sleep)
     except libvirt.libvirtError as e:
         print('abort failed: %s' % e, file=out)
         return False
-    deadline_s = time.monotonic() + wait_s
-    while time.monotonic() < deadline_s:
-        try:
-            if dom.jobStats().get('type') != (
-                    libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
-                break
-        except libvirt.libvirtError:
-            break
-        time.sleep(0.5)
     state = dom.state()
     if state[0] == postcopy.VIR_DOMAIN_PAUSED:
         if state[1] == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:

@@ -1860,24 +1860,6 @@ class Controller:
                                     state.throttle_lost_s),
             state.estimate.throttle_pct)
 
-    def guest_cost(self, completed: bool, ended_at_s: float,
-                   libvirt_downtime_ms: float | None) -> guest.GuestCost:
-        """What the guest paid, once the job ended ``ended_at_s`` after it
-        started; ``libvirt_downtime_ms`` from the completed statistics."""
-        state = self._state
-        if state is None:
-            return guest.measured(
-                completed=completed, ended_at_s=ended_at_s,
-                switchover_started_s=None, postcopy=False, paused=False,
-                libvirt_downtime_ms=libvirt_downtime_ms, lost_s=0.0)
-        return guest.measured(
-            completed=completed, ended_at_s=ended_at_s,
-            switchover_started_s=state.switchover_started_s,
-            postcopy=state.phase is Phase.POSTCOPY,
-            paused=state.phase is Phase.PAUSED,
-            libvirt_downtime_ms=libvirt_downtime_ms,
-            lost_s=state.throttle_lost_s)
-
     @property
     def deadline_s(self) -> float:
         """The deadline in force, from the start of the job."""
