@@ -11,8 +11,15 @@ guest's longest unavailability (its heartbeats), the work it lost
 (that + throttle x time) and how far each is from the least any completed
 run achieved on that workload; then, per workload, the defaults' distance
 from the least unavailability against the 1.25 x the guest-first issue
-asks for. One run per policy and workload: single measurements on a
-shared 2-core machine, not distributions.
+asks for.
+
+A single run is noisy on a shared 2-core machine (a guest throttled at
+99 % may stop for 1 s or for 6 s). ``--run --repeats N --only NAME...``
+migrates each workload N more times under the policies named (those that
+can set the least unavailability: the defaults and the throttle), into
+``repeat-<k>`` folders; the results file then adds, per workload and
+policy, the median, least and most unavailability over every run, and the
+verdict on the medians.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +85,59 @@ def left_alone(name: str, data: Mapping[str, Any]) -> str:
             f"work lost {r['guest_work_lost_s']:.2f} s")
 
 
+def repeated_runs(first: Mapping[str, Mapping[str, Any]],
+                  repeats: Sequence[Mapping[str, Mapping[str, Any]]]
+                  ) -> dict[str, dict[str, list[Mapping[str, Any]]]]:
+    """workload -> policy -> every run of it, the first full run included."""
+    merged: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for results in (first, *repeats):
+        for workload, data in results.items():
+            for r in data["runs"]:
+                merged.setdefault(workload, {}).setdefault(r["name"], []).append(r)
+    return merged
+
+
+def _median_gap(runs: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median unavailability; None unless every run completed."""
+    if not runs or any(r["outcome"] != "completed" for r in runs):
+        return None
+    return statistics.median(r["guest_pause_s"] for r in runs)
+
+
+def repeat_lines(merged: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]
+                 ) -> list[str]:
+    """Per workload and policy, the spread of the unavailability over its
+    runs, and the defaults' median against the least median."""
+    lines = ["| workload | policy | runs | completed | unavailable s: median | least | most |",
+             "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for workload, policies in merged.items():
+        medians = {}
+        for name, runs in policies.items():
+            gaps = [r["guest_pause_s"] for r in runs]
+            done = sum(r["outcome"] == "completed" for r in runs)
+            medians[name] = _median_gap(runs)
+            lines.append(f"| {workload} | {name} | {len(runs)} | {done} | "
+                         f"{statistics.median(gaps):.2f} | {min(gaps):.2f} | "
+                         f"{max(gaps):.2f} |")
+        least = min((m for m in medians.values() if m is not None), default=None)
+        mine = medians.get(DEFAULTS)
+        count = len(policies.get(DEFAULTS, ()))
+        if mine is None or least is None or least <= 0:
+            verdicts.append(f"- {workload}: defaults did not complete every run")
+            continue
+        ratio = mine / least
+        verdicts.append(
+            f"- {workload}: defaults' median x{ratio:.2f} of the least median "
+            f"({count} runs of the defaults): "
+            f"{'within' if ratio <= TARGET else 'NOT within'} {TARGET} x")
+    return lines + [""] + verdicts
+
+
 def render(results: Mapping[str, Mapping[str, Any]],
            converging: Mapping[str, Mapping[str, Any]] | None = None,
-           note: str | None = None) -> str:
+           note: str | None = None,
+           repeats: Sequence[Mapping[str, Mapping[str, Any]]] = ()) -> str:
     lines = [
         "# The shipped defaults against each remedy alone, per workload",
         "",
@@ -113,6 +171,10 @@ def render(results: Mapping[str, Mapping[str, Any]],
         verdicts.append(f"- {name} ({data.get('workload', name)}; link "
                         f"{data.get('link_mb_s')} MB/s): {verdict(runs)}")
     lines += ["", "## The defaults against the least", ""] + verdicts
+    if repeats:
+        lines += ["", f"## Over repeated runs (the run above and {len(repeats)} more of "
+                  "some policies)", ""]
+        lines += repeat_lines(repeated_runs(results, repeats))
     if converging:
         lines += ["", "## A guest that converges on its own, under the defaults", ""]
         lines += [left_alone(name, data) for name, data in converging.items()]
@@ -130,6 +192,20 @@ def load(directory: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     return results
 
 
+def repeat_dirs(directory: Path) -> list[Path]:
+    found = [p for p in directory.glob("repeat-*") if p.is_dir()
+             and p.name.removeprefix("repeat-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("repeat-")))
+
+
+def _compare(name: str, out: Path, only: Sequence[str] | None) -> None:
+    command = [sys.executable, "-m", "nova_livemig_lab", "compare",
+               "--workload", name, "--output", str(out)]
+    if only:
+        command += ["--only", *only]
+    subprocess.run(command, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="store_true",
@@ -138,25 +214,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--output", type=Path, default=HERE / "lab-compare.md")
     parser.add_argument("--note", help="a note on the runs, kept in the results file")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="with --run: that many more runs of each workload, each "
+                             "into its own repeat-<k> folder, instead of the full run")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="with --repeats: the policies to repeat (default: all)")
     args = parser.parse_args(argv)
+    if args.repeats < 0:
+        parser.error("--repeats must not be negative")
     if args.run:
         if os.geteuid() != 0:
             print("benchmarks.labcompare --run: run as root (it uses the lab)",
                   file=sys.stderr)
             return 1
-        for name in WORKLOADS:
-            subprocess.run([sys.executable, "-m", "nova_livemig_lab", "compare",
-                            "--workload", name, "--output", str(args.results)],
-                           check=True)
-        for name in CONVERGING:
-            subprocess.run([sys.executable, "-m", "nova_livemig_lab", "compare",
-                            "--workload", name, "--only", DEFAULTS,
-                            "--output", str(args.results)], check=True)
+        if args.repeats:
+            done = repeat_dirs(args.results)
+            start = int(done[-1].name.removeprefix("repeat-")) + 1 if done else 2
+            for k in range(start, start + args.repeats):
+                for name in WORKLOADS:
+                    _compare(name, args.results / f"repeat-{k}", args.only)
+        else:
+            for name in WORKLOADS:
+                _compare(name, args.results, None)
+            for name in CONVERGING:
+                _compare(name, args.results, [DEFAULTS])
     results = load(args.results, WORKLOADS)
     if not results:
         print(f"benchmarks.labcompare: no compare-*.json in {args.results}", file=sys.stderr)
         return 1
-    text = render(results, load(args.results, CONVERGING), args.note)
+    repeats = [load(d, WORKLOADS) for d in repeat_dirs(args.results)]
+    text = render(results, load(args.results, CONVERGING), args.note, repeats)
     args.output.write_text(text)
     print(text)
     return 0

@@ -54,3 +54,44 @@ class TestLabCompare(testtools.TestCase):
             self.assertEqual(0, labcompare.main(["--results", tmp, "--output", str(out)]))
             self.assertEqual(text, out.read_text())
             self.assertEqual(1, labcompare.main(["--results", str(Path(tmp, "none"))]))
+
+    def test_repeats_judge_the_medians(self):
+        first = {"steady": {"workload": "steady", "runs": [
+            run("shipped defaults", "completed", 3.3, 20.0),
+            run("throttle", "completed", 1.0, 20.0),
+            run("post-copy", "completed", 4.0, 4.0)]}}
+        repeats = [
+            {"steady": {"runs": [run("shipped defaults", "completed", 1.0, 20.0),
+                                 run("throttle", "completed", 1.1, 20.0)]}},
+            {"steady": {"runs": [run("shipped defaults", "completed", 1.1, 20.0),
+                                 run("throttle", "completed", 6.0, 20.0)]}},
+        ]
+        lines = labcompare.repeat_lines(labcompare.repeated_runs(first, repeats))
+        self.assertIn("| steady | shipped defaults | 3 | 3 | 1.10 | 1.00 | 3.30 |", lines)
+        self.assertIn("| steady | throttle | 3 | 3 | 1.10 | 1.00 | 6.00 |", lines)
+        self.assertIn("| steady | post-copy | 1 | 1 | 4.00 | 4.00 | 4.00 |", lines)
+        self.assertIn("- steady: defaults' median x1.00 of the least median (3 runs of "
+                      "the defaults): within 1.25 x", lines)
+        # One aborted run of the defaults: no median to judge.
+        repeats[0]["steady"]["runs"][0] = run("shipped defaults", "aborted", 0.1, 1.0)
+        lines = labcompare.repeat_lines(labcompare.repeated_runs(first, repeats))
+        self.assertIn("- steady: defaults did not complete every run", lines)
+
+    def test_main_reads_the_repeat_folders(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = {"workload": "steady", "link_mb_s": 14.4,
+                    "runs": [run("shipped defaults", "completed", 1.0, 20.0),
+                             run("throttle", "completed", 1.0, 20.0)]}
+            Path(tmp, "compare-steady.json").write_text(json.dumps(data))
+            for k, gap in ((2, 2.0), (10, 3.0)):
+                Path(tmp, f"repeat-{k}").mkdir()
+                again = {"runs": [run("shipped defaults", "completed", gap, 20.0)]}
+                Path(tmp, f"repeat-{k}", "compare-steady.json").write_text(json.dumps(again))
+            self.assertEqual(["repeat-2", "repeat-10"],
+                             [p.name for p in labcompare.repeat_dirs(Path(tmp))])
+            out = Path(tmp, "out.md")
+            self.assertEqual(0, labcompare.main(["--results", tmp, "--output", str(out)]))
+            text = out.read_text()
+            self.assertIn("## Over repeated runs (the run above and 2 more", text)
+            self.assertIn("- steady: defaults' median x2.00 of the least median (3 runs of "
+                          "the defaults): NOT within 1.25 x", text)
