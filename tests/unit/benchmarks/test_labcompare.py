@@ -17,6 +17,15 @@ def run(name, outcome, gap_s, lost_s, rungs=()):
             "rungs": list(rungs)}
 
 
+def write(directory, name, *runs, described=None):
+    """A compare-<name>.json as the lab writes it."""
+    Path(directory).mkdir(exist_ok=True)
+    data = {"link_mb_s": 14.4, "runs": list(runs)}
+    if described:
+        data["workload"] = described
+    Path(directory, f"compare-{name}.json").write_text(json.dumps(data))
+
+
 class TestLabCompare(testtools.TestCase):
 
     def test_verdict_against_the_least_completed(self):
@@ -34,10 +43,8 @@ class TestLabCompare(testtools.TestCase):
 
     def test_render_from_the_files(self):
         with tempfile.TemporaryDirectory() as tmp:
-            data = {"workload": "bursty: 120 MB", "link_mb_s": 14.4,
-                    "runs": [run("shipped defaults", "completed", 1.0, 20.0),
-                             run("bounded pause", "completed", 8.0, 8.0)]}
-            Path(tmp, "compare-bursty.json").write_text(json.dumps(data))
+            write(tmp, "bursty", run("shipped defaults", "completed", 1.0, 20.0),
+                  run("bounded pause", "completed", 8.0, 8.0), described="bursty: 120 MB")
             results = labcompare.load(Path(tmp), labcompare.WORKLOADS)
             self.assertEqual(["bursty"], list(results))
             text = labcompare.render(results)
@@ -79,14 +86,11 @@ class TestLabCompare(testtools.TestCase):
 
     def test_main_reads_the_repeat_folders(self):
         with tempfile.TemporaryDirectory() as tmp:
-            data = {"workload": "steady", "link_mb_s": 14.4,
-                    "runs": [run("shipped defaults", "completed", 1.0, 20.0),
-                             run("throttle", "completed", 1.0, 20.0)]}
-            Path(tmp, "compare-steady.json").write_text(json.dumps(data))
+            write(tmp, "steady", run("shipped defaults", "completed", 1.0, 20.0),
+                  run("throttle", "completed", 1.0, 20.0), described="steady")
             for k, gap in ((2, 2.0), (10, 3.0)):
-                Path(tmp, f"repeat-{k}").mkdir()
-                again = {"runs": [run("shipped defaults", "completed", gap, 20.0)]}
-                Path(tmp, f"repeat-{k}", "compare-steady.json").write_text(json.dumps(again))
+                write(Path(tmp, f"repeat-{k}"), "steady",
+                      run("shipped defaults", "completed", gap, 20.0))
             self.assertEqual(["repeat-2", "repeat-10"],
                              [p.name for p in labcompare.repeat_dirs(Path(tmp))])
             out = Path(tmp, "out.md")
