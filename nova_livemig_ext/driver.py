@@ -54,6 +54,10 @@ ABORT_WAIT_S = 60.0
 # After the job's statistics said it ended, how long to wait for the migrate
 # call to return with its error.
 CALL_RETURN_WAIT_S = 60.0
+# libvirt's VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, and how long to wait for it
+# once the migrate call has returned.
+VIR_DOMAIN_EVENT_ID_JOB_COMPLETED = 21
+COMPLETED_EVENT_WAIT_S = 2.0
 # Nova's part of ending an interrupted migration needs the resource tracker,
 # which nova-compute sets up only after init_host: wait for it this long.
 NOVA_READY_WAIT_S = 600.0
@@ -264,6 +268,52 @@ def _libvirt():
     # Nova's test fixture swaps the libvirt module inside Nova's driver
     # module; reading it from there keeps us on the same (real or fake) one.
     return libvirt_driver.libvirt
+
+
+class CompletedJobListener:
+    """libvirt's completed-job statistics of one migration, on the source.
+
+    Nova migrates with ``VIR_MIGRATE_UNDEFINE_SOURCE``: when the migrate call
+    returns the source domain is gone, and with it the statistics that carry
+    libvirt's downtime. libvirt hands them to the JOB_COMPLETED event
+    instead, which Nova's event loop delivers on its own thread. Without
+    them the summary line cannot give the guest's longest unavailability of
+    a pre-copy migration.
+    """
+
+    def __init__(self, conn, domain, instance):
+        self.stats = None
+        self._conn = conn
+        self._id = None
+        try:
+            self._id = conn.domainEventRegisterAny(
+                domain, VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_event,
+                None)
+        except Exception as e:
+            LOG.info('nova-livemig-ext: cannot listen for the job-completed '
+                     'event (%s); libvirt\'s downtime may be unknown', e,
+                     instance=instance)
+
+    def _on_event(self, conn, dom, params, opaque):
+        self.stats = dict(params)
+
+    def wait(self, timeout_s):
+        """The statistics, waiting up to ``timeout_s`` for the event."""
+        if self._id is None:
+            return None
+        deadline_s = time.monotonic() + timeout_s
+        while self.stats is None and time.monotonic() < deadline_s:
+            time.sleep(0.1)
+        return self.stats
+
+    def close(self):
+        if self._id is None:
+            return
+        try:
+            self._conn.domainEventDeregisterAny(self._id)
+        except Exception:
+            LOG.debug('nova-livemig-ext: job-completed event already gone')
+        self._id = None
 
 
 class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
@@ -529,6 +579,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         # thread dies without ending it (only a BaseException gets past):
         # the next start of nova-compute finishes it.
         forget = False
+        completed = CompletedJobListener(self._host.get_connection(),
+                                         guest._domain, instance)
         try:
             report = self._livemig_watch(monitor, guest, instance, future)
             # libvirt's statistics can say the job ended before its migrate
@@ -569,7 +621,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                                    else livemig_monitor.Outcome.CANCELLED)
                     LOG.warning('Live migration failed: %s', error,
                                 instance=instance)
-                report = monitor.finish(report, outcome, error=report.error)
+                stats = None
+                if outcome is livemig_monitor.Outcome.COMPLETED:
+                    stats = completed.wait(COMPLETED_EVENT_WAIT_S)
+                report = monitor.finish(report, outcome, error=report.error,
+                                        completed_stats=stats)
             self.livemig_log_summary(instance, report)
             if outcome is livemig_monitor.Outcome.COMPLETED:
                 forget = True
@@ -611,6 +667,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             forget = forget or not monitor.in_postcopy()
             raise
         finally:
+            completed.close()
             if forget:
                 self._livemig_forget(instance.uuid)
             self._clear_empty_migration(instance)

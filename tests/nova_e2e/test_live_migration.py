@@ -174,8 +174,14 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
                       self.compute_log(self.cfg.host_a))
         self.assertRunsOn(server, self.cfg.host_b)
         self.assertGuestIntact(server, ended_s)
+        # The source domain is gone when the call returns; libvirt's figures
+        # reach the summary through its job-completed event, and with them
+        # the guest's longest unavailability of a pre-copy migration.
+        summary = base.summary_line(self.compute_log(self.cfg.host_a)) or ""
+        self.assertRegex(summary, r"libvirt downtime \d+ ms \(libvirt\)")
+        self.assertRegex(summary, r"guest longest unavailability [0-9.]+ s")
         self.report(max_downtime_values_ms=seen_ms,
-                    migration_s=round(ended_s - accepted_s, 1),
+                    migration_s=round(ended_s - accepted_s, 1), summary=summary,
                     max_heartbeat_gap_s=server.console.max_gap_s(accepted_s, ended_s + 5))
 
 

@@ -409,3 +409,49 @@ class DestinationCheckTest(DriverTestBase):
         self.assertIn('libvirt 9.0.0 (needs 9.4.0)', str(e))
         self.assertIn('libvirt changed from 11.3.0 to 9.0.0',
                       self.stdlog.logger.output)
+
+
+class FakeEventConnection:
+    """Only what CompletedJobListener uses of a libvirt connection."""
+
+    def __init__(self, refuse=False):
+        self.refuse = refuse
+        self.registered = []
+        self.deregistered = []
+
+    def domainEventRegisterAny(self, dom, eventid, callback, opaque):
+        if self.refuse:
+            raise RuntimeError('no event loop')
+        self.registered.append((dom, eventid, callback))
+        return 7
+
+    def domainEventDeregisterAny(self, callback_id):
+        self.deregistered.append(callback_id)
+
+
+class TestCompletedJobListener(test.NoDBTestCase):
+    """The source's completed statistics arrive by event, not by lookup."""
+
+    def test_statistics_from_the_event(self):
+        import libvirt
+        self.assertEqual(libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                         livemig_driver.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED)
+        conn = FakeEventConnection()
+        listener = livemig_driver.CompletedJobListener(conn, 'dom', None)
+        [(dom, eventid, callback)] = conn.registered
+        self.assertEqual(('dom', 21), (dom, eventid))
+        callback(conn, 'dom', {'downtime': 412, 'memory_processed': 9}, None)
+        self.assertEqual({'downtime': 412, 'memory_processed': 9},
+                         listener.wait(0.0))
+        listener.close()
+        listener.close()
+        self.assertEqual([7], conn.deregistered)
+
+    def test_no_event_no_statistics(self):
+        conn = FakeEventConnection()
+        listener = livemig_driver.CompletedJobListener(conn, 'dom', None)
+        self.assertIsNone(listener.wait(0.2))
+        refused = livemig_driver.CompletedJobListener(
+            FakeEventConnection(refuse=True), 'dom', None)
+        self.assertIsNone(refused.wait(5.0))
+        refused.close()
