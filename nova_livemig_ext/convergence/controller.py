@@ -1358,11 +1358,10 @@ def rank_rungs(config: ControllerConfig,
     def key(item: tuple[str, guest.GuestCost]) -> tuple[int, float, int]:
         rung, cost = item
         felt = felt_unavailable_s(config, cost)
-        close = felt <= tied_up_to
+        if felt > tied_up_to:
+            return (1, felt, order[rung])
         lost = cost.work_lost_s
-        return (0 if close else 1,
-                float('inf') if lost is None else
-                (lost if close else felt), order[rung])
+        return (0, float('inf') if lost is None else lost, order[rung])
 
     return sorted(costs, key=key)
 
