@@ -560,9 +560,6 @@ class MigrationMonitor:
             predicted_guest=predicted)
 
 
-VIR_DOMAIN_JOB_UNBOUNDED = 2
-
-
 def abort_job_and_wait(domain: Any, wait_s: float,
                        sleep: Callable[[float], None]) -> None:
     """Abort the domain's migration job and wait, at most ``wait_s``, for
@@ -572,7 +569,8 @@ def abort_job_and_wait(domain: Any, wait_s: float,
     deadline_s = native.time_module().monotonic() + wait_s
     while native.time_module().monotonic() < deadline_s:
         try:
-            if domain.jobStats().get('type') != VIR_DOMAIN_JOB_UNBOUNDED:
+            if (samples.job_type_of(domain.jobStats())
+                    is not samples.JobType.UNBOUNDED):
                 return
         except Exception:
             return

@@ -1106,16 +1106,25 @@ def enter_downtime(config: ControllerConfig, state: ControllerState,
                              downtime_ms=target),)
 
 
+def throttle_chance_price(config: ControllerConfig, state: ControllerState
+                          ) -> tuple[float, guest.GuestCost]:
+    """The auto-converge rung's chance in seconds, and what the guest is
+    predicted to pay over it: the throttle in force (at least the initial
+    one) for its passes of chance, then pre-copy's stop-and-copy."""
+    est = state.estimate
+    chance_s = (estimator.expected_pass_s(est) or 0.0) * (
+        config.auto_converge_chance_passes)
+    return chance_s, guest.predicted_throttle(
+        est, state.downtime_ms, max(est.throttle_pct or 0,
+                                    config.auto_converge_initial_pct),
+        chance_s, state.throttle_lost_s)
+
+
 def enter_auto_converge(config: ControllerConfig, state: ControllerState,
                         index: int, trigger: Trigger, now_s: float) -> Step:
     state = _entered(state, index, now_s)
     est = state.estimate
-    chance_s = (estimator.expected_pass_s(est) or 0.0) * (
-        config.auto_converge_chance_passes)
-    cost = guest.predicted_throttle(
-        est, state.downtime_ms, max(est.throttle_pct or 0,
-                                    config.auto_converge_initial_pct),
-        chance_s, state.throttle_lost_s)
+    chance_s, cost = throttle_chance_price(config, state)
     reason = (f'{trigger.reason}; auto-converge was armed at start and QEMU '
               f'throttles by itself (now '
               f'{est.throttle_pct or 0}% after '
@@ -1310,12 +1319,8 @@ def rung_cost(config: ControllerConfig, state: ControllerState, rung: str,
         return guest.once_converged(guest.predicted_throttle(
             est, limit, est.throttle_pct or 0, until_s, lost), limit)
     if rung == RUNG_AUTO_CONVERGE:
-        chance_s = (estimator.expected_pass_s(est) or 0.0) * (
-            config.auto_converge_chance_passes)
-        return guest.once_converged(guest.predicted_throttle(
-            est, state.downtime_ms, max(est.throttle_pct or 0,
-                                        config.auto_converge_initial_pct),
-            chance_s, lost), state.downtime_ms)
+        return guest.once_converged(throttle_chance_price(config, state)[1],
+                                    state.downtime_ms)
     if rung == RUNG_POSTCOPY:
         return guest.predicted_postcopy(est, lost)
     return guest.predicted_pause(est, lost)
