@@ -281,12 +281,16 @@ class CompletedJobListener:
     a pre-copy migration.
     """
 
-    def __init__(self, conn, domain, instance):
+    def __init__(self, connect, domain, instance):
+        """``connect`` returns the host's libvirt connection; whatever it
+        or the registration raises leaves the migration watched as before,
+        only without the event."""
         self.stats = None
-        self._conn = conn
+        self._conn = None
         self._id = None
         try:
-            self._id = conn.domainEventRegisterAny(
+            self._conn = connect()
+            self._id = self._conn.domainEventRegisterAny(
                 domain, VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_event,
                 None)
         except Exception as e:
@@ -579,7 +583,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         # thread dies without ending it (only a BaseException gets past):
         # the next start of nova-compute finishes it.
         forget = False
-        completed = CompletedJobListener(self._host.get_connection(),
+        completed = CompletedJobListener(self._host.get_connection,
                                          guest._domain, instance)
         try:
             report = self._livemig_watch(monitor, guest, instance, future)

@@ -437,7 +437,7 @@ class TestCompletedJobListener(test.NoDBTestCase):
         self.assertEqual(libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
                          livemig_driver.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED)
         conn = FakeEventConnection()
-        listener = livemig_driver.CompletedJobListener(conn, 'dom', None)
+        listener = livemig_driver.CompletedJobListener(lambda: conn, 'dom', None)
         [(dom, eventid, callback)] = conn.registered
         self.assertEqual(('dom', 21), (dom, eventid))
         callback(conn, 'dom', {'downtime': 412, 'memory_processed': 9}, None)
@@ -449,9 +449,17 @@ class TestCompletedJobListener(test.NoDBTestCase):
 
     def test_no_event_no_statistics(self):
         conn = FakeEventConnection()
-        listener = livemig_driver.CompletedJobListener(conn, 'dom', None)
+        listener = livemig_driver.CompletedJobListener(lambda: conn, 'dom', None)
         self.assertIsNone(listener.wait(0.2))
         refused = livemig_driver.CompletedJobListener(
-            FakeEventConnection(refuse=True), 'dom', None)
+            lambda: FakeEventConnection(refuse=True), 'dom', None)
         self.assertIsNone(refused.wait(5.0))
         refused.close()
+
+        def no_connection():
+            raise RuntimeError('libvirtd restarting')
+
+        unconnected = livemig_driver.CompletedJobListener(
+            no_connection, 'dom', None)
+        self.assertIsNone(unconnected.wait(5.0))
+        unconnected.close()
