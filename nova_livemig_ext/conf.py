@@ -603,6 +603,44 @@ Related options:
 * ``permit_post_copy``, ``ladder``: post-copy must be permitted and on the
   ladder (or used by force-complete) for this to matter.
 """),
+    cfg.StrOpt('postcopy_resume',
+               default='auto',
+               choices=[
+                   ('auto', 'resume a broken post-copy unless libvirt '
+                            'reports a release whose resume crashes the '
+                            'destination daemon (11.2.x and 11.3.x); then '
+                            'only wait for QEMU to heal the stream'),
+                   ('patched', 'resume on every release: the libvirt of '
+                               'every compute host carries the fix of '
+                               'libvirt 11.4.0 for the resume crash'),
+                   ('never', 'never resume automatically; only wait, then '
+                             'leave both halves to the operator'),
+               ],
+               help="""
+Whether the monitor may send ``VIR_MIGRATE_POSTCOPY_RESUME`` to resume a
+post-copy migration whose stream broke.
+
+libvirt 11.2.0 to 11.3.x crash the destination's libvirtd on every post-copy
+resume (fixed in 11.4.0: "qemu: Fix virtqemud crash when resuming failed
+post-copy migration"). A crashed destination daemon cannot resume anything,
+so on those releases ``auto`` never sends a resume: it waits for QEMU's own
+stream to heal (a short outage) and then leaves both halves for
+``nova-livemig-ext recover``. libvirt reports the same version number with or
+without a backported fix, so only the operator can tell a patched build
+apart: set ``patched`` after checking that the libvirtd of every compute host
+carries the fix (the project's lab builds such a libvirt:
+``tools/libvirt/build-libvirt.sh``). When unsure, keep ``auto``: it costs a
+longer stall after a link fault, never the guest.
+
+Possible values:
+
+* ``auto`` (default), ``patched``, ``never``.
+
+Related options:
+
+* ``postcopy_recovery_timeout_s``: how long resumes are tried (or, when they
+  are withheld, how long the monitor waits) before asking for an operator.
+"""),
     finite_float_opt('poll_interval_s',
                      default=0.5,
                      min=0.1,

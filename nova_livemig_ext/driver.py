@@ -709,7 +709,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         # source POSTCOPY_FAILED when its peer connection breaks).
         return livemig_monitor.settle_postcopy(
             monitor, report, resume, None,
-            float(policy.postcopy_recovery_timeout_s))
+            float(policy.postcopy_recovery_timeout_s),
+            policy.postcopy_resume)
 
     def _livemig_recover_command(self, instance, dest, call):
         """The command that resumes this migration by hand on this host.
@@ -920,7 +921,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             views, planned.resume_postcopy, time.monotonic, time.sleep,
             timeout_s, errors.is_libvirt_error, log=log,
             hazard=livemig_postcopy.resume_hazard(
-                livemig_postcopy.libvirt_version_of(domain)))
+                livemig_postcopy.libvirt_version_of(domain),
+                self.livemig_policy.postcopy_resume))
         return settled.where
 
     def _livemig_complete_in_nova(self, context, instance, dest, record,

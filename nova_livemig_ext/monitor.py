@@ -657,9 +657,15 @@ def resume_postcopy_call(domain: MigratableDomain, dest_uri: str,
 def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                     resume: Callable[[], None],
                     dest_domain: Callable[[], Any | None] | None,
-                    timeout_s: float) -> MigrationReport:
+                    timeout_s: float,
+                    postcopy_resume: str = postcopy.RESUME_AUTO
+                    ) -> MigrationReport:
     """After a failure in post-copy: complete on the destination, or keep
-    both halves and say so (NEEDS_RECOVERY). Never resumes the source."""
+    both halves and say so (NEEDS_RECOVERY). Never resumes the source.
+
+    ``postcopy_resume`` is ``[livemig_ext] postcopy_resume``: whether a
+    resume may be sent to the destination's libvirt (see
+    :func:`postcopy.resume_hazard`)."""
     dest_cache: list[Any | None] = []
 
     def views() -> tuple[postcopy.HostView, postcopy.HostView]:
@@ -683,7 +689,7 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                     if dest_domain is not None else None)
     hazard = postcopy.resume_hazard(
         dest_version if dest_version is not None
-        else postcopy.libvirt_version_of(monitor.domain))
+        else postcopy.libvirt_version_of(monitor.domain), postcopy_resume)
     monitor.log.warning(
         'Live migration failed after the switch to post-copy (%(error)s): '
         'the newest memory is on the destination, so nothing is rolled '
@@ -709,7 +715,9 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
                   fetch_completed_stats: Callable[[], Mapping[str, Any]]
                   | None = None,
                   dest_domain: Callable[[], Any | None] | None = None,
-                  recovery_timeout_s: float = 1800.0) -> MigrationReport:
+                  recovery_timeout_s: float = 1800.0,
+                  postcopy_resume: str = postcopy.RESUME_AUTO
+                  ) -> MigrationReport:
     """Start ``migrateToURI3`` in a thread and watch it to the end.
 
     ``fetch_completed_stats`` reads libvirt's completed-job statistics (on
@@ -772,7 +780,7 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
         return settle_postcopy(
             monitor, report,
             resume_postcopy_call(domain, dest_uri, params, flags),
-            dest_domain, recovery_timeout_s)
+            dest_domain, recovery_timeout_s, postcopy_resume)
     if not failure:
         # The monitor crashed but the migration call returned: it completed.
         return monitor.finish(report, Outcome.COMPLETED)

@@ -70,6 +70,7 @@ class MigrationPolicy:
     deadline_floor_s: int = 120
     switchover_timeout_s: int = 60
     postcopy_recovery_timeout_s: int = 1800
+    postcopy_resume: str = 'auto'
     poll_interval_s: float = 0.5
     ignore_image_properties: bool = False
     image_deadline_floor_s: int = 300
@@ -384,6 +385,7 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         deadline_floor_s=own.deadline_floor_s,
         switchover_timeout_s=own.switchover_timeout_s,
         postcopy_recovery_timeout_s=own.postcopy_recovery_timeout_s,
+        postcopy_resume=own.postcopy_resume,
         poll_interval_s=own.poll_interval_s,
         ignore_image_properties=own.ignore_image_properties,
         image_deadline_floor_s=own.image_deadline_floor_s,

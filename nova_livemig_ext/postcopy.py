@@ -45,15 +45,21 @@ VIR_DOMAIN_SHUTOFF_MIGRATED = 4
 VIR_MIGRATE_POSTCOPY_RESUME = 1 << 19
 
 # libvirt releases whose destination daemon crashes on every
-# VIR_MIGRATE_POSTCOPY_RESUME, by libvirt's version number. 11.3.0: a NULL
-# pointer in qemuProcessIncomingDefNew (the resume path passes no fd), seen
-# in the project's lab on each of eight tries. A resume there only kills the
-# destination libvirtd; waiting keeps every chance that remains (QEMU's own
-# stream heals a short outage by itself).
-RESUME_CRASHES_DESTINATION = {
-    11003000: 'libvirt 11.3.0 crashes the destination libvirtd on every '
-              'post-copy resume (NULL pointer in qemuProcessIncomingDefNew)',
-}
+# VIR_MIGRATE_POSTCOPY_RESUME: from 11.2.0 qemuMigrationDstPrepareResume()
+# hands qemuMigrationDstPrepare() a NULL ``int *fd`` that
+# qemuProcessIncomingDefNew() dereferences; 11.4.0 fixed it ("qemu: Fix
+# virtqemud crash when resuming failed post-copy migration"). Seen in the
+# project's lab on each of eight tries with Debian's 11.3.0. A resume there
+# only kills the destination libvirtd; waiting keeps every chance that
+# remains (QEMU's own stream heals a short outage by itself). Keyed by
+# (major, minor): every micro release of those two carries the bug.
+RESUME_CRASHES_DESTINATION = frozenset({(11, 2), (11, 3)})
+
+# [livemig_ext] postcopy_resume
+RESUME_AUTO = 'auto'
+RESUME_PATCHED = 'patched'
+RESUME_NEVER = 'never'
+RESUME_CHOICES = (RESUME_AUTO, RESUME_PATCHED, RESUME_NEVER)
 
 DEFAULT_POLL_INTERVAL_S = 1.0
 FIRST_RETRY_S = 2.0
@@ -205,11 +211,31 @@ class Settled:
         return self.where not in (Where.COMPLETED, Where.NOT_SWITCHED)
 
 
-def resume_hazard(libvirt_version: int | None) -> str | None:
-    """Why a resume must not be tried against this libvirt, or None."""
-    if libvirt_version is None:
+def resume_hazard(libvirt_version: int | None,
+                  resume: str = RESUME_AUTO) -> str | None:
+    """Why a resume must not be sent to this libvirt, or None.
+
+    ``resume`` is ``[livemig_ext] postcopy_resume``: ``auto`` trusts the
+    version number, ``patched`` is the operator's word that every host's
+    libvirt carries the 11.4.0 fix (the number does not change with a
+    backport), ``never`` withholds every resume. An unknown version under
+    ``auto`` is the destination's silence: a resume to a daemon that does
+    not answer cannot crash it, so it is not withheld.
+    """
+    if resume == RESUME_NEVER:
+        return ('[livemig_ext] postcopy_resume = never: resumes are left to '
+                'the operator')
+    if resume == RESUME_PATCHED or libvirt_version is None:
         return None
-    return RESUME_CRASHES_DESTINATION.get(int(libvirt_version))
+    version = int(libvirt_version)
+    major, minor = version // 1000000, version // 1000 % 1000
+    if (major, minor) not in RESUME_CRASHES_DESTINATION:
+        return None
+    return ('libvirt %d.%d.%d crashes the destination libvirtd on every '
+            'post-copy resume (NULL pointer in qemuProcessIncomingDefNew, '
+            'fixed in 11.4.0; a build with the fix backported is declared '
+            'with [livemig_ext] postcopy_resume = patched)'
+            % (major, minor, version % 1000))
 
 
 def libvirt_version_of(domain: Any | None) -> int | None:

@@ -139,7 +139,8 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
             report = livemig_monitor.run_migration(
                 recorded, dest_uri, dict(params), flags, monitor,
                 dest_domain=dest_domain,
-                recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
+                recovery_timeout_s=float(policy.postcopy_recovery_timeout_s),
+                postcopy_resume=policy.postcopy_resume)
         finally:
             for conn in dest_conns:
                 conn.close()

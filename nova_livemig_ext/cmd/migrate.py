@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any, TextIO
@@ -21,11 +20,14 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
+from nova_livemig_ext import safefile
 from nova_livemig_ext.convergence import guest as livemig_guest
 
 EXIT_NOT_COMPLETED = 1
 EXIT_REFUSED = 2
 EXIT_BAD_TARGET = 3
+# The migration completed but the --json report could not be written.
+EXIT_REPORT_NOT_WRITTEN = 4
 MIB = 1024 * 1024
 VIR_DOMAIN_PAUSED = 3
 
@@ -157,47 +159,39 @@ def _lookup_running(libvirt: Any, conn: Any, name: str, uri: str) -> Any:
 
 
 class ReportFile:
-    """The ``--json`` file, opened before the migration starts.
+    """The ``--json`` file: checked before the migration, written after it.
 
     A path that cannot be written is refused before anything touches a
-    guest; a file this command created is removed again if no migration
-    ran.
+    guest: a missing directory, a directory, a device, a symlink (never
+    followed) or a file the user may not write. Nothing is created then.
+    The report is written atomically at the end (a new file beside the
+    path, synced and renamed over it), so a previous report stays whole
+    until the new one is complete, whatever goes wrong.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        if os.path.isdir(path):
-            raise MigrateError('--json %s is a directory' % path,
-                               EXIT_REFUSED)
-        existed = os.path.exists(path)
         try:
-            # Append mode: an existing report survives a refused run.
-            self._file: TextIO | None = open(path, 'a', encoding='utf-8')
+            safefile.check_writable(path)
         except OSError as e:
-            raise MigrateError('--json %s cannot be written: %s'
-                               % (path, e.strerror or e), EXIT_REFUSED)
-        self._created = not existed
+            raise MigrateError(self._problem(e), EXIT_REFUSED)
+
+    def _problem(self, error: OSError) -> str:
+        if isinstance(error, safefile.UnsafePath):
+            # It names the path itself.
+            return '--json %s' % error
+        return '--json %s cannot be written: %s' % (
+            self.path, error.strerror or error)
 
     def write(self, data: dict[str, Any]) -> None:
-        assert self._file is not None
-        self._file.seek(0)
-        self._file.truncate()
-        json.dump(data, self._file, indent=2)
-        self._file.write('\n')
-        self._file.close()
-        self._file = None
+        """Replace the file with the report; ``OSError`` if it cannot be."""
+        text = json.dumps(data, indent=2) + '\n'
+        safefile.atomic_write(self.path, text.encode('utf-8'))
 
-    def discard(self) -> None:
-        """No migration ran: leave the file as it was."""
-        if self._file is None:
-            return
-        self._file.close()
-        self._file = None
-        if self._created:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+    def write_error(self, error: OSError) -> str:
+        """The one line said when :meth:`write` failed."""
+        return ('%s; the report is not written (a previous file there is '
+                'unchanged)' % self._problem(error))
 
 
 def instance_facts(dom: Any) -> livemig_flags.InstanceFacts:
@@ -260,7 +254,8 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
     report = livemig_monitor.run_migration(
         dom, args.dest, params, plan.flags, monitor,
         fetch_completed_stats=completed_stats, dest_domain=dest_domain,
-        recovery_timeout_s=float(policy.postcopy_recovery_timeout_s))
+        recovery_timeout_s=float(policy.postcopy_recovery_timeout_s),
+        postcopy_resume=policy.postcopy_resume)
     # What the guest paid, counted by the monitor from every sample it read
     # (every ending of run_migration goes through MigrationMonitor.finish).
     assert report.guest is not None
@@ -300,32 +295,29 @@ def migrate(args: argparse.Namespace, out: TextIO | None = None,
         facts = hostfacts.probe(src, libvirt)
         livemig_flags.check_policy(policy, facts)
     except MigrateError as e:
-        if report_file is not None:
-            report_file.discard()
         print('nova-livemig-ext: %s' % cmd_main.one_line(e), file=err)
         return e.code
     except livemig_policy.InvalidPolicy as e:
-        if report_file is not None:
-            report_file.discard()
         print(cmd_main.refusal_line(e), file=err)
         return EXIT_REFUSED
     except libvirt.libvirtError as e:
-        if report_file is not None:
-            report_file.discard()
         print('nova-livemig-ext: libvirt: %s'
               % cmd_main.one_line(e.get_error_message() or e), file=err)
         return EXIT_BAD_TARGET
 
-    try:
-        report, guest = _migrate(args, libvirt, policy, facts, dom, dest,
-                                 out)
-        if report_file is not None:
+    report, guest = _migrate(args, libvirt, policy, facts, dom, dest, out)
+    completed = report.outcome is livemig_monitor.Outcome.COMPLETED
+    if report_file is not None:
+        try:
             report_file.write(report_dict(report, guest))
-    finally:
-        if report_file is not None:
-            report_file.discard()
-    return (0 if report.outcome is livemig_monitor.Outcome.COMPLETED
-            else EXIT_NOT_COMPLETED)
+        except OSError as e:
+            # The migration is over and its report printed: one line, and
+            # the exit status says the file is missing.
+            print('nova-livemig-ext: %s' % cmd_main.one_line(
+                report_file.write_error(e)), file=err)
+            return EXIT_REPORT_NOT_WRITTEN if completed else (
+                EXIT_NOT_COMPLETED)
+    return 0 if completed else EXIT_NOT_COMPLETED
 
 
 def register(sub: Any) -> None:

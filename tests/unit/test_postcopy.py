@@ -120,10 +120,29 @@ class ReadViewTest(testtools.TestCase):
 
 class ResumeHazardTest(testtools.TestCase):
 
-    def test_known_crashing_release_only(self):
-        self.assertIn('crashes', p.resume_hazard(11003000))
-        for version in (None, 9000000, 11002000, 11004000, 12000000):
+    def test_known_crashing_releases_only(self):
+        for version in (11002000, 11002001, 11003000, 11003005):
+            self.assertIn('crashes', p.resume_hazard(version), version)
+        for version in (None, 9000000, 11001000, 11004000, 12000000,
+                        12009000):
             self.assertIsNone(p.resume_hazard(version), version)
+
+    def test_patched_trusts_every_release(self):
+        for version in (None, 11002000, 11003000, 11004000):
+            self.assertIsNone(p.resume_hazard(version, 'patched'), version)
+
+    def test_never_withholds_every_resume(self):
+        for version in (None, 11003000, 11004000, 12000000):
+            self.assertIn('postcopy_resume = never',
+                          p.resume_hazard(version, 'never'))
+
+    def test_choices_match_the_option(self):
+        from nova_livemig_ext import conf
+        opt = [o for o in conf.list_opts()[0][1]
+               if o.name == 'postcopy_resume'][0]
+        self.assertEqual(set(p.RESUME_CHOICES),
+                         {c for c, _ in opt.type.choices.items()})
+        self.assertEqual(p.RESUME_AUTO, opt.default)
 
     def test_version_of_a_domain(self):
         class Conn:
