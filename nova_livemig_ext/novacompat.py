@@ -12,10 +12,13 @@ What differs inside the range, as read from each release:
   thread comes from ``nova.utils.spawn`` and the monitor is handed an
   eventlet ``Event`` (``ready()``); ``[libvirt]
   live_migration_parallel_connections`` does not exist yet.
-* Nova 32 (2025.2) and 33 (2026.1) spawn through ``nova.utils.spawn`` and
-  hand the monitor a ``Future`` (``done()``); native threads are an
-  experimental choice (``OS_NOVA_DISABLE_EVENTLET_PATCHING``); 33 adds
-  ``live_migration_parallel_connections``.
+* Nova 32 (2025.2) and 33 (2026.1) spawn through ``nova.utils.spawn``;
+  native threads are an experimental choice
+  (``OS_NOVA_DISABLE_EVENTLET_PATCHING``); 33 adds
+  ``live_migration_parallel_connections``. Nova 32.0.0 and 32.1.0 hand the
+  monitor a ``threading.Event`` (``is_set()``) that a done-callback of the
+  migrate call's future sets; from 32.2.0 on the monitor gets the
+  ``Future`` itself (``done()``).
 * Nova 34 (2026.2) spawns through ``nova.thread_pool_factory``, runs
   nova-compute on native threads by default and adds
   ``live_migration_monitor_interval`` (5 s, fixed, before).
@@ -130,16 +133,30 @@ class _EventAsFuture:
         return bool(self.event.ready())
 
 
+class _ThreadingEventAsFuture:
+    """A ``threading.Event`` seen as a future: ``done()`` is ``is_set()``."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+
+    def done(self) -> bool:
+        return bool(self.event.is_set())
+
+
 def as_future(handle: Any) -> Any:
     """What Nova hands the monitor, as something with ``done()``.
 
-    ``LibvirtDriver._live_migration`` passes the migrate call's future from
-    Nova 32 on, an eventlet event set when the call returns on 31.
+    ``LibvirtDriver._live_migration`` passes an eventlet event set when the
+    migrate call returns on Nova 31, a ``threading.Event`` set by the
+    migrate call's future when it is done on 32.0.0 and 32.1.0, and that
+    future itself from 32.2.0 on.
     """
     if callable(getattr(handle, 'done', None)):
         return handle
     if callable(getattr(handle, 'ready', None)):
         return _EventAsFuture(handle)
+    if callable(getattr(handle, 'is_set', None)):
+        return _ThreadingEventAsFuture(handle)
     raise TypeError('neither a future nor an event: %r' % (handle,))
 
 

@@ -24,7 +24,8 @@ MAJORS = [
 
 # (version, words the refusal must have); None: accepted
 CHECKS = [
-    ('31.0.0', None), ('31.3.1', None), ('32.2.1', None), ('33.0.2', None),
+    ('31.0.0', None), ('31.3.1', None), ('32.0.0', None), ('32.1.0', None),
+    ('32.2.1', None), ('33.0.2', None),
     ('34.0.0', None), ('34.1.0.dev12', None),
     ('30.3.0', ['supports Nova ' + SUPPORTED, 'this is Nova 30.3.0',
                 'upgrade Nova']),
@@ -214,6 +215,52 @@ class AsFutureTest(testtools.TestCase):
     def test_anything_else_is_refused(self):
         e = self.assertRaises(TypeError, novacompat.as_future, object())
         self.assertIn('neither a future nor an event', str(e))
+
+    def test_a_threading_event_is_done_once_set(self):
+        event = threading.Event()
+        future = novacompat.as_future(event)
+        self.assertFalse(future.done())
+        event.set()
+        self.assertTrue(future.done())
+        event.clear()
+        self.assertFalse(future.done())
+
+    def test_nova_32_0_event_follows_the_migrate_call(self):
+        # Nova 32.0.0 and 32.1.0 (LibvirtDriver._live_migration): the
+        # migrate call runs in a future whose done-callback sets a
+        # threading.Event, and the monitor is handed that event.
+        import concurrent.futures
+
+        release = threading.Event()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            call = pool.submit(release.wait, 10)
+            finish_event = threading.Event()
+            call.add_done_callback(lambda _: finish_event.set())
+            try:
+                future = novacompat.as_future(finish_event)
+                self.assertFalse(future.done())
+            finally:
+                release.set()
+            self.assertTrue(finish_event.wait(10))
+            self.assertTrue(future.done())
+
+    def test_every_admitted_release_hands_over_something_taken(self):
+        # What LibvirtDriver._live_migration passes its monitor, as read
+        # from each release's nova/virt/libvirt/driver.py.
+        import concurrent.futures
+
+        handed_over = [
+            ('31.0.0', _Event), ('31.3.1', _Event),
+            ('32.0.0', threading.Event), ('32.1.0', threading.Event),
+            ('32.2.0', concurrent.futures.Future),
+            ('32.2.1', concurrent.futures.Future),
+            ('33.0.0', concurrent.futures.Future),
+            ('34.0.0', concurrent.futures.Future),
+        ]
+        for version, kind in handed_over:
+            self.assertIsNone(novacompat.check_supported(version), version)
+            future = novacompat.as_future(kind())
+            self.assertFalse(future.done(), version)
 
     def test_novas_own_handles(self):
         import concurrent.futures
