@@ -7,8 +7,11 @@ the lab by the e2e tests.
 
 import contextlib
 import dataclasses
+import errno
 import io
+import json
 import os
+import stat
 import tempfile
 
 import fixtures
@@ -187,3 +190,159 @@ class GuestViewTest(testtools.TestCase):
         # 0 for the first second, 20 % of the next, 30 % of two more.
         self.assertAlmostEqual(0.8, meter.lost_s)
         self.assertEqual(30, meter.max_pct)
+
+
+class ReportFileTest(testtools.TestCase):
+    """``--json``: refused before the migration, written whole after it.
+
+    The migration itself (``_migrate``) is replaced by one that records
+    that it ran and returns a finished report: everything around it (the
+    connections, the checks, the writing) is the command's own.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        node = os.path.join(self.tmp, 'node.xml')
+        with open(node, 'w') as f:
+            f.write(NODE)
+        self.uri = 'test://%s' % node
+        self.ran = []
+        self.outcome = monitor.Outcome.COMPLETED
+
+        def fake_migrate(args, libvirt, policy, facts, dom, dest, out):
+            self.ran.append(args.domain)
+            return _report(outcome=self.outcome, downtime_ms=120.0), None
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.cmd.migrate._migrate', fake_migrate))
+        # libvirt's test driver reports QEMU 0.0.2, which the default
+        # policy refuses; what this host supports is not the point here.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.flags.check_policy', lambda policy, facts: None))
+        self.report = os.path.join(self.tmp, 'report.json')
+
+    def run_cmd(self, json_path, source=None):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cmd.main(['migrate', 'busy', '--from', source or self.uri,
+                           '--to', self.uri, '--json', json_path])
+        return rc, err.getvalue()
+
+    def leftovers(self):
+        return [n for n in os.listdir(self.tmp) if n.endswith('.tmp')]
+
+    def write(self, path, text):
+        with open(path, 'w') as f:
+            f.write(text)
+
+    def read(self, path):
+        with open(path) as f:
+            return f.read()
+
+    def test_report_replaces_the_previous_one(self):
+        self.write(self.report, '{"outcome": "aborted", "padding": "%s"}\n'
+                   % ('x' * 4096))
+        rc, err = self.run_cmd(self.report)
+        self.assertEqual((0, ''), (rc, err))
+        self.assertEqual(['busy'], self.ran)
+        data = json.loads(self.read(self.report))
+        self.assertEqual('completed', data['outcome'])
+        self.assertEqual(120.0, data['downtime_ms'])
+        self.assertEqual([], self.leftovers())
+
+    def test_symlink_refused_before_the_migration_and_target_untouched(self):
+        victim = os.path.join(self.tmp, 'shadow')
+        self.write(victim, 'root:precious\n')
+        os.symlink(victim, self.report)
+        rc, err = self.run_cmd(self.report)
+        self.assertEqual(migrate.EXIT_REFUSED, rc)
+        self.assertEqual([], self.ran)
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertIn('--json %s is a symlink' % self.report, err)
+        self.assertEqual('root:precious\n', self.read(victim))
+        self.assertTrue(os.path.islink(self.report))
+
+    def test_symlink_planted_during_the_migration_is_refused(self):
+        victim = os.path.join(self.tmp, 'shadow')
+        self.write(victim, 'root:precious\n')
+        self.outcome = monitor.Outcome.COMPLETED
+        real = migrate._migrate
+
+        def plant_then_migrate(*args):
+            os.symlink(victim, self.report)
+            return real(*args)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.cmd.migrate._migrate', plant_then_migrate))
+        rc, err = self.run_cmd(self.report)
+        self.assertEqual(migrate.EXIT_REPORT_NOT_WRITTEN, rc)
+        self.assertEqual(['busy'], self.ran)
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertIn('symlink', err)
+        self.assertNotIn('Traceback', err)
+        self.assertEqual('root:precious\n', self.read(victim))
+        self.assertEqual([], self.leftovers())
+
+    def test_disk_full_keeps_the_previous_report(self):
+        self.write(self.report, '{"outcome": "previous"}\n')
+        real_write = os.write
+
+        def disk_full(fd, data):
+            real_write(fd, bytes(data[:5]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.safefile.os.write', disk_full))
+        rc, err = self.run_cmd(self.report)
+        self.assertEqual(migrate.EXIT_REPORT_NOT_WRITTEN, rc)
+        self.assertEqual(['busy'], self.ran)
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertIn('--json %s cannot be written: No space left on device'
+                      % self.report, err)
+        self.assertIn('unchanged', err)
+        self.assertEqual('{"outcome": "previous"}\n', self.read(self.report))
+        self.assertEqual([], self.leftovers())
+
+    def test_failed_rename_keeps_the_previous_report(self):
+        self.write(self.report, '{"outcome": "previous"}\n')
+        self.outcome = monitor.Outcome.ABORTED
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.safefile.os.rename', read_only))
+        rc, err = self.run_cmd(self.report)
+        # Not completed says more than the missing report.
+        self.assertEqual(migrate.EXIT_NOT_COMPLETED, rc)
+        self.assertIn('Read-only file system', err)
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertEqual('{"outcome": "previous"}\n', self.read(self.report))
+        self.assertEqual([], self.leftovers())
+
+    def test_unwritable_paths_are_refused_before_connecting(self):
+        os.mkfifo(os.path.join(self.tmp, 'fifo'))
+        unreachable = 'qemu+tcp://127.0.0.1:1/system'
+        for path, words in [
+                (os.path.join(self.tmp, 'no', 'report.json'),
+                 'No such file or directory'),
+                (self.tmp, 'is a directory'),
+                (os.path.join(self.tmp, 'fifo'), 'not a regular file'),
+                ('/dev/null', 'not a regular file')]:
+            rc, err = self.run_cmd(path, source=unreachable)
+            self.assertEqual(migrate.EXIT_REFUSED, rc, path)
+            self.assertIn('--json %s' % path, err)
+            self.assertIn(words, err)
+            self.assertNotIn('connect', err)
+            self.assertEqual(1, len(err.splitlines()), err)
+        self.assertEqual([], self.ran)
+        self.assertEqual(['fifo', 'node.xml'], sorted(os.listdir(self.tmp)))
+        self.assertTrue(stat.S_ISCHR(os.lstat('/dev/null').st_mode))
+
+    def test_refused_migration_creates_no_file(self):
+        rc, err = self.run_cmd(self.report,
+                               source='qemu+tcp://127.0.0.1:1/system')
+        self.assertEqual(migrate.EXIT_BAD_TARGET, rc)
+        self.assertFalse(os.path.lexists(self.report))
+        self.assertEqual([], self.leftovers())
