@@ -203,6 +203,12 @@ BAD = [
      ['poll_interval_s', 'nan']),
     (GOOD_PLAN + ['--config-file', '{d}/two-refusals.conf'],
      ['[livemig_ext] ladder']),
+    # lab: a state directory root must not trust (refused by the lab lock
+    # before anything is booted)
+    (['lab', '--state-dir', '/proc/self/cwd', 'boot'],
+     ['lab boot', '/proc/self/cwd', 'symlink', 'NOVA_LIVEMIG_LAB_DIR']),
+    (['lab', '--state-dir', '{d}/fifo', 'boot'],
+     ['lab boot', '{d}/fifo', 'not a directory']),
 ]
 
 # Rows that need libvirt-python (test:///default is libvirt's built-in
@@ -223,6 +229,17 @@ BAD_MIGRATE = [
       REFUSED_URI], ['absent', 'test']),
     (_migrate(), ['destination', '127.0.0.1:1']),
     (['migrate', 'test', '--to', REFUSED_URI], ['--from']),
+    # --json: never written through a symlink, never over a device, a FIFO
+    # or a socket (the report replaces the file whole)
+    (_migrate('--json', '/proc/self/exe'),
+     ['--json', '/proc/self/exe', 'symlink']),
+    (_migrate('--json', '/dev/null'), ['--json', '/dev/null',
+                                       'not a regular file']),
+    (_migrate('--json', '{d}/fifo'), ['--json', 'fifo',
+                                      'not a regular file']),
+    (_migrate('--json', '{d}/socket'), ['--json', 'socket',
+                                        'not a regular file']),
+    (_migrate('--json', '{d}/'), ['--json', 'not a file name']),
 ]
 
 
