@@ -12,6 +12,14 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "demo: run as root: it starts two libvirt daemons and network namespaces" >&2
     exit 1
 fi
+# The lab's state directory becomes a root libvirtd's /etc/libvirt: before
+# anything runs, it must be root's alone all the way from /. The lab reads
+# the same variable (exported, so an empty one cannot mean "." there).
+# shellcheck source=tools/lib/trusted-dir.sh
+source tools/lib/trusted-dir.sh
+export NOVA_LIVEMIG_LAB_DIR=${NOVA_LIVEMIG_LAB_DIR:-/var/tmp/nova-livemig-ext-lab}
+trusted_dir -c demo "$NOVA_LIVEMIG_LAB_DIR" \
+    "remove it or set NOVA_LIVEMIG_LAB_DIR to another directory" || exit 1
 bash tools/install-lab-packages.sh
 bash tools/setup-venv.sh
 VENV=${NOVA_LIVEMIG_VENV:-.venv}

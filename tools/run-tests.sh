@@ -17,6 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -eq 0 ]; then
+    # The lab's state directory becomes a root libvirtd's /etc/libvirt:
+    # before anything runs, it must be root's alone all the way from /.
+    # The lab and the tests read the same variable (exported, so an empty
+    # one cannot mean "." there). The stack's directory is checked by
+    # tools/novastack/stack.sh itself.
+    # shellcheck source=tools/lib/trusted-dir.sh
+    source tools/lib/trusted-dir.sh
+    export NOVA_LIVEMIG_LAB_DIR=${NOVA_LIVEMIG_LAB_DIR:-/var/tmp/nova-livemig-ext-lab}
+    trusted_dir -c run-tests "$NOVA_LIVEMIG_LAB_DIR" \
+        "remove it or set NOVA_LIVEMIG_LAB_DIR to another directory" || exit 1
     bash tools/install-lab-packages.sh
 fi
 bash tools/setup-venv.sh

@@ -37,6 +37,25 @@ case "$RELEASE" in
         ;;
 esac
 
+# Run as root (demo.sh, run-tests.sh), this script and its callers run
+# $VENV/bin/*: a virtualenv elsewhere than the checkout's own (.venv,
+# .venv-nova31, .venv-nova33, used as they are, like the checkout) must be
+# root's alone all the way from /, or another user's pip would run as root.
+case "$VENV" in
+    .venv|.venv-nova31|.venv-nova33|"$PWD/.venv"|"$PWD/.venv-nova31"|"$PWD/.venv-nova33") ;;
+    *)
+        if [ "$(id -u)" -eq 0 ]; then
+            # shellcheck source=tools/lib/trusted-dir.sh
+            source tools/lib/trusted-dir.sh
+            trusted_dir -c setup-venv "$VENV" \
+                "remove it or set NOVA_LIVEMIG_VENV to another directory" || exit 1
+            if [ -e "$VENV/bin" ] || [ -L "$VENV/bin" ]; then
+                trusted_dir setup-venv "$VENV/bin" "remove $VENV" || exit 1
+            fi
+        fi
+        ;;
+esac
+
 # libvirt-python builds against the host's libvirt and must know its whole
 # API (2025.1's 11.0.0 does not build against libvirt 11.3): the binding of
 # the host's libvirt version replaces the release's pin, as a distribution's

@@ -9,6 +9,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tools/lib/trusted-dir.sh
+source "$here/../lib/trusted-dir.sh"
 state=${NOVASTACK_DIR:-/var/tmp/novastack}
 venv=$state/venv
 PY=${PYTHON:-python3}
@@ -16,6 +18,15 @@ PY=${PYTHON:-python3}
 if [ "$(id -u)" -ne 0 ]; then
     echo "novastack install: must run as root (apt-get, MariaDB, RabbitMQ)" >&2
     exit 1
+fi
+# Root installs into and runs from the virtualenv: the state directory and
+# the virtualenv must be root's alone, from / down (see stack.sh), before
+# anything in them is run. Run on its own, this script checks for itself.
+trusted_dir -c "novastack install" "$state" \
+    "remove it or set NOVASTACK_DIR to another directory" || exit 1
+trusted_dir -c "novastack install" "$venv" "remove it" || exit 1
+if [ -e "$venv/bin" ] || [ -L "$venv/bin" ]; then
+    trusted_dir "novastack install" "$venv/bin" "remove $venv" || exit 1
 fi
 
 apt_pkgs=(mariadb-server rabbitmq-server python3-venv python3-dev gcc pkg-config
@@ -53,7 +64,6 @@ fi
 stamp_src="$(cat "$here/requirements.txt") $repo"
 stamp="$venv/.novastack-$(echo "$stamp_src" | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-    mkdir -p "$state"
     [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
     nice -n 10 "$venv/bin/pip" install -q -U pip wheel
     nice -n 10 "$venv/bin/pip" install -q -r "$here/requirements.txt"
