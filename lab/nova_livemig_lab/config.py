@@ -23,6 +23,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from nova_livemig_lab import libvirt_build
+
 STATE_DIR_ENV = "NOVA_LIVEMIG_LAB_DIR"
 LINK_RATE_ENV = "NOVA_LIVEMIG_LAB_LINK_MBIT"
 DEFAULT_STATE_DIR = Path("/var/tmp/nova-livemig-ext-lab")
@@ -55,6 +57,8 @@ class HostSpec:
     root: Path
     hostname: str
     shared_dir: Path
+    # The libvirtd binary this host runs (see libvirt_build).
+    libvirtd: str = "libvirtd"
 
     def private_dir(self, key: str) -> Path:
         """The real path behind one of the host's bind-mounted directories."""
@@ -108,6 +112,7 @@ class LabConfig:
     link_rate_mbit: int
     host_a: HostSpec
     host_b: HostSpec
+    libvirt: libvirt_build.LibvirtBuild
 
     @property
     def hosts(self) -> tuple[HostSpec, HostSpec]:
@@ -149,7 +154,7 @@ class LabConfig:
         return self.host_b if spec.name == self.host_a.name else self.host_a
 
 
-def _host_spec(state_dir: Path, name: str, index: int) -> HostSpec:
+def _host_spec(state_dir: Path, name: str, index: int, libvirtd: str) -> HostSpec:
     # Fixed per-host UUIDs: libvirt refuses to migrate to a host with its own UUID.
     return HostSpec(
         name=name,
@@ -163,18 +168,26 @@ def _host_spec(state_dir: Path, name: str, index: int) -> HostSpec:
         root=state_dir / "hosts" / name,
         hostname=f"nlm-lab-{name}",
         shared_dir=state_dir / "shared",
+        libvirtd=libvirtd,
     )
 
 
-def load_config(state_dir: Path | None = None, link_rate_mbit: int | None = None) -> LabConfig:
-    """Build the lab layout from arguments, then the environment, then defaults."""
+def load_config(state_dir: Path | None = None, link_rate_mbit: int | None = None,
+                libvirt: str | None = None) -> LabConfig:
+    """Build the lab layout from arguments, then the environment, then defaults.
+
+    ``libvirt`` chooses the daemons (``auto``, ``patched``, ``debian``; see
+    :mod:`nova_livemig_lab.libvirt_build`).
+    """
     if state_dir is None:
         state_dir = Path(os.environ.get(STATE_DIR_ENV, str(DEFAULT_STATE_DIR)))
     if link_rate_mbit is None:
         link_rate_mbit = int(os.environ.get(LINK_RATE_ENV, DEFAULT_LINK_RATE_MBIT))
+    build = libvirt_build.select(libvirt)
     return LabConfig(
         state_dir=state_dir,
         link_rate_mbit=link_rate_mbit,
-        host_a=_host_spec(state_dir, "a", 1),
-        host_b=_host_spec(state_dir, "b", 2),
+        host_a=_host_spec(state_dir, "a", 1, build.daemon),
+        host_b=_host_spec(state_dir, "b", 2, build.daemon),
+        libvirt=build,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -106,7 +107,8 @@ def _daemon_command(host: HostSpec) -> list[str]:
         f"mount --bind {shlex.quote(str(host.private_dir(key)))} {target}"
         for key, target in HOST_PRIVATE_DIRS)
     script = (f"hostname {shlex.quote(host.hostname)} && {mounts} && "
-              f"exec libvirtd --listen -f {shlex.quote(str(host.daemon_conf))} "
+              f"exec {shlex.quote(host.libvirtd)} --listen "
+              f"-f {shlex.quote(str(host.daemon_conf))} "
               f"-p {shlex.quote(str(host.pid_file))}")
     return ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts",
             "--propagation", "private", "--", "sh", "-c", script]
@@ -298,7 +300,8 @@ def start(config: LabConfig) -> dict[str, object]:
             raise LabError(f"mount target {target} missing: run 'setup'")
     measured_mb_s = _ensure_link(config)
     pids = {host.name: start_daemon(host) for host in config.hosts}
-    return {"libvirtd_pids": pids, "link_rate_mbit": config.link_rate_mbit,
+    return {"libvirtd_pids": pids, "libvirt_build": config.libvirt.name,
+            "link_rate_mbit": config.link_rate_mbit,
             "measured_mb_s": round(measured_mb_s, 2)}
 
 
@@ -348,11 +351,33 @@ def leftovers(config: LabConfig) -> list[str]:
     return found
 
 
+def running_daemon(host: HostSpec) -> str | None:
+    """The binary of the host's running libvirtd, if one runs."""
+    pid = daemon_pid(host)
+    if pid is None:
+        return None
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def build_in_use(config: LabConfig, host: HostSpec) -> str:
+    """Which libvirt build the host's daemon is, in words."""
+    binary = running_daemon(host)
+    if binary is None:
+        return "not running"
+    if os.path.realpath(binary) == os.path.realpath(shutil.which(host.libvirtd) or host.libvirtd):
+        return config.libvirt.name
+    return f"{binary} (not the configured {config.libvirt.kind} build: run 'start')"
+
+
 def status(config: LabConfig) -> dict[str, object]:
-    report: dict[str, object] = {}
+    report: dict[str, object] = {"libvirt_build": config.libvirt.as_dict()}
     for host in config.hosts:
         report[host.name] = {
             "libvirtd_pid": daemon_pid(host),
+            "libvirt_build": build_in_use(config, host),
             "netns": network.netns_exists(host.netns),
             "link": network.link_exists(host),
             "qemu_pids": qemu_pids(host),

@@ -89,6 +89,8 @@ class MigrationResult:
     max_heartbeat_gap_s: float
     max_gap_started_at_s: float
     integrity: IntegrityReport
+    # The libvirt daemons the lab ran (libvirt_build): both report 11.3.0.
+    libvirt_build: str = ""
 
     @property
     def completed(self) -> bool:
@@ -415,7 +417,8 @@ def migrate_and_measure(config: LabConfig, guest: lab_guest.Guest, flags: int,
         completed_stats=completed_job_stats(final, guest.name),
         max_heartbeat_gap_s=gap_s, max_gap_started_at_s=gap_at_s,
         integrity=assess_integrity(guest.lines(), guest.heartbeats(), final.name, run.ended_s,
-                                   settle_s))
+                                   settle_s),
+        libvirt_build=config.libvirt.name)
 
 
 def summary(result: MigrationResult) -> dict[str, Any]:
@@ -439,6 +442,7 @@ def summary(result: MigrationResult) -> dict[str, Any]:
         "guest_host": result.integrity.host, "integrity_ok": result.integrity.ok,
         "integrity_reasons": list(result.integrity.reasons),
         "bad_pages": result.integrity.bad_pages,
+        "libvirt_build": result.libvirt_build,
     }
 
 

@@ -81,6 +81,33 @@ def set_link_up(config: LabConfig, up: bool) -> None:
     system.run(["ip", "-n", a.netns, "link", "set", a.link_dev, "up" if up else "down"])
 
 
+def reset_migration_streams(config: LabConfig, source: HostSpec, destination: HostSpec) -> int:
+    """Reset QEMU's migration connections between ``source`` and ``destination``.
+
+    ``ss -K`` destroys the TCP sockets of the stream at both ends (in each
+    host's namespace): QEMU's stream breaks for real, as when a switch or a
+    NIC drops the connection, and both QEMUs see it at once. libvirt's own
+    connection between the daemons, on another port, is left alone.
+    Returns how many sockets were reset.
+    """
+    ports = (f"{destination.link_address}:{destination.migration_port_min}",
+             f"{destination.link_address}:{destination.migration_port_max}")
+    low, high = destination.migration_port_min, destination.migration_port_max
+    to_dest = f"dst {destination.link_address} and dport >= :{low} and dport <= :{high}"
+    at_dest = f"src {destination.link_address} and sport >= :{low} and sport <= :{high}"
+    ends = ((source.netns, to_dest), (destination.netns, at_dest))
+    count = 0
+    for netns, port_filter in ends:
+        listed = system.run(["ip", "netns", "exec", netns, "ss", "-Htn", "state", "established",
+                             port_filter], check=False)
+        count += len([line for line in listed.stdout.splitlines() if line.strip()])
+        system.run(["ip", "netns", "exec", netns, "ss", "-K", "-Htn", "state", "established",
+                    port_filter], check=False)
+    LOG.info("reset %d migration sockets between %s and %s (ports %s..%s)", count,
+             source.name, destination.name, *ports)
+    return count
+
+
 def delete_link(config: LabConfig) -> None:
     """Remove the namespaces; the veth pair and its qdiscs go with them."""
     for host in config.hosts:

@@ -53,13 +53,17 @@ class LabTestCase(testtools.TestCase):
 
     cfg: typing.ClassVar[lab_config.LabConfig]
     _user_id: typing.ClassVar[str]
+    # The libvirt daemons this class runs on (libvirt_build: None follows
+    # NOVA_LIVEMIG_LAB_LIBVIRT); each test restarts the lab's daemons when
+    # the previous test ran another build.
+    LIBVIRT: typing.ClassVar[str | None] = None
 
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
         if skip_reason() is not None:
             return
-        cls.cfg = lab_config.load_config()
+        cls.cfg = lab_config.load_config(libvirt=cls.LIBVIRT)
         cls._user_id = f"{os.getpid()}:{cls.__name__}"
         with LabLock(cls.cfg):
             users_file = cls.cfg.state_dir / USERS_NAME

@@ -43,6 +43,8 @@ FAULT_AFTER_SWITCH_S = 1.0
 # Longer than libvirt's keepalive (2 s x 3) so that libvirt gives up on its
 # peer, far shorter than TCP's retransmission limit so QEMU's stream lives.
 SHORT_CUT_S = 15.0
+# Past libvirt's keepalive too; QEMU's stream is reset, so it cannot heal.
+LONG_CUT_S = 20.0
 RECOVERY_TIMEOUT_S = 20
 SETTLE_S = 6.0
 
@@ -136,7 +138,8 @@ def pause_postcopy(host: HostSpec, name: str) -> None:
         conn.close()
 
 
-class TestPostcopyFaults(base.LabTestCase):
+class PostcopyFaultCase(base.LabTestCase):
+    """Migrations of a busy guest with a fault injected after the switch."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -167,6 +170,120 @@ class TestPostcopyFaults(base.LabTestCase):
         self.assertIntact(done.result, "b")
         self.assertNoQemu(self.cfg.host_a, within_s=20)
 
+    def check_recovery_timeout(self) -> None:
+        """The stream broken for longer than the recovery timeout.
+
+        Both halves are kept with one clear error; then, on a libvirt whose
+        resume works, ``recover`` completes the migration once the link is
+        back; on one whose resume would crash the destination daemon,
+        nothing ever sends a resume to it and both halves stay.
+        """
+        policy = POLICY.replace(postcopy_recovery_timeout_s=RECOVERY_TIMEOUT_S)
+
+        def cut_and_pause(guest: lab_guest.Guest) -> None:
+            network.set_link_up(self.cfg, False)
+            pause_postcopy(self.cfg.host_a, guest.name)
+
+        dest_daemon = hosts.daemon_pid(self.cfg.host_b)
+        self.addDetail("libvirt", testtools.content.text_content(self.cfg.libvirt.name))
+        done, injector, guest = self.migrate_with_fault(cut_and_pause, policy)
+        self.assertIs(monitor.Outcome.NEEDS_RECOVERY, done.report.outcome, done.report.error)
+        recovery = done.report.recovery
+        assert recovery is not None
+        self.assertGreaterEqual(recovery.waited_s, RECOVERY_TIMEOUT_S)
+        # Both halves are still there: the source paused with the missing
+        # pages, the destination running what arrived.
+        self.assertEqual((postcopy.VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),
+                         source_state(self.cfg.host_a, guest.name))
+        dest_state = source_state(self.cfg.host_b, guest.name)
+        assert dest_state is not None, "the destination half is gone"
+        self.assertEqual(postcopy.VIR_DOMAIN_RUNNING, dest_state[0])
+        # The guest is stranded, not lost: both QEMUs still run.
+        self.assertTrue(hosts.qemu_pids(self.cfg.host_a), "the source half is gone")
+        self.assertTrue(hosts.qemu_pids(self.cfg.host_b), "the destination half is gone")
+        self.assertEqual(dest_daemon, hosts.daemon_pid(self.cfg.host_b),
+                         "the destination libvirtd was restarted or crashed")
+
+        hazard = postcopy.resume_hazard(libvirt_version(self.cfg.host_b))
+        if self.cfg.libvirt.resume_fixed:
+            # The lab declared the fix (postcopy_resume = patched): the
+            # monitor tried, and failed only because the link was down.
+            self.assertGreater(recovery.resume_attempts, 0)
+            self.assertIsNone(recovery.resume_withheld)
+            network.set_link_up(self.cfg, True)
+            restored_at = time.monotonic()
+            rc, out = run_recover(self.cfg, guest)
+            self.addDetail("recover", testtools.content.text_content(out))
+            self.assertEqual(0, rc, out)
+            self.assertIn("recovered: the guest runs on the destination", out)
+            recovered_at = time.monotonic()
+            time.sleep(SETTLE_S)
+            integrity = measure.assess_integrity(guest.lines(), guest.heartbeats(), "b",
+                                                 recovered_at, SETTLE_S)
+            self.assertTrue(integrity.ok, integrity.reasons)
+            self.assertEqual(0, integrity.bad_pages)
+            self.assertNoQemu(self.cfg.host_a, within_s=30)
+            assert injector.injected_at is not None
+            gap_s, _ = measure.max_gap(guest.heartbeats(), injector.injected_at,
+                                       recovered_at + SETTLE_S)
+            self.addDetail("outage", testtools.content.text_content(
+                f"stream broken and link down {restored_at - injector.injected_at:.1f} s; "
+                f"recover completed {recovered_at - restored_at:.1f} s after the link came "
+                f"back; longest guest pause {gap_s:.2f} s"))
+            return
+        # Debian's 11.3.0: neither the monitor nor recover sends a resume,
+        # and the destination daemon still runs.
+        assert hazard is not None
+        self.assertEqual(0, recovery.resume_attempts)
+        self.assertEqual(hazard, recovery.resume_withheld)
+        rc, out = run_recover(self.cfg, guest, timeout_s=10)
+        self.addDetail("recover", testtools.content.text_content(out))
+        self.assertEqual(recover.EXIT_NOT_RECOVERED, rc, out)
+        self.assertIn("no resume was tried because libvirt 11.3.0", out)
+        self.assertNotIn("resuming: migrateToURI3", out)
+        self.assertEqual(dest_daemon, hosts.daemon_pid(self.cfg.host_b),
+                         "the destination libvirtd was restarted or crashed")
+        self.assertTrue(hosts.qemu_pids(self.cfg.host_b), "the destination half is gone")
+
+    def recover(self, guest: lab_guest.Guest) -> tuple[int, str]:
+        return run_recover(self.cfg, guest)
+
+
+class TestPostcopyFaults(PostcopyFaultCase):
+    """On the lab's default libvirt (the patched build when it is built)."""
+
+    def test_stream_reset_then_link_back_resumes(self) -> None:
+        """QEMU's stream reset and the link down past libvirt's keepalive:
+        the monitor resumes once the link is back; the guest completes."""
+        if not self.cfg.libvirt.resume_fixed:
+            self.skipTest(f"{self.cfg.libvirt.name}: resume crashes the destination; "
+                          "run tools/libvirt/build-libvirt.sh")
+        reset: list[int] = []
+
+        def reset_and_cut(guest: lab_guest.Guest) -> None:
+            network.set_link_up(self.cfg, False)
+            reset.append(network.reset_migration_streams(
+                self.cfg, self.cfg.host_a, self.cfg.host_b))
+            native.time_module().sleep(LONG_CUT_S)
+            network.set_link_up(self.cfg, True)
+
+        done, injector, guest = self.migrate_with_fault(reset_and_cut)
+        self.addDetail("libvirt", testtools.content.text_content(self.cfg.libvirt.name))
+        self.assertGreater(reset[0], 0, "no QEMU migration socket was found to reset")
+        self.assertCompletedIntact(done)
+        recovery = done.report.recovery
+        assert recovery is not None and injector.injected_at is not None
+        self.assertTrue(recovery.resumed, recovery)
+        self.assertGreater(recovery.resume_attempts, 0)
+        gap_s, _ = measure.max_gap(guest.heartbeats(), injector.injected_at,
+                                   done.result.run.ended_s + SETTLE_S)
+        self.addDetail("outage", testtools.content.text_content(
+            f"{reset[0]} sockets reset, link down {LONG_CUT_S:.0f} s; job ended "
+            f"{done.result.run.ended_s - injector.injected_at:.1f} s after the fault, "
+            f"{done.result.run.ended_s - injector.injected_at - LONG_CUT_S:.1f} s after the "
+            f"link came back; {recovery.resume_attempts} resume attempts; longest guest "
+            f"pause {gap_s:.2f} s"))
+
     def test_short_link_cut_after_switch_completes(self) -> None:
         def cut(guest: lab_guest.Guest) -> None:
             network.set_link_up(self.cfg, False)
@@ -182,50 +299,16 @@ class TestPostcopyFaults(base.LabTestCase):
             f"longest guest pause {done.result.max_heartbeat_gap_s:.2f} s"))
 
     def test_recovery_timeout_keeps_both_halves(self) -> None:
-        policy = POLICY.replace(postcopy_recovery_timeout_s=RECOVERY_TIMEOUT_S)
+        self.check_recovery_timeout()
 
-        def cut_and_pause(guest: lab_guest.Guest) -> None:
-            network.set_link_up(self.cfg, False)
-            pause_postcopy(self.cfg.host_a, guest.name)
 
-        dest_daemon = hosts.daemon_pid(self.cfg.host_b)
-        done, _, guest = self.migrate_with_fault(cut_and_pause, policy)
-        self.assertIs(monitor.Outcome.NEEDS_RECOVERY, done.report.outcome, done.report.error)
-        recovery = done.report.recovery
-        assert recovery is not None
-        self.assertGreaterEqual(recovery.waited_s, RECOVERY_TIMEOUT_S)
-        # Both halves are still there: the source paused with the missing
-        # pages, the destination running what arrived.
-        self.assertEqual((postcopy.VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),
-                         source_state(self.cfg.host_a, guest.name))
-        dest_state = source_state(self.cfg.host_b, guest.name)
-        assert dest_state is not None, "the destination half is gone"
-        self.assertEqual(postcopy.VIR_DOMAIN_RUNNING, dest_state[0])
+class TestPostcopyFaultsOnDebianLibvirt(PostcopyFaultCase):
+    """Debian's own libvirt 11.3.0, whose resume crashes the destination."""
 
-        # The guest is stranded, not lost: both QEMUs still run.
-        self.assertTrue(hosts.qemu_pids(self.cfg.host_a), "the source half is gone")
-        self.assertTrue(hosts.qemu_pids(self.cfg.host_b), "the destination half is gone")
+    LIBVIRT = "debian"
 
-        # Completing it needs VIR_MIGRATE_POSTCOPY_RESUME. On a libvirt that
-        # crashes the destination daemon on it (11.3.0, this lab's) neither
-        # the monitor nor recover tries it: the daemon still runs.
-        hazard = postcopy.resume_hazard(libvirt_version(self.cfg.host_b))
-        if hazard is None:
-            self.assertGreater(recovery.resume_attempts, 0)
-            return
-        self.assertEqual(0, recovery.resume_attempts)
-        self.assertEqual(hazard, recovery.resume_withheld)
-        rc, out = run_recover(self.cfg, guest, timeout_s=10)
-        self.addDetail("recover", testtools.content.text_content(out))
-        self.assertEqual(recover.EXIT_NOT_RECOVERED, rc, out)
-        self.assertIn("no resume was tried because libvirt 11.3.0", out)
-        self.assertNotIn("resuming: migrateToURI3", out)
-        self.assertEqual(dest_daemon, hosts.daemon_pid(self.cfg.host_b),
-                         "the destination libvirtd was restarted or crashed")
-        self.assertTrue(hosts.qemu_pids(self.cfg.host_b), "the destination half is gone")
-
-    def recover(self, guest: lab_guest.Guest) -> tuple[int, str]:
-        return run_recover(self.cfg, guest)
+    def test_recovery_timeout_never_resumes(self) -> None:
+        self.check_recovery_timeout()
 
 
 class TestMonitorProcessKilled(base.LabTestCase):

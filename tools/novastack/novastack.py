@@ -234,6 +234,10 @@ def write_compute_conf(host: lab_config.HostSpec, driver: str, overrides: list[s
     # The devstack plugin's own post-config phase writes compute_driver (for
     # our driver) and the [livemig_ext] options into the compute's file.
     _devstack("post-config", path, enable_driver=(driver == "ext"), plugin_vars=plugin_vars)
+    if driver == "ext" and LAB.libvirt.resume_fixed:
+        # Both lab hosts run the libvirt built with the post-copy resume fix
+        # (tools/libvirt/build-libvirt.sh): an operator who checked says so.
+        iniset(path, "livemig_ext", "postcopy_resume", "patched")
     if driver == "stock":
         iniset(path, "DEFAULT", "compute_driver", DRIVERS["stock"])
     for item in overrides:
