@@ -97,14 +97,16 @@ def trusted_lab_dirs(config: LabConfig, create: bool = True) -> None:
     state_subdir(state_dir, OLD_QEMU_DIR, create=False)
 
 
-def write_state_file(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace a file of the lab with ``text``, never through a symlink.
+def write_state_file(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Replace a file of the lab with ``data`` (text is UTF-8), never through a symlink.
 
     Atomic (a new file beside it, synced, renamed over it): a planted
     symlink or a full disk never reaches, or half-writes, the old file.
+    ``mode`` (0o755 for a script) is filtered by the umask.
     """
     try:
-        safefile.atomic_write(path, text.encode("utf-8"), mode)
+        safefile.atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data,
+                              mode)
     except safefile.UnsafePath as exc:
         raise LabError(f"refusing to write {path}: {exc}") from None
     except OSError as exc:

@@ -202,6 +202,14 @@ class StateFilesTest(testtools.TestCase):
         self.assertIn('symlink', str(e))
         self.assertEqual('root:precious\n', self.victim.read_text())
 
+    def test_write_state_file_bytes_and_mode(self):
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        wrapper = self.cfg.state_dir / 'qemu-system-x86_64'
+        lock.write_state_file(wrapper, b'#!/bin/sh\n', mode=0o755)
+        self.assertEqual(b'#!/bin/sh\n', wrapper.read_bytes())
+        self.assertEqual(0o755, stat.S_IMODE(os.stat(wrapper).st_mode))
+
     def test_open_state_log(self):
         path = self.cfg.host_a.daemon_output
         path.symlink_to(self.victim)
