@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nova_livemig_lab import config as lab_config
+from nova_livemig_lab import lock
 from nova_livemig_lab.errors import LabError
 
 LOG = logging.getLogger(__name__)
@@ -204,8 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = lab_config.load_config(args.state_dir, args.link_mbit)
     try:
+        cfg = lab_config.load_config(args.state_dir, args.link_mbit)
+        # Before anything reads, writes, mounts or runs from the state
+        # directory: another user may have created or planted it.
+        lock.trusted_lab_dirs(cfg, create=args.command not in ("status", "stop"))
         return COMMANDS[args.command][1](cfg, args)
     except LabError as exc:
         print(f"lab {args.command}: {exc}", file=sys.stderr)

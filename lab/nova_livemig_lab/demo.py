@@ -19,12 +19,14 @@ writes ``remaining.png`` (remaining memory over time, decisions marked) and
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import time
 from pathlib import Path
 
 from nova_livemig_ext import monitor as livemig_monitor
+from nova_livemig_ext import safefile
 from nova_livemig_lab import controlled, hosts, image, network, traces, workloads
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_lab.config import LabConfig
@@ -182,8 +184,10 @@ def plot(rows: list[Row], path: Path, link_mb_s: float) -> bool:
     fig.suptitle(f"{WORKING_SET_MB} MB working set written at {DIRTY_RATE_MB_S} MB/s over a "
                  f"{link_mb_s:.1f} MB/s link", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
     plt.close(fig)
+    safefile.atomic_write(path, image.getvalue())
     return True
 
 
@@ -194,6 +198,7 @@ def run(cfg: LabConfig, out_dir: Path) -> list[Row]:
     rows: list[Row] = []
     with LabLock(cfg):
         hosts.start(cfg)
+        print(f"libvirt: {cfg.libvirt.name}")
         try:
             link_mb_s = float(network.load_link_state(cfg)["measured_mb_s"])
             for scenario in scenarios():
@@ -215,11 +220,11 @@ def run(cfg: LabConfig, out_dir: Path) -> list[Row]:
     if plot(rows, chart, link_mb_s):
         print(f"\nchart: {chart}")
     results = out_dir / "results.json"
-    results.write_text(json.dumps(
+    safefile.atomic_write(results, json.dumps(
         {"link_mb_s": link_mb_s, "working_set_mb": WORKING_SET_MB,
-         "dirty_rate_mb_s": DIRTY_RATE_MB_S,
+         "dirty_rate_mb_s": DIRTY_RATE_MB_S, "libvirt_build": cfg.libvirt.name,
          "runs": [dataclasses.asdict(r) for r in rows],
-         "lab_leftovers": report["leftovers"]}, indent=1))
+         "lab_leftovers": report["leftovers"]}, indent=1).encode())
     print(f"results: {results}")
     return rows
 
@@ -274,10 +279,11 @@ def compare(cfg: LabConfig, out_dir: Path, workload: workloads.Workload,
     print(f"{workload.describe()}; link {link_mb_s} MB/s")
     print(table(rows))
     results = out_dir / f"compare-{workload.name}.json"
-    results.write_text(json.dumps(
+    safefile.atomic_write(results, json.dumps(
         {"link_mb_s": link_mb_s, "workload": workload.describe(),
          "working_set_mb": workload.dirty_mb, "dirty_rate_mb_s": workload.dirty_rate_mb_s,
+         "libvirt_build": cfg.libvirt.name,
          "runs": [{k: v for k, v in dataclasses.asdict(r).items() if k != "curve"}
-                  for r in rows]}, indent=1))
+                  for r in rows]}, indent=1).encode())
     print(f"results: {results}")
     return rows

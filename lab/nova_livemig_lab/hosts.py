@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from nova_livemig_lab import network, system
+from nova_livemig_lab import lock, network, system
 from nova_livemig_lab.config import HOST_PRIVATE_DIRS, HostSpec, LabConfig
 from nova_livemig_lab.errors import LabError
 
@@ -71,14 +71,11 @@ def qemu_conf(host: HostSpec) -> str:
 
 def prepare_dirs(host: HostSpec) -> None:
     """Create the host's private directories and write its configuration."""
-    for key, _target in HOST_PRIVATE_DIRS:
-        host.private_dir(key).mkdir(parents=True, exist_ok=True)
-    (host.private_dir("log") / "qemu").mkdir(exist_ok=True)
-    # libvirtd resolves shared_filesystems at start: the directory must exist.
-    host.shared_dir.mkdir(parents=True, exist_ok=True)
-    host.daemon_conf.write_text(libvirtd_conf(host))
-    (host.private_dir("etc") / "qemu.conf").write_text(qemu_conf(host))
-    (host.private_dir("etc") / "libvirt.conf").write_text("")
+    # The directories (and shared_dir, which libvirtd resolves at start)
+    # were made and checked by lock.trusted_lab_dirs; nothing is followed.
+    lock.write_state_file(host.daemon_conf, libvirtd_conf(host))
+    lock.write_state_file(host.private_dir("etc") / "qemu.conf", qemu_conf(host))
+    lock.write_state_file(host.private_dir("etc") / "libvirt.conf", "")
 
 
 def daemon_pid(host: HostSpec) -> int | None:
@@ -151,13 +148,13 @@ def start_daemon(host: HostSpec) -> int:
     host.pid_file.unlink(missing_ok=True)
     host.socket_path.unlink(missing_ok=True)
     _launch_record(host).unlink(missing_ok=True)
-    with open(host.daemon_output, "ab") as out:
+    with lock.open_state_log(host.daemon_output) as out:
         subprocess.Popen(_daemon_command(host), stdin=subprocess.DEVNULL, stdout=out,
                          stderr=subprocess.STDOUT, start_new_session=True)
     _wait_for_daemon(host)
     pid = daemon_pid(host)
     assert pid is not None
-    _launch_record(host).write_text(_launch_signature(host, pid))
+    lock.write_state_file(_launch_record(host), _launch_signature(host, pid))
     return pid
 
 
@@ -290,6 +287,7 @@ def lab_mounts(config: LabConfig) -> list[str]:
 def start(config: LabConfig) -> dict[str, object]:
     """Network first (the daemons listen on their link address), then daemons."""
     system.require_root()
+    lock.trusted_lab_dirs(config)
     system.require_programs()
     system.require_libvirt_python()
     if not config.kernel_path.exists() or not config.initramfs_path.exists():

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from nova_livemig_lab import system
+from nova_livemig_lab import lock, system
 from nova_livemig_lab.config import HOST_PRIVATE_DIRS, LabConfig
 from nova_livemig_lab.errors import LabError
 
@@ -65,7 +65,7 @@ def fetch_kernel(config: LabConfig) -> Path:
     if config.kernel_path.exists():
         return config.kernel_path
     package = kernel_package_name()
-    config.download_dir.mkdir(parents=True, exist_ok=True)
+    lock.state_subdir(config.state_dir, "downloads")
     debs = sorted(config.download_dir.glob(f"{package}_*.deb"))
     if not debs:
         LOG.info("downloading %s", package)
@@ -78,9 +78,9 @@ def fetch_kernel(config: LabConfig) -> Path:
         kernels = sorted(Path(tmp, "boot").glob("vmlinuz-*"))
         if not kernels:
             raise LabError(f"kernel not found: no boot/vmlinuz-* in {debs[-1]}")
-        config.guest_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kernels[-1], config.kernel_path)
-    (config.guest_dir / "kernel-package").write_text(debs[-1].name + "\n")
+        lock.state_subdir(config.state_dir, "guest")
+        lock.write_state_file(config.kernel_path, kernels[-1].read_bytes())
+    lock.write_state_file(config.guest_dir / "kernel-package", debs[-1].name + "\n")
     return config.kernel_path
 
 
@@ -111,7 +111,7 @@ def build_initramfs(config: LabConfig) -> Path:
     stamp = config.guest_dir / "initramfs.sha256"
     if config.initramfs_path.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return config.initramfs_path
-    config.guest_dir.mkdir(parents=True, exist_ok=True)
+    lock.state_subdir(config.state_dir, "guest")
     with tempfile.TemporaryDirectory(dir=config.state_dir) as tmp:
         root = Path(tmp)
         _populate_root(root)
@@ -142,11 +142,8 @@ def _cpio_newc(root: Path) -> bytes:
 
 
 def _write_cpio(config: LabConfig, data: bytes, digest: str, stamp: Path) -> None:
-    tmp_path = config.initramfs_path.with_suffix(".tmp")
-    with gzip.open(tmp_path, "wb", compresslevel=6) as out:
-        out.write(data)
-    tmp_path.replace(config.initramfs_path)
-    stamp.write_text(digest + "\n")
+    lock.write_state_file(config.initramfs_path, gzip.compress(data, compresslevel=6))
+    lock.write_state_file(stamp, digest + "\n")
 
 
 def ensure_mount_targets() -> None:

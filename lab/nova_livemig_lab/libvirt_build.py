@@ -22,6 +22,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from nova_livemig_ext import safefile
 from nova_livemig_lab.errors import LabError
 
 LIBVIRT_ENV = "NOVA_LIVEMIG_LAB_LIBVIRT"
@@ -66,6 +67,15 @@ def patched(at: Path | None = None) -> LibvirtBuild | None:
     info = _build_info(at)
     if not (daemon.is_file() and os.access(daemon, os.X_OK) and info.get("build")):
         return None
+    # A root libvirtd runs from here: nobody else may have placed it.
+    try:
+        safefile.check_trusted_dir(at / "sbin")
+    except OSError as exc:
+        raise LabError(f"refusing the libvirt build in {at}: {exc}") from None
+    st = daemon.lstat()
+    if daemon.is_symlink() or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise LabError(f"refusing {daemon}: not a regular file of this user, "
+                       "writable by nobody else")
     return LibvirtBuild("patched", str(daemon),
                         f"{info['build']} ({BUILD_SCRIPT}, post-copy resume fix)", True)
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from nova_livemig_lab import system
+from nova_livemig_lab import lock, system
 from nova_livemig_lab.config import LINK_PREFIX_LEN, HostSpec, LabConfig
 from nova_livemig_lab.errors import LabError
 
@@ -177,7 +177,7 @@ def check_rate(rate_mbit: int, measured_mb_s: float) -> None:
 
 def save_link_state(config: LabConfig, rate_mbit: int, measured_mb_s: float) -> None:
     """Tests read the measured rate back to compute memory / bandwidth."""
-    config.link_state_file.write_text(json.dumps(
+    lock.write_state_file(config.link_state_file, json.dumps(
         {"rate_mbit": rate_mbit, "measured_mb_s": round(measured_mb_s, 3),
          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1) + "\n")
 

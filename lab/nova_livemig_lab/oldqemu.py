@@ -16,7 +16,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from nova_livemig_lab import system
+from nova_livemig_lab import lock, system
 from nova_livemig_lab.config import LabConfig
 from nova_livemig_lab.errors import LabError
 
@@ -68,8 +68,8 @@ def fetch_old_qemu(config: LabConfig) -> Path:
     wrapper = old_qemu_binary(config)
     if wrapper.exists():
         return wrapper
-    deb_dir = old_qemu_dir(config) / "deb"
-    deb_dir.mkdir(parents=True, exist_ok=True)
+    deb_dir = lock.state_subdir(config.state_dir, "qemu-7.2/deb")
+    assert deb_dir is not None
     version = _candidate_version()
     root = old_qemu_dir(config) / "root"
     for package in (PACKAGE, COMMON_PACKAGE):
@@ -77,12 +77,12 @@ def fetch_old_qemu(config: LabConfig) -> Path:
     out = system.run([str(_real_binary(config)), "--version"]).stdout
     if not re.search(r"version 7\.2", out):
         raise LabError(f"unexpected QEMU in {root}: {out.splitlines()[0]}")
-    wrapper.write_text("#!/bin/sh\n"
-                       f"QEMU_MODULE_DIR={root / MODULE_DIR}\n"
-                       "export QEMU_MODULE_DIR\n"
-                       # 7.2 looks for bios-256k.bin in /usr/share/qemu, where
-                       # the installed (newer) qemu-system-data no longer links it.
-                       f'exec {_real_binary(config)} -L {FIRMWARE_DIRS[0]} -L {FIRMWARE_DIRS[1]} '
-                       '"$@"\n')
-    wrapper.chmod(0o755)
+    script = ("#!/bin/sh\n"
+              f"QEMU_MODULE_DIR={root / MODULE_DIR}\n"
+              "export QEMU_MODULE_DIR\n"
+              # 7.2 looks for bios-256k.bin in /usr/share/qemu, where the
+              # installed (newer) qemu-system-data no longer links it.
+              f'exec {_real_binary(config)} -L {FIRMWARE_DIRS[0]} -L {FIRMWARE_DIRS[1]} '
+              '"$@"\n')
+    lock.write_state_file(wrapper, script, mode=0o755)
     return wrapper

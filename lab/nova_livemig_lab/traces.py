@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nova_livemig_ext import safefile
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_lab import hosts, measure
 from nova_livemig_lab.config import LabConfig
@@ -138,7 +139,8 @@ def record_all(config: LabConfig, output_dir: Path,
             LOG.info("recording trace %s", recipe.name)
             document = record(config, recipe)
             path = output_dir / f"{recipe.name}.json"
-            path.write_text(json.dumps(document, indent=1, sort_keys=False) + "\n")
+            safefile.atomic_write(path, (json.dumps(document, indent=1, sort_keys=False)
+                                         + "\n").encode())
             LOG.info("wrote %s: %s", path, json.dumps(document["result"]))
             written.append(path)
     return written

@@ -38,6 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nova_livemig_ext import safefile
 from nova_livemig_lab import config as lab_config
 
 HERE = Path(__file__).resolve().parent
@@ -442,9 +443,17 @@ def run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
 
 # --- MariaDB and RabbitMQ -----------------------------------------------------------
 
+def _chown_no_follow(path: Path, user: str) -> None:
+    """Give ``path`` to ``user`` (and its group); a symlink is refused, never followed."""
+    if path.is_symlink():
+        raise StackError(f"refusing to chown {path}: it is a symlink")
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
 def start_mariadb() -> None:
     MYSQL_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    shutil.chown(MYSQL_SOCKET.parent, "mysql", "mysql")
+    _chown_no_follow(MYSQL_SOCKET.parent, "mysql")
     fresh = not (MYSQL_DATA / "mysql").is_dir()
     if fresh:
         MYSQL_DATA.mkdir(parents=True, exist_ok=True)
@@ -473,14 +482,16 @@ def _sql(statement: str) -> bool:
 
 def start_rabbitmq() -> None:
     RABBIT_DIR.mkdir(parents=True, exist_ok=True)
-    (RABBIT_DIR / "enabled_plugins").write_text("[].\n")
-    (RABBIT_DIR / "rabbitmq.conf").write_text(
+    # The directory belongs to rabbitmq, who could plant a symlink in it:
+    # write and chown without following any.
+    safefile.atomic_write(RABBIT_DIR / "enabled_plugins", b"[].\n")
+    safefile.atomic_write(RABBIT_DIR / "rabbitmq.conf", (
         f"listeners.tcp.default = {HOST_ADDRESS}:{RABBIT_PORT}\n"
-        "loopback_users.guest = true\n")
+        "loopback_users.guest = true\n").encode())
     for sub in ("mnesia", "log"):
         (RABBIT_DIR / sub).mkdir(exist_ok=True)
     for path in [RABBIT_DIR, *RABBIT_DIR.iterdir()]:
-        shutil.chown(path, "rabbitmq", "rabbitmq")
+        _chown_no_follow(path, "rabbitmq")
     # epmd in our own process group, on loopback only; Erlang then uses it.
     spawn("epmd", ["epmd", "-address", HOST_ADDRESS, "-port", str(EPMD_PORT)],
           user="rabbitmq")
