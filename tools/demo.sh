@@ -21,6 +21,10 @@ export NOVA_LIVEMIG_LAB_DIR=${NOVA_LIVEMIG_LAB_DIR:-/var/tmp/nova-livemig-ext-la
 trusted_dir -c demo "$NOVA_LIVEMIG_LAB_DIR" \
     "remove it or set NOVA_LIVEMIG_LAB_DIR to another directory" || exit 1
 bash tools/install-lab-packages.sh
+# libvirt 11.3.0 with the post-copy resume fix, for the lab's daemons.
+if [ "${NOVA_LIVEMIG_LAB_LIBVIRT:-auto}" != debian ]; then
+    bash tools/libvirt/build-libvirt.sh
+fi
 bash tools/setup-venv.sh
 VENV=${NOVA_LIVEMIG_VENV:-.venv}
 "$VENV/bin/nova-livemig-ext" lab setup

@@ -28,6 +28,11 @@ if [ "$(id -u)" -eq 0 ]; then
     trusted_dir -c run-tests "$NOVA_LIVEMIG_LAB_DIR" \
         "remove it or set NOVA_LIVEMIG_LAB_DIR to another directory" || exit 1
     bash tools/install-lab-packages.sh
+    # libvirt 11.3.0 with the post-copy resume fix, for the lab's daemons
+    # (Debian 12 has no binary with it); about 3 minutes once, then nothing.
+    if [ "${NOVA_LIVEMIG_LAB_LIBVIRT:-auto}" != debian ]; then
+        bash tools/libvirt/build-libvirt.sh
+    fi
 fi
 bash tools/setup-venv.sh
 VENV=${NOVA_LIVEMIG_VENV:-.venv}
