@@ -98,8 +98,10 @@ def abort_unwatched_job(libvirt: Any, dom: Any, out: TextIO,
     return True
 
 
-def resume_flags(libvirt: Any, conn: Any, config_files: list[str]) -> int:
-    """The original migration's flags: the same nova.conf on this host."""
+def resume_flags(libvirt: Any, conn: Any, config_files: list[str]
+                 ) -> tuple[int, str]:
+    """The original migration's flags, and whether a resume may be sent
+    (``[livemig_ext] postcopy_resume``): the same nova.conf on this host."""
     from nova_livemig_ext.cmd import main as cmd_main
 
     conf = cmd_main.load_conf(config_files)
@@ -110,7 +112,7 @@ def resume_flags(libvirt: Any, conn: Any, config_files: list[str]) -> int:
     flags = plan.flags
     for name in POSTCOPY_FLAGS:
         flags |= livemig_flags.FLAG_VALUES[name]
-    return flags
+    return flags, policy.postcopy_resume
 
 
 def recover(args: argparse.Namespace, out: TextIO | None = None,
@@ -132,7 +134,7 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
     from nova_livemig_ext.cmd import main as cmd_main
 
     try:
-        flags = resume_flags(libvirt, src, args.config_file)
+        flags, postcopy_resume = resume_flags(libvirt, src, args.config_file)
     except cmd_main.CONFIG_ERRORS as e:
         print(cmd_main.config_error_line(e), file=err)
         return EXIT_REFUSED
@@ -214,11 +216,14 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
 
     version = (postcopy.libvirt_version_of(dest_domain())
                if dest_conn[0] is not None else None)
-    hazard = None if args.force_resume else postcopy.resume_hazard(version)
+    hazard = None if args.force_resume else postcopy.resume_hazard(
+        version, postcopy_resume)
     if hazard is not None:
         print('not resuming: %s. Waiting for QEMU\'s stream to heal by '
-              'itself; a libvirt with the fix (or a build that carries it: '
-              'then pass --force-resume) can resume it.' % hazard, file=out)
+              'itself; a libvirt with the fix can resume it (a build that '
+              'carries it under the same version: set [livemig_ext] '
+              'postcopy_resume = patched in the --config-file, or pass '
+              '--force-resume).' % hazard, file=out)
     started_s = time.monotonic()
     settled = postcopy.settle(views, resume, time.monotonic, time.sleep,
                               args.timeout, errors.is_libvirt_error,

@@ -88,3 +88,20 @@ class RecoverTest(testtools.TestCase):
         self.assertEqual(recover.EXIT_REFUSED, rc)
         self.assertEqual(1, len(err.strip().splitlines()), err)
         self.assertIn('is a directory', err)
+
+    def test_the_config_file_says_whether_a_resume_may_be_sent(self):
+        import libvirt
+        conn = libvirt.open(self.uris['source'])
+        self.addCleanup(conn.close)
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'n.conf')
+        for text, expected in (('', 'auto'),
+                               ('[livemig_ext]\npostcopy_resume = patched\n',
+                                'patched'),
+                               ('[livemig_ext]\npostcopy_resume = never\n',
+                                'never')):
+            with open(path, 'w') as f:
+                f.write(text)
+            flags, resume = recover.resume_flags(libvirt, conn, [path])
+            self.assertEqual(expected, resume, text)
+            self.assertTrue(flags & recover.livemig_flags.FLAG_VALUES[
+                'VIR_MIGRATE_POSTCOPY'])
