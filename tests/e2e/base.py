@@ -8,6 +8,7 @@ the reason, when not root or when the lab's packages are missing.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import typing
@@ -20,9 +21,10 @@ from nova_livemig_lab import config as lab_config
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_lab import hosts, image, measure, network, system
 from nova_livemig_lab.errors import LabError
-from nova_livemig_lab.lock import LabLock
+from nova_livemig_lab.lock import LabLock, open_state_log
 
 USERS_NAME = "e2e.users"
+RESULTS_NAME = "e2e-results.jsonl"
 
 
 def skip_reason() -> str | None:
@@ -111,6 +113,15 @@ class LabTestCase(testtools.TestCase):
                                 pattern=pattern)
         self.guests.append(booted)
         return booted
+
+    def report(self, **numbers: object) -> None:
+        """Attach what the test measured, and append it to the lab's results log
+        (``<state dir>/e2e-results.jsonl``): passing tests keep no details."""
+        self.addDetail("measured", testtools.content.json_content(numbers))
+        record = {"test": self.id(), "libvirt_build": self.cfg.libvirt.name,
+                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **numbers}
+        with open_state_log(self.cfg.state_dir / RESULTS_NAME) as out:
+            out.write((json.dumps(record, default=str) + "\n").encode())
 
     def link_mb_s(self) -> float:
         return float(network.load_link_state(self.cfg)["measured_mb_s"])

@@ -235,10 +235,12 @@ class PostcopyFaultCase(base.LabTestCase):
             assert injector.injected_at is not None
             gap_s, _ = measure.max_gap(guest.heartbeats(), injector.injected_at,
                                        recovered_at + SETTLE_S)
-            self.addDetail("outage", testtools.content.text_content(
-                f"stream broken and link down {restored_at - injector.injected_at:.1f} s; "
-                f"recover completed {recovered_at - restored_at:.1f} s after the link came "
-                f"back; longest guest pause {gap_s:.2f} s"))
+            self.report(case="3b: link down past the recovery timeout, then recover",
+                        outage_s=round(restored_at - injector.injected_at, 1),
+                        monitor_resume_attempts=recovery.resume_attempts,
+                        recover_after_link_back_s=round(recovered_at - restored_at, 1),
+                        longest_guest_pause_s=round(gap_s, 2),
+                        bad_pages=integrity.bad_pages)
             return
         # Debian's 11.3.0: neither the monitor nor recover sends a resume,
         # and the destination daemon still runs.
@@ -253,6 +255,9 @@ class PostcopyFaultCase(base.LabTestCase):
         self.assertEqual(dest_daemon, hosts.daemon_pid(self.cfg.host_b),
                          "the destination libvirtd was restarted or crashed")
         self.assertTrue(hosts.qemu_pids(self.cfg.host_b), "the destination half is gone")
+        self.report(case="3b on a libvirt whose resume crashes: nothing sent",
+                    waited_s=round(recovery.waited_s, 1), resume_attempts=0,
+                    destination_daemon_pid_kept=True, recover_exit=rc)
 
     def recover(self, guest: lab_guest.Guest) -> tuple[int, str]:
         return run_recover(self.cfg, guest)
@@ -286,12 +291,14 @@ class TestPostcopyFaults(PostcopyFaultCase):
         self.assertGreater(recovery.resume_attempts, 0)
         gap_s, _ = measure.max_gap(guest.heartbeats(), injector.injected_at,
                                    done.result.run.ended_s + SETTLE_S)
-        self.addDetail("outage", testtools.content.text_content(
-            f"{reset[0]} sockets reset, link down {LONG_CUT_S:.0f} s; job ended "
-            f"{done.result.run.ended_s - injector.injected_at:.1f} s after the fault, "
-            f"{done.result.run.ended_s - injector.injected_at - LONG_CUT_S:.1f} s after the "
-            f"link came back; {recovery.resume_attempts} resume attempts; longest guest "
-            f"pause {gap_s:.2f} s"))
+        self.report(case="3a: stream reset and link down, resumed by the monitor",
+                    sockets_reset=reset[0], outage_s=LONG_CUT_S,
+                    fault_to_end_s=round(done.result.run.ended_s - injector.injected_at, 1),
+                    link_back_to_end_s=round(
+                        done.result.run.ended_s - injector.injected_at - LONG_CUT_S, 1),
+                    resume_attempts=recovery.resume_attempts,
+                    longest_guest_pause_s=round(gap_s, 2),
+                    bad_pages=done.result.integrity.bad_pages)
 
     def test_short_link_cut_after_switch_completes(self) -> None:
         def cut(guest: lab_guest.Guest) -> None:
