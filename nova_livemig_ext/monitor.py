@@ -700,8 +700,11 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
     settled = postcopy.settle(views, resume, monitor.clock, monitor.sleep,
                               timeout_s, monitor.errors.is_libvirt_error,
                               log=monitor.log, hazard=hazard)
+    # The migration lasted until it settled: the guest on the destination
+    # waited for its missing pages through the whole recovery.
     report = dataclasses.replace(report, recovery=settled,
-                                 switched_to_postcopy=True)
+                                 switched_to_postcopy=True,
+                                 total_s=report.total_s + settled.waited_s)
     if settled.completed:
         return monitor.finish(report, Outcome.COMPLETED)
     if settled.where is postcopy.Where.NOT_SWITCHED:
