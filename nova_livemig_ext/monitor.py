@@ -28,6 +28,12 @@ outcome is NEEDS_RECOVERY with both halves left as they are.  Nothing the
 monitor does on the side (progress saving, logging) and no crash of the
 monitor itself changes that: a crash in pre-copy aborts the job and resumes
 the source, a crash in post-copy hands over to the same recovery.
+
+Job statistics libvirt will not give (its job lock held elsewhere, QEMU's
+monitor stuck) are retried at every poll and reported at a bounded rate.  A
+job the monitor cannot see is not left to the 4 h cap: in pre-copy it is
+aborted at the controller's deadline from the link, or after
+:data:`DEFAULT_BLIND_TIMEOUT_S` of silence when no deadline was derived yet.
 """
 
 from __future__ import annotations
@@ -64,6 +70,19 @@ DOMAIN_GONE_TEXTS = ('domain is not running', 'domain not found',
                      'no domain with matching')
 
 DEFAULT_POLL_INTERVAL_S = 0.5
+
+# Job statistics that stay unreadable: the first failure is logged, then at
+# most one line this often, with the failures counted since the last line
+# (one line per poll would be 7200 an hour at 0.5 s).
+UNREADABLE_LOG_INTERVAL_S = 60.0
+# How long a job may run blind: statistics unreadable and no deadline from
+# the link, which the controller derives from the bandwidth it measures and
+# so never gets without them.  Ten minutes: five times the controller's
+# default deadline floor (deadline_floor_s, the shortest deadline any
+# migration gets; a higher floor is kept), far below the 4 h cap
+# (completion_timeout_max_s).  The monitor cannot see stalls, progress or
+# the switchover meanwhile; the guest keeps running on the source.
+DEFAULT_BLIND_TIMEOUT_S = 600.0
 
 # oslo_log's KeywordArgumentAdapter is a LoggerAdapter.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -258,6 +277,32 @@ def apply_to_domain(domain: Domain, decision: ctl.Decision) -> None:
         domain.abortJob()
 
 
+@dataclasses.dataclass
+class _Unreadable:
+    """The monitor's account of job statistics it cannot read."""
+
+    # First failed read of the current run of failures (None: readable).
+    since_s: float | None = None
+    failures: int = 0
+    # Failures since the last line logged, and when that line was.
+    unlogged: int = 0
+    logged_s: float | None = None
+    said_since: bool = False
+    last_error: str = ''
+    # The abort for a passed deadline: when last tried; post-copy said.
+    abort_tried_s: float | None = None
+    postcopy_said: bool = False
+
+    def reset(self) -> None:
+        """Readable again.  The last line's time and the failures not yet
+        logged stay: a read that keeps failing now and then is still
+        reported at the bounded rate, with every failure counted."""
+        self.since_s = None
+        self.failures = 0
+        self.said_since = False
+        self.last_error = ''
+
+
 class MigrationMonitor:
     """Polls a migration job, feeds the controller, applies its decisions."""
 
@@ -267,14 +312,17 @@ class MigrationMonitor:
                  on_sample: Callable[[Progress], None] | None = None,
                  log: Logger | None = None,
                  errors: ErrorClassifier | None = None,
-                 deadline_s: float | None = None) -> None:
+                 deadline_s: float | None = None,
+                 blind_timeout_s: float = DEFAULT_BLIND_TIMEOUT_S) -> None:
         if not (math.isfinite(poll_interval_s) and poll_interval_s > 0):
             raise ValueError('poll_interval_s must be a positive number, '
                              'not %r' % poll_interval_s)
-        if deadline_s is not None and not (math.isfinite(deadline_s)
-                                           and deadline_s > 0):
-            raise ValueError('deadline_s must be a positive number, not %r'
-                             % deadline_s)
+        for name, value in (('deadline_s', deadline_s),
+                            ('blind_timeout_s', blind_timeout_s)):
+            if value is not None and not (math.isfinite(value)
+                                          and value > 0):
+                raise ValueError('%s must be a positive number, not %r'
+                                 % (name, value))
         self.domain = domain
         self.controller = controller
         self.clock = clock
@@ -286,7 +334,9 @@ class MigrationMonitor:
         # The wall-clock limit the monitor enforces by itself when libvirt
         # stops answering jobStats (the controller decides on samples).
         self.deadline_s = deadline_s
-        self._unreadable_since_s: float | None = None
+        # Its limit while blind: no statistics, no deadline from the link.
+        self.blind_timeout_s = blind_timeout_s
+        self._unreadable = _Unreadable()
         self._polls = 0
         self._applied: list[AppliedDecision] = []
         self._started_s: float | None = None
@@ -355,10 +405,10 @@ class MigrationMonitor:
         elif decision.action is ctl.Action.ABORT:
             self._abort_requested = True
 
-    def _read_stats(self) -> dict[str, Any] | EndedBy | None:
+    def _read_stats(self, now_s: float) -> dict[str, Any] | EndedBy | None:
         """jobStats, or how the job ended, or None to try again later."""
         try:
-            return self.domain.jobStats()
+            stats = self.domain.jobStats()
         except Exception as exc:
             if not self.errors.is_libvirt_error(exc):
                 raise
@@ -366,9 +416,56 @@ class MigrationMonitor:
                 self.log.info('Live migration: the domain left the source '
                               '(%(error)s); the job is over', {'error': exc})
                 return EndedBy.DOMAIN_GONE
+            failure = exc
+        else:
+            self._note_readable(now_s)
+            return stats
+        # Out of the except block: oslo.log would repeat the error on the
+        # line as the exception being handled.
+        self._note_unreadable(now_s, failure)
+        return None
+
+    def _note_unreadable(self, now_s: float, exc: BaseException) -> None:
+        """Count a failed read; say so at the first and then at a bounded
+        rate, never once per poll."""
+        state = self._unreadable
+        if state.since_s is None:
+            state.since_s = now_s
+        state.failures += 1
+        state.unlogged += 1
+        state.last_error = str(exc)
+        if (state.logged_s is not None
+                and now_s - state.logged_s < UNREADABLE_LOG_INTERVAL_S):
+            return
+        if state.logged_s is None or state.unlogged == 1:
             self.log.warning('Live migration: reading job statistics '
-                             'failed: %(error)s', {'error': exc})
-            return None
+                             'failed: %(error)s; retrying every poll, '
+                             'reported at most every %(interval).0f s',
+                             {'error': exc,
+                              'interval': UNREADABLE_LOG_INTERVAL_S})
+        else:
+            self.log.warning('Live migration: reading job statistics '
+                             'failed %(count)d times in the last '
+                             '%(window).0f s (unreadable for %(silent).0f s); '
+                             'last error: %(error)s',
+                             {'count': state.unlogged,
+                              'window': now_s - state.logged_s,
+                              'silent': now_s - state.since_s,
+                              'error': exc})
+        state.logged_s = now_s
+        state.unlogged = 0
+        state.said_since = True
+
+    def _note_readable(self, now_s: float) -> None:
+        state = self._unreadable
+        if state.since_s is None:
+            return
+        if state.said_since:
+            self.log.info('Live migration: job statistics readable again '
+                          'after %(silent).1f s (%(count)d failed reads)',
+                          {'silent': now_s - state.since_s,
+                           'count': state.failures})
+        state.reset()
 
     def watch(self, job_done: Callable[[], bool]) -> MigrationReport:
         """Watch the running job until it ends; apply decisions meanwhile.
@@ -387,14 +484,13 @@ class MigrationMonitor:
                 break
             now_s = self.clock()
             self._each_poll(now_s)
-            stats = self._read_stats()
+            stats = self._read_stats(now_s)
             if isinstance(stats, EndedBy):
                 ended_by = stats
                 break
             if stats is None:
                 self._stats_unreadable(now_s)
             else:
-                self._unreadable_since_s = None
                 self._polls += 1
                 sample = samples.sample_from_job_stats(stats)
                 if sample.is_finished:
@@ -417,39 +513,101 @@ class MigrationMonitor:
         """Called once per poll, whether or not jobStats answers."""
 
     def _stats_unreadable(self, now_s: float) -> None:
-        """Enforce the deadline by the wall clock while libvirt is silent.
+        """Enforce a deadline by the wall clock while libvirt is silent.
 
         The controller decides on samples; without them it would never see
-        its deadline pass. After the switch to post-copy nothing is
-        aborted: that would lose the guest.
+        its deadline pass.  The deadline is the controller's own once it
+        derived one from the link, else the blind timeout counted from the
+        first failed read, and never later than the monitor's cap.  Only
+        pre-copy is aborted, and the guest keeps running on the source:
+        after the switch to post-copy that would lose the guest.
         """
-        if self._unreadable_since_s is None:
-            self._unreadable_since_s = now_s
-        assert self._started_s is not None
-        elapsed_s = now_s - self._started_s
-        deadline_s = self._deadline_in_force_s()
-        if (deadline_s is None or elapsed_s < deadline_s
-                or self._abort_requested or self._postcopy):
+        state = self._unreadable
+        assert self._started_s is not None and state.since_s is not None
+        if self._abort_requested or state.postcopy_said:
             return
-        silent_s = now_s - self._unreadable_since_s
+        if (state.abort_tried_s is not None
+                and now_s - state.abort_tried_s < UNREADABLE_LOG_INTERVAL_S):
+            return
+        elapsed_s = now_s - self._started_s
+        silent_s = now_s - state.since_s
+        why = self._unreadable_limit_passed(elapsed_s, silent_s)
+        if why is None:
+            return
+        reason, measures = why
+        if self._postcopy or self.in_postcopy():
+            state.postcopy_said = True
+            self.log.warning('Live migration: %(reason)s, but the guest was '
+                             'switched to post-copy: not aborting (the '
+                             'newest memory is on the destination)',
+                             {'reason': reason})
+            return
+        if state.abort_tried_s is None:
+            self.log.error('Live migration: %(reason)s, after %(count)d '
+                           'failed reads (last error: %(error)s); aborting '
+                           'the job, the guest keeps running on the source',
+                           {'reason': reason, 'count': state.failures,
+                            'error': state.last_error})
+        state.abort_tried_s = now_s
         self.apply(ctl.Decision(
             ctl.Action.ABORT,
-            'deadline of %.0f s passed while job statistics were '
-            'unreadable for %.0f s; aborting, the guest keeps running on '
-            'the source' % (deadline_s, silent_s),
+            '%s; aborting, the guest keeps running on the source' % reason,
             at_s=elapsed_s, rung=ctl.RUNG_ABORT,
-            measures=(('deadline_s', deadline_s),
-                      ('unreadable_s', round(silent_s, 1)))))
+            measures=measures + (('unreadable_s', round(silent_s, 1)),
+                                 ('failed_reads', state.failures))))
 
-    def _deadline_in_force_s(self) -> float | None:
-        """The wall-clock cap, or the controller's own deadline (which
-        follows the link) when that is sooner."""
-        deadline_s = self.deadline_s
-        live = getattr(self.controller, 'deadline_s', None)
+    def _unreadable_limit_passed(
+            self, elapsed_s: float, silent_s: float
+            ) -> tuple[str, tuple[tuple[str, float], ...]] | None:
+        """Why the job must end now that statistics are unreadable, with
+        the numbers; None while it may go on."""
+        link_s = self._link_deadline_s()
+        cap_s = self.deadline_s
+        if link_s is not None and (cap_s is None or link_s < cap_s):
+            cap_s = link_s
+        if cap_s is not None and elapsed_s >= cap_s:
+            return ('deadline of %.0f s passed while job statistics were '
+                    'unreadable for %.0f s' % (cap_s, silent_s),
+                    (('deadline_s', cap_s),))
+        if link_s is not None:
+            return None
+        blind_s = self._blind_timeout_in_force_s()
+        if silent_s >= blind_s:
+            return ('no deadline from the link yet, and %.0f s passed while '
+                    'job statistics were unreadable (blind timeout %.0f s)'
+                    % (silent_s, blind_s),
+                    (('blind_timeout_s', blind_s),))
+        return None
+
+    def _link_deadline_s(self) -> float | None:
+        """The controller's own deadline, when it has one to give.
+
+        Ours derives it from the bandwidth it measures (its ``state``
+        holds None until then, and its ``deadline_s`` is only the cap);
+        another decision maker's ``deadline_s`` is taken as it comes.
+        """
+        try:
+            live = getattr(self.controller, 'deadline_s', None)
+            state = getattr(self.controller, 'state', None)
+        except Exception:  # not started, or no deadline of its own
+            return None
+        if (state is not None and hasattr(state, 'deadline_s')
+                and state.deadline_s is None):
+            return None
         if (isinstance(live, (int, float)) and not isinstance(live, bool)
                 and math.isfinite(live) and live > 0):
-            deadline_s = live if deadline_s is None else min(deadline_s, live)
-        return deadline_s
+            return float(live)
+        return None
+
+    def _blind_timeout_in_force_s(self) -> float:
+        """The blind timeout, never below the controller's deadline floor
+        (the shortest deadline it would give any migration)."""
+        config = getattr(self.controller, 'config', None)
+        floor_s = getattr(config, 'deadline_floor_s', None)
+        if (isinstance(floor_s, (int, float)) and not isinstance(floor_s, bool)
+                and math.isfinite(floor_s) and floor_s > self.blind_timeout_s):
+            return float(floor_s)
+        return self.blind_timeout_s
 
     def _observe(self, sample: samples.JobSample, now_s: float) -> None:
         if sample.is_active:

@@ -1,6 +1,7 @@
 """The monitor loop against a scripted fake domain."""
 
 import logging
+import re
 
 import fixtures
 import testtools
@@ -629,6 +630,250 @@ class TestDeadlineWithoutStatistics(MonitorTestCase):
             self.assertRaises(ValueError, m.MigrationMonitor, domain,
                               ScriptedController(), clock, clock.sleep,
                               poll_interval_s=bad)
+
+
+# libvirt's answer while another call holds the domain's job lock.
+LOCK_TIMEOUT = FakeError('Timed out during operation: cannot acquire state '
+                         'change lock (held by monitor=remoteDispatchDomain'
+                         'GetJobStats)', 68)
+HOUR_S = 3600.0
+
+
+class UnreadableDomain(FakeDomain):
+    """jobStats answers from the script, then fails with a libvirt error
+    for good (or while ``unreadable(now_s)`` says so)."""
+
+    def __init__(self, script=(), unreadable=None, clock=None, **kwargs):
+        super().__init__(script, **kwargs)
+        self.unreadable = unreadable
+        self.clock = clock
+        self.failed_reads = 0
+
+    def jobStats(self, flags=0):
+        if self.unreadable is not None:
+            if not self.unreadable(self.clock()):
+                return running()
+        elif self.script:
+            return super().jobStats(flags)
+        self.failed_reads += 1
+        raise LOCK_TIMEOUT
+
+
+class Records(logging.Handler):
+    """Every record the monitor logs, with its level."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def at(self, level):
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+
+def link_samples(bandwidth_mib_s, count=20):
+    """Running samples of a first pass at ``bandwidth_mib_s``, 0.5 s apart."""
+    total = 320 * MIB
+    found = []
+    for i in range(count):
+        sent = int(i * bandwidth_mib_s * MIB / 2)
+        found.append({'type': 2, 'memory_total': total,
+                      'memory_remaining': total - sent,
+                      'memory_processed': sent, 'memory_iteration': 1,
+                      'data_total': total, 'data_remaining': total - sent,
+                      'data_processed': sent, 'time_elapsed': 500 * i,
+                      'memory_bps': bandwidth_mib_s * MIB})
+    return found
+
+
+def our_controller(**overrides):
+    """Ours as the driver builds it with the default options: the deadline
+    follows the link, at least 120 s, at most 4 h."""
+    settings = dict(deadline_s=14400.0, deadline_link_multiple=8.0,
+                    deadline_floor_s=120.0, transfer_bytes=320 * MIB)
+    settings.update(overrides)
+    return c.Controller(c.ControllerConfig(**settings))
+
+
+class TestStatisticsThatStayUnreadable(MonitorTestCase):
+    """jobStats keeps failing: a bounded number of lines, and an abort by a
+    bound far below the 4 h cap, in pre-copy only."""
+
+    def setUp(self):
+        super().setUp()
+        self.records = Records()
+        log = logging.getLogger('nova_livemig_ext.monitor')
+        log.addHandler(self.records)
+        self.addCleanup(log.removeHandler, self.records)
+        self.clock = FakeClock()
+        self.started_s = self.clock.now_s
+
+    def watcher(self, domain, controller, **kwargs):
+        kwargs.setdefault('deadline_s', 14400.0)
+        return m.MigrationMonitor(domain, controller, self.clock,
+                                  self.clock.sleep, poll_interval_s=0.5,
+                                  errors=ERRORS, **kwargs)
+
+    def an_hour_passed(self):
+        return self.clock.now_s - self.started_s >= HOUR_S
+
+    def aborts(self, report):
+        return [a.decision for a in report.decisions
+                if a.decision.action is A.ABORT]
+
+    def assertWarningsBounded(self, domain, extra=0):
+        """The first failure, then at most a line a minute, and the lines
+        count every failure."""
+        warnings = [w for w in self.records.at(logging.WARNING)
+                    if 'reading job statistics failed' in w]
+        self.assertLessEqual(len(warnings), 1 + HOUR_S / 60 + extra)
+        counted = sum(int(n) for w in warnings
+                      for n in re.findall(r'failed (\d+) times', w))
+        firsts = [w for w in warnings if 'failed:' in w]
+        # Whatever failed after the last line is counted in the next one.
+        self.assertLessEqual(domain.failed_reads - (counted + len(firsts)),
+                             60 / 0.5)
+        return warnings
+
+    def test_an_hour_of_failures_logs_a_line_a_minute(self):
+        domain = UnreadableDomain()
+        monitor = self.watcher(domain, ScriptedController())
+        monitor.watch(self.an_hour_passed)
+        self.assertEqual(7200, domain.failed_reads)
+        warnings = self.assertWarningsBounded(domain)
+        self.assertGreaterEqual(len(warnings), 60)
+        self.assertIn('failed: Timed out during operation', warnings[0])
+        self.assertIn('failed 120 times in the last 60 s (unreadable for '
+                      '60 s)', warnings[1])
+
+    def test_never_readable_aborts_at_the_blind_timeout(self):
+        domain = UnreadableDomain()
+        monitor = self.watcher(domain, ScriptedController())
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {}, 3,
+                                 monitor)
+        self.assertEqual(m.Outcome.ABORTED, report.outcome)
+        self.assertFalse(report.switched_to_postcopy)
+        self.assertEqual(1, domain.calls.count(('abortJob',)))
+        [abort] = self.aborts(report)
+        self.assertGreaterEqual(abort.at_s, m.DEFAULT_BLIND_TIMEOUT_S)
+        self.assertLess(abort.at_s, m.DEFAULT_BLIND_TIMEOUT_S + 1)
+        self.assertIn('while job statistics were unreadable (blind timeout '
+                      '600 s); aborting, the guest keeps running on the '
+                      'source', abort.reason)
+        [error] = self.records.at(logging.ERROR)
+        self.assertIn('no deadline from the link yet', error)
+        self.assertIn('after 1201 failed reads (last error: Timed out '
+                      'during operation', error)
+        self.assertIn('aborting the job, the guest keeps running on the '
+                      'source', error)
+
+    def test_our_controller_without_samples_is_not_left_to_the_cap(self):
+        # Its deadline follows the link it never measured: until then its
+        # deadline is the 4 h cap.
+        domain = UnreadableDomain()
+        controller = our_controller()
+        report = self.watcher(domain, controller).watch(
+            lambda: domain.aborted)
+        [abort] = self.aborts(report)
+        self.assertEqual(14400.0, controller.deadline_s)
+        self.assertLess(abort.at_s, m.DEFAULT_BLIND_TIMEOUT_S + 1)
+        self.assertEqual(1, len(self.records.at(logging.ERROR)))
+
+    def test_a_deadline_floor_above_the_blind_timeout_is_kept(self):
+        domain = UnreadableDomain()
+        report = self.watcher(domain, our_controller(
+            deadline_floor_s=900.0)).watch(lambda: domain.aborted)
+        [abort] = self.aborts(report)
+        self.assertGreaterEqual(abort.at_s, 900.0)
+        self.assertLess(abort.at_s, 901.0)
+
+    def test_the_link_deadline_once_measured(self):
+        # 10 MiB/s: 8 x 320 MiB / 10 MiB/s = 256 s, then silence.
+        domain = UnreadableDomain(link_samples(10))
+        controller = our_controller()
+        report = self.watcher(domain, controller).watch(
+            lambda: domain.aborted)
+        [abort] = self.aborts(report)
+        deadline_s = controller.deadline_s
+        self.assertLess(deadline_s, 300.0)
+        self.assertGreaterEqual(abort.at_s, deadline_s)
+        self.assertLess(abort.at_s, deadline_s + 1)
+        self.assertIn('deadline of %.0f s passed while job statistics were '
+                      'unreadable' % deadline_s, abort.reason)
+
+    def test_a_slow_link_keeps_its_later_deadline(self):
+        # 1 MiB/s: 2560 s.  The blind timeout is for a job with no deadline
+        # from the link, not a cut of one it has.
+        domain = UnreadableDomain(link_samples(1))
+        controller = our_controller()
+        report = self.watcher(domain, controller).watch(
+            lambda: domain.aborted)
+        [abort] = self.aborts(report)
+        self.assertGreater(controller.deadline_s, 2000.0)
+        self.assertGreaterEqual(abort.at_s, controller.deadline_s)
+        self.assertLess(abort.at_s, controller.deadline_s + 1)
+
+    def test_never_aborted_after_the_switch_to_post_copy(self):
+        domain = UnreadableDomain([running()])
+        controller = ScriptedController([[decision(A.START_POSTCOPY)]])
+        monitor = self.watcher(domain, controller, deadline_s=10.0)
+        report = monitor.watch(self.an_hour_passed)
+        self.assertNotIn(('abortJob',), domain.calls)
+        self.assertEqual([], self.aborts(report))
+        self.assertEqual([], self.records.at(logging.ERROR))
+        said = [w for w in self.records.at(logging.WARNING)
+                if 'not aborting' in w]
+        self.assertEqual(1, len(said))
+        self.assertIn('switched to post-copy', said[0])
+        self.assertWarningsBounded(domain)
+
+    def test_post_copy_seen_on_the_source_is_never_aborted(self):
+        # Switched by someone else: the source's state says so.
+        domain = UnreadableDomain()
+        domain.state = lambda flags=0: [
+            m.VIR_DOMAIN_PAUSED, m.postcopy.VIR_DOMAIN_PAUSED_POSTCOPY]
+        self.watcher(domain, ScriptedController(), deadline_s=10.0).watch(
+            self.an_hour_passed)
+        self.assertNotIn(('abortJob',), domain.calls)
+        self.assertEqual([], self.records.at(logging.ERROR))
+
+    def test_failures_that_pass_are_not_a_blind_job(self):
+        # Five minutes unreadable, then one read, again and again.
+        period_s = 300.0
+
+        def unreadable(now_s):
+            return (now_s - self.started_s) % period_s < period_s - 1
+
+        domain = UnreadableDomain(unreadable=unreadable, clock=self.clock)
+        report = self.watcher(domain, ScriptedController()).watch(
+            self.an_hour_passed)
+        self.assertEqual([], self.aborts(report))
+        self.assertWarningsBounded(domain, extra=HOUR_S / period_s)
+        again = [i for i in self.records.at(logging.INFO)
+                 if 'readable again' in i]
+        self.assertEqual(HOUR_S / period_s, len(again))
+        self.assertIn('readable again after 299.0 s (598 failed reads)',
+                      again[0])
+
+    def test_a_refused_abort_is_tried_again_at_the_bounded_rate(self):
+        domain = UnreadableDomain(
+            fail={'abortJob': FakeError('cannot abort', 55)})
+        report = self.watcher(domain, ScriptedController()).watch(
+            self.an_hour_passed)
+        tries = domain.calls.count(('abortJob',))
+        # At 600 s, then once a minute until the hour is over.
+        self.assertEqual(50, tries)
+        self.assertFalse(any(a.applied for a in report.decisions))
+        self.assertEqual(1, len(self.records.at(logging.ERROR)))
+        self.assertLessEqual(len(self.records.at(logging.WARNING)),
+                             2 * (1 + HOUR_S / 60))
+
+    def test_blind_timeout_must_be_a_number(self):
+        for bad in (float('nan'), float('inf'), 0, -1):
+            self.assertRaises(ValueError, self.watcher, FakeDomain([]),
+                              ScriptedController(), blind_timeout_s=bad)
 
 
 class SimDomain:
