@@ -97,9 +97,14 @@ class Row:
     curve: tuple[tuple[float, float], ...]
     marks: tuple[tuple[float, str], ...]
     rungs: tuple[str, ...]
-    # The guest's work lost: its longest heartbeat gap plus throttle x time
-    # (from QEMU's reported throttle at every poll).
+    # The guest's work lost, by its own counters (appmetrics: its
+    # application's throughput deficit over the migration and the settle
+    # time), and the model's figure beside it: the longest heartbeat gap
+    # plus throttle x time (QEMU's reported throttle at every poll).
     guest_work_lost_s: float = 0.0
+    model_work_lost_s: float = 0.0
+    # The application's own view (latencies for a server), when it has one.
+    app: dict[str, object] | None = None
     # What the monitor alone can say (an upper bound after post-copy), and
     # what our controller predicted before acting.
     monitor_unavailable_s: float | None = None
@@ -122,7 +127,11 @@ def _row(scenario: Scenario, done: controlled.ControlledMigration) -> Row:
                report.downtime_ms, done.result.max_heartbeat_gap_s,
                done.result.integrity.ok, done.result.integrity.host, curve, marks,
                tuple(rung for rung, _ in report.rungs_used),
-               guest_work_lost_s=round(done.result.max_heartbeat_gap_s + throttle_s, 2),
+               guest_work_lost_s=round(
+                   done.result.app_cost.work_lost_s if done.result.app_cost is not None
+                   else done.result.max_heartbeat_gap_s + throttle_s, 2),
+               model_work_lost_s=round(done.result.max_heartbeat_gap_s + throttle_s, 2),
+               app=None if done.result.app_cost is None else done.result.app_cost.as_dict(),
                monitor_unavailable_s=(None if done.guest is None
                                       else done.guest.longest_unavailable_s),
                predicted_unavailable_s=(None if done.predicted_guest is None
@@ -144,7 +153,7 @@ def table(rows: list[Row]) -> str:
     least_gap = min((r.guest_pause_s for r in done), default=None)
     least_lost = min((r.guest_work_lost_s for r in done), default=None)
     head = (f"{'run':17} {'outcome':10} {'total':>6} {'downtime':>9} "
-            f"{'unavailable':>12} {'work lost':>10} {'vs least':>12}  guest")
+            f"{'unavailable':>12} {'work lost':>10} {'(model)':>8} {'vs least':>12}  guest")
     lines = [head, "-" * len(head)]
     for r in rows:
         downtime = "-" if r.downtime_ms is None else f"{r.downtime_ms:.0f} ms"
@@ -152,8 +161,8 @@ def table(rows: list[Row]) -> str:
         versus = (f"{_times(r.guest_pause_s, least_gap)}/"
                   f"{_times(r.guest_work_lost_s, least_lost)}")
         lines.append(f"{r.name:17} {r.outcome:10} {r.total_s:5.1f}s {downtime:>9} "
-                     f"{r.guest_pause_s:11.2f}s {r.guest_work_lost_s:9.2f}s {versus:>12}  "
-                     f"{intact}, {r.guest_on}")
+                     f"{r.guest_pause_s:11.2f}s {r.guest_work_lost_s:9.2f}s "
+                     f"{r.model_work_lost_s:7.2f}s {versus:>12}  {intact}, {r.guest_on}")
     return "\n".join(lines)
 
 

@@ -38,7 +38,10 @@ FATAL_MARKERS = ("Kernel panic", "BUG:", "Oops", "general protection fault", "BA
 PATTERNS = ("steady", "bursty", "growing", "random")
 # The dirtier's own settings for a pattern (tools/lab/dirtier.c).
 PATTERN_SETTINGS = frozenset({"BURST_ON_MS", "BURST_OFF_MS", "START_MB", "GROW_MB_S",
-                              "HOT_PCT"})
+                              "HOT_PCT", "STEP_AT_S", "STEP_RATE", "WORK_ITERS",
+                              "REQ_RATE", "REQ_ITERS"})
+# The application beside the writer, which counts its own service.
+APPS = ("none", "cpu", "server")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,22 +54,28 @@ class Pattern:
 
     name: str = "steady"
     settings: tuple[tuple[str, int], ...] = ()
+    app: str = "none"
 
     def __post_init__(self) -> None:
         if self.name not in PATTERNS:
             raise LabError(f"unknown guest pattern {self.name!r}: one of {', '.join(PATTERNS)}")
+        if self.app not in APPS:
+            raise LabError(f"unknown guest application {self.app!r}: one of {', '.join(APPS)}")
         for key, value in self.settings:
             if key not in PATTERN_SETTINGS or not isinstance(value, int) or value < 0:
                 raise LabError(f"bad guest pattern setting {key}={value!r}: one of "
                                f"{', '.join(sorted(PATTERN_SETTINGS))}, a whole number >= 0")
 
     def words(self) -> str:
-        return " ".join([f"PATTERN={self.name}"] + [f"{k}={v}" for k, v in self.settings])
+        app = [] if self.app == "none" else [f"APP={self.app}"]
+        return " ".join([f"PATTERN={self.name}"] + app
+                        + [f"{k}={v}" for k, v in self.settings])
 
     def describe(self) -> str:
+        name = self.name if self.app == "none" else f"{self.name} + {self.app} app"
         if not self.settings:
-            return self.name
-        return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.settings)})"
+            return name
+        return f"{name} ({', '.join(f'{k}={v}' for k, v in self.settings)})"
 
 
 STEADY = Pattern()

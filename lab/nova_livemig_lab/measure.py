@@ -17,7 +17,7 @@ from typing import Any
 
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_ext import native
-from nova_livemig_lab import network, system
+from nova_livemig_lab import appmetrics, network, system
 from nova_livemig_lab.config import HostSpec, LabConfig
 from nova_livemig_lab.errors import LabError
 
@@ -91,6 +91,8 @@ class MigrationResult:
     integrity: IntegrityReport
     # The libvirt daemons the lab ran (libvirt_build): both report 11.3.0.
     libvirt_build: str = ""
+    # What the guest's application lost, by its own counters (appmetrics).
+    app_cost: appmetrics.AppCost | None = None
 
     @property
     def completed(self) -> bool:
@@ -418,7 +420,8 @@ def migrate_and_measure(config: LabConfig, guest: lab_guest.Guest, flags: int,
         max_heartbeat_gap_s=gap_s, max_gap_started_at_s=gap_at_s,
         integrity=assess_integrity(guest.lines(), guest.heartbeats(), final.name, run.ended_s,
                                    settle_s),
-        libvirt_build=config.libvirt.name)
+        libvirt_build=config.libvirt.name,
+        app_cost=appmetrics.cost(guest.lines(), run.started_s, run.ended_s + settle_s))
 
 
 def summary(result: MigrationResult) -> dict[str, Any]:
@@ -443,6 +446,7 @@ def summary(result: MigrationResult) -> dict[str, Any]:
         "integrity_reasons": list(result.integrity.reasons),
         "bad_pages": result.integrity.bad_pages,
         "libvirt_build": result.libvirt_build,
+        "app_cost": None if result.app_cost is None else result.app_cost.as_dict(),
     }
 
 

@@ -4,7 +4,9 @@ The lab guest is a 320 MiB TCG guest; the link is about 14.4 MB/s. Three of
 these workloads are beyond what pre-copy alone can move over that link (the
 demo's steady writer, a bursty writer and a growing working set), one writes
 just under the link's speed, and one writes slowly at random pages and
-converges on its own: a controller must leave that one alone.
+converges on its own: a controller must leave that one alone. Three carry an
+application that counts its own service (a CPU-bound worker, a latency
+server) or change their rate mid-migration (step-up).
 """
 from __future__ import annotations
 
@@ -42,6 +44,15 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("near-link", 120, 14),
     # 3 MB/s at random pages of 120 MB: converges in a few passes.
     Workload("slow-random", 120, 3, Pattern("random"), converges=True),
+    # A CPU-bound worker beside a 20 MB/s writer: what throttling costs is
+    # its own work units, counted by itself.
+    Workload("cpu-bound", 120, 20, Pattern("steady", app="cpu")),
+    # A latency-sensitive server (200 requests a second, open loop) beside a
+    # 20 MB/s writer: its p99 and longest stall over the migration.
+    Workload("latency-server", 120, 20, Pattern("steady", app="server")),
+    # 8 MB/s, which pre-copy almost keeps up with, stepping up to 40 MB/s
+    # 15 s after the guest program started (a few seconds into pre-copy).
+    Workload("step-up", 120, 8, Pattern("steady", (("STEP_AT_S", 15), ("STEP_RATE", 40)))),
 )}
 
 

@@ -27,6 +27,25 @@
  *   random   pages picked at random over the whole working set; HOT_PCT of
  *            the writes go to the first tenth of it (0: uniform).
  *
+ * STEP_RATE (MB/s), when set, replaces DIRTY_RATE once the program has run
+ * STEP_AT_S seconds: a writer whose rate steps up (or down) mid-migration.
+ *
+ * An application beside the writer (APP), which reports the service it
+ * gets, so that what a migration costs is counted by the guest itself:
+ *
+ *   none     only the writer and the checker (the default);
+ *   cpu      a CPU-bound worker: for the rest of every tick it computes
+ *            work units (WORK_ITERS rounds of a hash each) and the
+ *            heartbeat carries the total, " work=<units>";
+ *   server   a latency-sensitive server loop: requests arrive at REQ_RATE a
+ *            second on a fixed schedule, whatever happens to the guest
+ *            (open loop: a stall queues them, as clients would), each takes
+ *            REQ_ITERS rounds of a hash, and its latency runs from its
+ *            scheduled arrival to its completion.  The heartbeat carries
+ *            " req=<served> lat=<longest in this tick, us> lh=<i>:<n>,...":
+ *            the tick's latencies in buckets, four per power of two of a
+ *            microsecond (bucket i holds [(4+i%4)<<(i/4)>>2, next) us).
+ *
  * Settings come from the environment (the kernel passes unknown
  * command-line words such as DIRTY_MB=200 to /init, which exports them).
  */
@@ -51,6 +70,22 @@ struct shadow {
 };
 
 enum pattern { STEADY, BURSTY, GROWING, RANDOM };
+enum app { APP_NONE, APP_CPU, APP_SERVER };
+
+#define LAT_BUCKETS 128
+
+struct application {
+	enum app kind;
+	uint64_t work_iters;
+	uint64_t work_units;
+	uint64_t req_interval_ns;
+	uint64_t req_iters;
+	uint64_t next_req_ns;
+	uint64_t served;
+	uint64_t tick_max_ns;
+	uint32_t hist[LAT_BUCKETS];
+	uint64_t sink;
+};
 
 struct workload {
 	enum pattern pattern;
@@ -84,6 +119,8 @@ static uint64_t env_u64(const char *name, uint64_t fallback)
 		return fallback;
 	return value;
 }
+
+static void sleep_until(uint64_t deadline_ns);
 
 static uint64_t now_ns(void)
 {
@@ -232,6 +269,99 @@ static enum pattern parse_pattern(const char *text)
 	exit(1);
 }
 
+static enum app parse_app(const char *text)
+{
+	if (text == NULL || strcmp(text, "none") == 0)
+		return APP_NONE;
+	if (strcmp(text, "cpu") == 0)
+		return APP_CPU;
+	if (strcmp(text, "server") == 0)
+		return APP_SERVER;
+	printf("FATAL unknown APP=%s (none, cpu, server)\n", text);
+	exit(1);
+}
+
+/* `iters` rounds of a hash: the unit of work of both applications. */
+static uint64_t crunch(uint64_t seed, uint64_t iters)
+{
+	uint64_t x = seed | 1;
+
+	for (uint64_t i = 0; i < iters; i++) {
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+	}
+	return x;
+}
+
+static unsigned latency_bucket(uint64_t ns)
+{
+	uint64_t us = ns / 1000ull;
+	unsigned b;
+
+	if (us == 0)
+		return 0;
+	b = 63u - (unsigned)__builtin_clzll(us);
+	b = b * 4u + (unsigned)(((us << 2) >> b) & 3u);
+	return b < LAT_BUCKETS ? b : LAT_BUCKETS - 1;
+}
+
+/* Run the application until `deadline_ns` (the next heartbeat). */
+static void run_app(struct application *a, uint64_t deadline_ns)
+{
+	if (a->kind == APP_CPU) {
+		while (now_ns() < deadline_ns) {
+			a->sink += crunch(a->work_units, a->work_iters);
+			a->work_units++;
+		}
+		return;
+	}
+	if (a->kind != APP_SERVER)
+		return;
+	for (;;) {
+		uint64_t now = now_ns();
+
+		if (a->next_req_ns <= now) {
+			uint64_t latency;
+
+			a->sink += crunch(a->served, a->req_iters);
+			latency = now_ns() - a->next_req_ns;
+			a->hist[latency_bucket(latency)]++;
+			if (latency > a->tick_max_ns)
+				a->tick_max_ns = latency;
+			a->served++;
+			a->next_req_ns += a->req_interval_ns;
+			continue;
+		}
+		if (now >= deadline_ns)
+			return;
+		sleep_until(a->next_req_ns < deadline_ns ? a->next_req_ns : deadline_ns);
+	}
+}
+
+/* The application's part of the heartbeat line (the tick's latencies). */
+static void print_app(struct application *a)
+{
+	const char *sep = "";
+
+	if (a->kind == APP_CPU) {
+		printf(" work=%llu", (unsigned long long)a->work_units);
+		return;
+	}
+	if (a->kind != APP_SERVER)
+		return;
+	printf(" req=%llu lat=%llu lh=", (unsigned long long)a->served,
+	       (unsigned long long)(a->tick_max_ns / 1000ull));
+	for (unsigned i = 0; i < LAT_BUCKETS; i++) {
+		if (a->hist[i] == 0)
+			continue;
+		printf("%s%u:%u", sep, i, a->hist[i]);
+		sep = ",";
+		a->hist[i] = 0;
+	}
+	a->tick_max_ns = 0;
+}
+
 static void check_pages(struct workload *w, size_t count)
 {
 	for (size_t i = 0; i < count; i++) {
@@ -279,10 +409,19 @@ int main(void)
 	uint64_t check_rate_mb_s = env_u64("CHECK_RATE", 20);
 	uint64_t pages_per_tick = dirty_rate_mb_s * MB / PAGE_BYTES / 10;
 	uint64_t checks_per_tick = check_rate_mb_s * MB / PAGE_BYTES / 10;
+	uint64_t step_at_ns = env_u64("STEP_AT_S", 0) * 1000000000ull;
+	uint64_t step_rate_mb_s = env_u64("STEP_RATE", dirty_rate_mb_s);
+	uint64_t step_pages_per_tick = step_rate_mb_s * MB / PAGE_BYTES / 10;
 	struct workload w;
+	struct application a;
 	uint64_t start_ns, next_ns, seq = 0;
 
 	memset(&w, 0, sizeof(w));
+	memset(&a, 0, sizeof(a));
+	a.kind = parse_app(getenv("APP"));
+	a.work_iters = env_u64("WORK_ITERS", 20000);
+	a.req_iters = env_u64("REQ_ITERS", 2000);
+	a.req_interval_ns = 1000000000ull / (env_u64("REQ_RATE", 200) ? env_u64("REQ_RATE", 200) : 1);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	w.pattern = parse_pattern(getenv("PATTERN"));
 	w.burst_on_ns = env_u64("BURST_ON_MS", 3000) * 1000000ull;
@@ -295,24 +434,36 @@ int main(void)
 	w.rng = 0x9E3779B97F4A7C15ull;
 	if (allocate(&w, dirty_mb) != 0)
 		return 1;
-	printf("READY pages=%zu dirty_mb=%llu dirty_rate=%llu check_rate=%llu pattern=%s\n",
+	printf("READY pages=%zu dirty_mb=%llu dirty_rate=%llu check_rate=%llu pattern=%s"
+	       " app=%s\n",
 	       w.page_count, (unsigned long long)dirty_mb,
 	       (unsigned long long)dirty_rate_mb_s, (unsigned long long)check_rate_mb_s,
-	       getenv("PATTERN") ? getenv("PATTERN") : "steady");
+	       getenv("PATTERN") ? getenv("PATTERN") : "steady",
+	       getenv("APP") ? getenv("APP") : "none");
 	start_ns = now_ns();
 	next_ns = start_ns;
+	a.next_req_ns = start_ns;
 	for (;;) {
-		dirty_pages(&w, pages_per_tick, now_ns() - start_ns);
+		uint64_t elapsed_ns = now_ns() - start_ns;
+
+		dirty_pages(&w, step_at_ns && elapsed_ns >= step_at_ns ? step_pages_per_tick
+			    : pages_per_tick, elapsed_ns);
 		check_pages(&w, checks_per_tick);
-		printf("HB seq=%llu bad=%llu written=%llu checked=%llu ms=%llu\n",
+		printf("HB seq=%llu bad=%llu written=%llu checked=%llu ms=%llu",
 		       (unsigned long long)seq++, (unsigned long long)w.bad_pages,
 		       (unsigned long long)w.written_bytes,
 		       (unsigned long long)w.checked_bytes,
 		       (unsigned long long)((now_ns() - start_ns) / 1000000ull));
+		print_app(&a);
+		printf("\n");
 		next_ns += TICK_NS;
-		/* After a pause (migration, throttling) do not try to catch up. */
+		/* After a pause (migration, throttling) the writer does not try to
+		 * catch up; the server's requests, scheduled in advance, do queue. */
 		if (now_ns() > next_ns + TICK_NS)
 			next_ns = now_ns();
-		sleep_until(next_ns);
+		if (a.kind == APP_NONE)
+			sleep_until(next_ns);
+		else
+			run_app(&a, next_ns);
 	}
 }
