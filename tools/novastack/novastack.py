@@ -5,7 +5,7 @@ Run with the stack's own virtualenv (tools/novastack/stack.sh does)::
 
     stack.sh up [--no-computes] [--driver ext|stock]   control plane (+ computes)
     stack.sh computes up|down|restart [--driver ext|stock]
-             [--set SECTION.OPTION=VALUE ...] [--var LIVEMIG_EXT_<OPTION>=VALUE ...]
+             [--set [HOST:]SECTION.OPTION=VALUE ...] [--var LIVEMIG_EXT_<OPTION>=VALUE ...]
     stack.sh images                                     lab guest images + flavors
     stack.sh status
     stack.sh down
@@ -16,7 +16,12 @@ nova-conductor, nova-scheduler and one nova-compute per lab host.  No keystone:
 nova-api and glance-api run their keystone pipelines with the ``authtoken``
 filter replaced by novastack_auth (fixed admin identity), placement runs
 ``noauth2`` and neutron ``noauth``.  Every service is started in its own
-process group and stopped by group (SIGTERM, then SIGKILL).
+process group.  It is stopped the way devstack's units stop it
+(``KillMode=process``): SIGTERM to its main process, which stops its own
+children, then whatever of its group outlived it; SIGKILL only past a timeout.
+
+Each compute reads ``nova.conf``, then its own file (rewritten at each start),
+then ``<its file>.local`` when that exists: the operator's, never written.
 """
 from __future__ import annotations
 
@@ -65,6 +70,16 @@ EPMD_PORT = 4369
 ENDPOINTS = {name: f"http://{HOST_ADDRESS}:{port}" for name, port in PORTS.items()}
 
 STOP_TIMEOUT_S = 10.0
+# What is left of a group once its main process exited (helpers that did not
+# follow it) gets this long after SIGTERM before SIGKILL.
+GROUP_STOP_TIMEOUT_S = 5.0
+# nova-compute's own graceful shutdown (Nova 34: 180 s, of which up to 160 s
+# for in-progress tasks), shortened for a stack on one machine: in-progress
+# tasks get 5 s, cleanup_host its 20 s; nova-compute exits by itself at
+# graceful_shutdown_timeout.  The stack waits that long and this much more.
+COMPUTE_GRACEFUL_SHUTDOWN_S = 30
+COMPUTE_MANAGER_SHUTDOWN_S = 25
+COMPUTE_STOP_MARGIN_S = 10.0
 DRIVERS = {"ext": "livemig_ext.LibvirtLiveMigExtDriver", "stock": "libvirt.LibvirtDriver"}
 DATABASES = ("nova_api", "nova", "nova_cell0", "placement", "glance", "neutron")
 CONTROL_SERVICES = ("epmd", "rabbitmq", "mariadb", "placement-api", "neutron-api",
@@ -116,6 +131,19 @@ def nova_conf_path() -> Path:
 
 def compute_conf_path(host: lab_config.HostSpec) -> Path:
     return ETC / "nova" / f"nova-compute-{host.name}.conf"
+
+
+def compute_local_conf_path(host: lab_config.HostSpec) -> Path:
+    """The operator's own file for one compute: read last, never written here."""
+    return compute_conf_path(host).with_name(compute_conf_path(host).name + ".local")
+
+
+def compute_conf_files(host: lab_config.HostSpec) -> list[Path]:
+    """The files nova-compute reads, in order: later ones win."""
+    files = [nova_conf_path(), compute_conf_path(host)]
+    if compute_local_conf_path(host).is_file():
+        files.append(compute_local_conf_path(host))
+    return files
 
 
 def compute_state_path(host: lab_config.HostSpec) -> Path:
@@ -207,19 +235,44 @@ def _replace_authtoken(paste: str) -> str:
     return text
 
 
+def parse_overrides(items: list[str], hosts: list[lab_config.HostSpec]
+                    ) -> dict[str, list[tuple[str, str, str]]]:
+    """``--set`` items by host name: ``SECTION.OPTION=VALUE`` for every
+    compute, ``HOST:SECTION.OPTION=VALUE`` for that lab host's alone."""
+    names = [host.name for host in hosts]
+    found: dict[str, list[tuple[str, str, str]]] = {name: [] for name in names}
+    for item in items:
+        key, sep, value = item.partition("=")
+        target, colon, key = key.rpartition(":")
+        section, _, option = key.rpartition(".")
+        if not sep or not section or not option:
+            raise StackError(f"--set {item!r}: expected [HOST:]SECTION.OPTION=VALUE")
+        if colon and target not in found:
+            raise StackError(f"--set {item!r}: no lab host {target!r} "
+                             f"(the hosts are {', '.join(names)})")
+        for name in ([target] if colon else names):
+            found[name].append((section, option, value))
+    return found
+
+
 def write_compute_conf(host: lab_config.HostSpec, driver: str, overrides: list[str],
                        plugin_vars: dict[str, str]) -> Path:
-    """The compute's own file: libvirt host, paths, privsep, then the plugin's options."""
+    """The compute's own file: libvirt host, paths, privsep, then the plugin's options,
+    then ``--set`` (for every compute, or ``HOST:`` for this one)."""
     path = compute_conf_path(host)
+    settings = parse_overrides(overrides, LAB.hosts)[host.name]
     other = LAB.other(host)
     state_path = compute_state_path(host)
-    helper = f"{BIN / 'privsep-helper'} --config-file {nova_conf_path()} --config-file {path}"
+    helper = " ".join([str(BIN / "privsep-helper")] + [
+        f"--config-file {conf}" for conf in compute_conf_files(host)])
     write_ini(path, {
         "DEFAULT": {"host": host.hostname, "state_path": state_path,
                     "instances_path": INSTANCES_PATH, "compute_driver": DRIVERS["stock"],
                     "log_file": LOG_DIR / f"nova-compute-{host.name}.log",
                     "reserved_host_memory_mb": 512, "heal_instance_info_cache_interval": -1,
-                    "update_resources_interval": 20},
+                    "update_resources_interval": 20,
+                    "graceful_shutdown_timeout": COMPUTE_GRACEFUL_SHUTDOWN_S,
+                    "manager_shutdown_timeout": COMPUTE_MANAGER_SHUTDOWN_S},
         "libvirt": {"virt_type": "qemu", "cpu_mode": "none", "connection_uri": host.uri,
                     "live_migration_scheme": "tcp",
                     "live_migration_inbound_addr": host.link_address,
@@ -241,13 +294,35 @@ def write_compute_conf(host: lab_config.HostSpec, driver: str, overrides: list[s
         iniset(path, "livemig_ext", "postcopy_resume", "patched")
     if driver == "stock":
         iniset(path, "DEFAULT", "compute_driver", DRIVERS["stock"])
-    for item in overrides:
-        key, _, value = item.partition("=")
-        section, _, option = key.rpartition(".")
-        if not section or not option or not _:
-            raise StackError(f"--set {item!r}: expected SECTION.OPTION=VALUE")
+    for section, option, value in settings:
         iniset(path, section, option, value)
+    _stamp(path, compute_local_conf_path(host))
     return path
+
+
+def _stamp(path: Path, local: Path) -> None:
+    """Say at the top of a generated file that it is rewritten, and where edits go."""
+    text = path.read_text()
+    path.write_text(
+        f"# Written by tools/novastack at each 'computes up': edits here are lost.\n"
+        f"# Put your own options in {local} (read after this file, never written).\n"
+        + text)
+
+
+def compute_stop_timeout_s(host: lab_config.HostSpec) -> float:
+    """How long nova-compute may take to stop: its graceful_shutdown_timeout
+    (from the files it reads) plus a margin; Nova exits by itself by then."""
+    parser = configparser.RawConfigParser(interpolation=None, strict=False)
+    timeout_s = float(COMPUTE_GRACEFUL_SHUTDOWN_S)
+    with contextlib.suppress(configparser.Error, OSError):
+        parser.read(compute_conf_files(host))
+        text = parser.get("DEFAULT", "graceful_shutdown_timeout", fallback=None)
+        if text is not None and text.strip().isdigit():
+            timeout_s = float(text)
+    if timeout_s <= 0:
+        # 0 is "wait forever" in oslo.service: the stack does not.
+        timeout_s = float(COMPUTE_GRACEFUL_SHUTDOWN_S)
+    return timeout_s + COMPUTE_STOP_MARGIN_S
 
 
 def _devstack(phase: str, conf: Path, enable_driver: bool = True,
@@ -314,17 +389,45 @@ def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None,
     return proc.pid
 
 
-def stop(*names: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the services' process groups together; SIGKILL what outlives timeout_s."""
+def stop(*names: str, timeout_s: float = STOP_TIMEOUT_S,
+         timeouts: dict[str, float] | None = None) -> None:
+    """Stop services together, each the way devstack's units do (KillMode=process).
+
+    SIGTERM goes to each service's main process only: nova-compute's privsep
+    daemons are in its process group (oslo.privsep keeps them there) and must
+    outlive its graceful shutdown, which they serve; they exit when it closes
+    their socket.  A main process still there after its timeout (``timeouts``
+    by name, else ``timeout_s``) is killed; then what is left of each group
+    gets SIGTERM, and SIGKILL after GROUP_STOP_TIMEOUT_S.
+    """
     groups = {name: pid for name in names if (pid := service_pid(name)) is not None}
     for pid in groups.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    started = time.monotonic()
+    waiting = dict(groups)
+    while waiting:
+        for name, pid in list(waiting.items()):
+            if _proc_start_time(pid) is None:
+                del waiting[name]
+            elif time.monotonic() - started >= (timeouts or {}).get(name, timeout_s):
+                log("%s (pid %d) still running %.0f s after SIGTERM: SIGKILL", name, pid,
+                    time.monotonic() - started)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                del waiting[name]
+        if waiting:
+            time.sleep(0.1)
+    left = [pid for pid in groups.values() if _group_alive(pid)]
+    for pid in left:
         _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_group_alive(p) for p in groups.values()):
-        time.sleep(0.2)
+    deadline = time.monotonic() + GROUP_STOP_TIMEOUT_S
+    while time.monotonic() < deadline and any(_group_alive(p) for p in left):
+        time.sleep(0.1)
     for name, pid in groups.items():
         if _group_alive(pid):
-            log("%s (group %d) ignored SIGTERM for %.0f s: SIGKILL", name, pid, timeout_s)
+            log("%s: its group %d ignored SIGTERM for %.0f s: SIGKILL", name, pid,
+                GROUP_STOP_TIMEOUT_S)
             _signal_group(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_group_alive(p) for p in groups.values()):
@@ -682,12 +785,18 @@ def start_computes(driver: str, overrides: list[str],
     INSTANCES_PATH.mkdir(parents=True, exist_ok=True)
     for host in LAB.hosts:
         compute_state_path(host).mkdir(parents=True, exist_ok=True)
-        conf = write_compute_conf(host, driver, overrides, plugin_vars or {})
+        write_compute_conf(host, driver, overrides, plugin_vars or {})
         log_file = LOG_DIR / f"{compute_name(host)}.log"
+        files = compute_conf_files(host)
         with open(log_file, "a") as out:
-            out.write(f"--- novastack: starting with driver {DRIVERS[driver]} ---\n")
-        spawn(compute_name(host), [str(BIN / "nova-compute"), "--config-file",
-                                   str(nova_conf_path()), "--config-file", str(conf)])
+            out.write(f"--- novastack: starting with driver {DRIVERS[driver]}, "
+                      f"reading {' '.join(map(str, files))} ---\n")
+        if compute_local_conf_path(host) in files:
+            log("%s also reads %s", compute_name(host), compute_local_conf_path(host))
+        cmd = [str(BIN / "nova-compute")]
+        for conf in files:
+            cmd += ["--config-file", str(conf)]
+        spawn(compute_name(host), cmd)
     hostnames = {host.hostname for host in LAB.hosts}
     wait_for("both nova-compute services", _services_up({"nova-compute"}, hostnames), 180)
     run([str(BIN / "nova-manage"), "--config-file", str(nova_conf_path()), "cell_v2",
@@ -719,7 +828,8 @@ def _hypervisors_up(hostnames: set[str]):  # noqa
 
 
 def stop_computes() -> None:
-    stop(*(compute_name(host) for host in LAB.hosts))
+    stop(*(compute_name(host) for host in LAB.hosts),
+         timeouts={compute_name(host): compute_stop_timeout_s(host) for host in LAB.hosts})
 
 
 def destroy_nova_domains() -> list[str]:
@@ -899,6 +1009,8 @@ def status() -> dict[str, object]:
             "pid": pid, "pss_mib": _pss_mib(_group_members(pid))}
     listening = listeners()
     return {"state_dir": str(STATE), "services": services,
+            "compute_conf_files": {compute_name(h): [str(f) for f in compute_conf_files(h)]
+                                   for h in LAB.hosts},
             "pss_mib_total": round(sum(s["pss_mib"] for s in services.values()  # type: ignore
                                        if s is not None), 1),
             "listening": listening, "listening_beyond_loopback": non_loopback(listening),
@@ -933,12 +1045,23 @@ def reset() -> None:
     if result["still_running"]:
         raise StackError(f"cannot reset, still running: {result['still_running']}")
     for path in (MYSQL_DATA, RABBIT_DIR, GLANCE_DIR, STATE / "nova", STATE / "neutron",
-                 ETC, RUN, STATE / "db-synced", INSTANCES_PATH,
+                 RUN, STATE / "db-synced", INSTANCES_PATH,
                  *(compute_state_path(h) for h in LAB.hosts)):
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+    # The operator's .local files are theirs: everything else in etc goes.
+    keep = {compute_local_conf_path(h) for h in LAB.hosts}
+    if ETC.is_dir():
+        for path in sorted(ETC.rglob("*"), reverse=True):
+            if path in keep:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            else:
+                path.unlink()
 
 
 def main(argv: list[str]) -> int:
@@ -947,12 +1070,13 @@ def main(argv: list[str]) -> int:
     up = sub.add_parser("up")
     up.add_argument("--no-computes", action="store_true")
     up.add_argument("--driver", default="ext", choices=sorted(DRIVERS))
-    up.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE")
+    up.add_argument("--set", action="append", default=[], metavar="[HOST:]SECTION.OPTION=VALUE")
     up.add_argument("--var", action="append", default=[], metavar="LIVEMIG_EXT_X=VALUE")
     computes = sub.add_parser("computes")
     computes.add_argument("action", choices=("up", "down", "restart"))
     computes.add_argument("--driver", default="ext", choices=sorted(DRIVERS))
-    computes.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE")
+    computes.add_argument("--set", action="append", default=[],
+                          metavar="[HOST:]SECTION.OPTION=VALUE")
     computes.add_argument("--var", action="append", default=[], metavar="LIVEMIG_EXT_X=VALUE")
     images = sub.add_parser("images")
     images.add_argument("--dirty-mb", type=int, default=120)
@@ -965,6 +1089,8 @@ def main(argv: list[str]) -> int:
         ini.add_argument(arg)
     args = parser.parse_args(argv)
     try:
+        # A bad --set must not leave the computes stopped.
+        parse_overrides(getattr(args, "set", []), LAB.hosts)
         if args.command == "up":
             start_control_plane()
             if not args.no_computes:

@@ -5,7 +5,7 @@
 #   tools/novastack/stack.sh install             packages + the stack's virtualenv
 #   tools/novastack/stack.sh up [--no-computes] [--driver ext|stock]
 #   tools/novastack/stack.sh computes up|down|restart [--driver ext|stock]
-#                                                [--set SECTION.OPTION=VALUE ...]
+#                                                [--set [a:|b:]SECTION.OPTION=VALUE ...]
 #                                                [--var LIVEMIG_EXT_<OPTION>=VALUE ...]
 #   tools/novastack/stack.sh images [--dirty-mb N] [--dirty-rate MB_S]
 #   tools/novastack/stack.sh status | down | reset
