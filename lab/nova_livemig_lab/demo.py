@@ -270,6 +270,9 @@ def compare(cfg: LabConfig, out_dir: Path, workload: workloads.Workload,
     for each run only. "vs least" in the table is each run's distance from
     the least any of them achieved on this workload."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The guest program as it is in this checkout (a no-op when unchanged):
+    # an older one would ignore the workload's application.
+    image.build_initramfs(cfg)
     rows: list[Row] = []
     link_mb_s = None
     for scenario in chosen or alternatives():
@@ -285,8 +288,14 @@ def compare(cfg: LabConfig, out_dir: Path, workload: workloads.Workload,
         rows.append(_row(scenario, done))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
-    print(f"{workload.describe()}; link {link_mb_s} MB/s")
+    print(f"{workload.describe()}; link {link_mb_s} MB/s; {cfg.libvirt.name}")
     print(table(rows))
+    for row in rows:
+        if row.app is not None and row.app.get("latency_p99_ms") is not None:
+            print(f"{row.name}: {row.app['requests']} requests in "
+                  f"{row.app['window_s']:.0f} s, latency p50 {row.app['latency_p50_ms']:.1f} ms, "
+                  f"p99 {row.app['latency_p99_ms']:.1f} ms, p99.9 "
+                  f"{row.app['latency_p999_ms']:.1f} ms, max {row.app['latency_max_ms']:.1f} ms")
     results = out_dir / f"compare-{workload.name}.json"
     safefile.atomic_write(results, json.dumps(
         {"link_mb_s": link_mb_s, "workload": workload.describe(),
