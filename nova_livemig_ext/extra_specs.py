@@ -26,14 +26,19 @@ class LivemigExtValidator(base.ExtraSpecValidator):
     """Nova's validator, whose value check is our parser."""
 
     def validate(self, name, value):
-        super().validate(name, value)
+        # Ours first: Nova's own check repeats a bad value as it is, and
+        # ours shows it escaped and cut short (it goes back in the API's
+        # answer and into logs).
         try:
             instance_policy.parse_value(name[len(instance_policy.PREFIX):],
                                         value)
         except ValueError as e:
             raise exception.ValidationError(
-                "Validation failed; '%s' is not valid for %s: %s"
-                % (value, name, e))
+                'Validation failed; %s is not valid for %s: %s'
+                % (instance_policy.shown(value),
+                   instance_policy.key_name(
+                       name[len(instance_policy.PREFIX):]), e))
+        super().validate(name, value)
 
 
 def _validator(key):

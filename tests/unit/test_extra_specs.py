@@ -73,3 +73,35 @@ class ExtraSpecValidatorsTest(testtools.TestCase):
         self.assertEqual(['livemig_ext = nova_livemig_ext.extra_specs'],
                          [p.strip() for p in points.splitlines()
                           if p.strip()])
+
+
+class ExtraSpecHostileValuesTest(testtools.TestCase):
+
+    def validator(self, name):
+        [found] = [v for v in extra_specs.register()
+                   if v.name == instance_policy.PREFIX + name]
+        return found
+
+    def test_numbers_only_in_ascii_digits(self):
+        # int() reads all of these as 400; Nova's API stored them.
+        for text in ('4_00', '٤٠٠', '４００', '+400',
+                     '\U0001d7d2\U0001d7ce\U0001d7ce'):
+            for name in ('max_downtime_ms', 'completion_timeout_s_per_gib'):
+                validator = self.validator(name)
+                e = self.assertRaises(exception.ValidationError,
+                                      validator.validate, validator.name,
+                                      text)
+                self.assertIn('ASCII digits', str(e))
+
+    def test_the_refusal_shows_the_value_escaped_and_short(self):
+        validator = self.validator('ladder')
+        for value in ('downtime\nabort\x1b[2J', 'warp,' * 10000):
+            e = self.assertRaises(exception.ValidationError,
+                                  validator.validate, validator.name, value)
+            message = str(e)
+            self.assertTrue(message.isprintable(), message[:200])
+            self.assertLess(len(message), 600)
+        e = self.assertRaises(exception.ValidationError, validator.validate,
+                              validator.name, 'downtime\nabort')
+        self.assertIn(r"'downtime\nabort' is not valid for "
+                      'livemig_ext:ladder', str(e))

@@ -38,15 +38,19 @@ class InstancePolicyTest(testtools.TestCase):
          dict(permit_post_copy=False)),
         (flavor(completion_timeout_s_per_gib='600'), {},
          dict(completion_timeout_s_per_gib=600)),
+        # From an image, the starting limit: the ceiling stays the host's.
         ({}, image(max_downtime_ms='200'),
-         dict(max_downtime_ms=200, initial_downtime_ms=200)),
-        ({}, image(ladder='downtime,abort'),
-         dict(ladder=('downtime', 'abort'))),
-        ({}, image(permit_post_copy='no', ladder='downtime,abort'),
-         dict(permit_post_copy=False)),
-        # 100 s/GiB x 4 GiB = 400 s, above the 300 s floor: as asked.
+         dict(max_downtime_ms=1000, initial_downtime_ms=200)),
+        ({}, image(max_downtime_ms='1000'),
+         dict(max_downtime_ms=1000, initial_downtime_ms=300)),
+        # 100 s/GiB x 4 GiB = 400 s: a deadline of at least 400 s, within
+        # the host's cap of 120 s/GiB (480 s); the cap itself unchanged.
         ({}, image(completion_timeout_s_per_gib='100'),
-         dict(completion_timeout_s_per_gib=100)),
+         dict(completion_timeout_s_per_gib=120, deadline_floor_s=400)),
+        # The operator's flavor keeps its full power.
+        (flavor(ladder='abort'), {}, dict(ladder=('abort',))),
+        (flavor(completion_timeout_s_per_gib='1'), {},
+         dict(completion_timeout_s_per_gib=1)),
         ({'hw:cpu_policy': 'dedicated'}, {'image_hw_disk_bus': 'scsi'},
          dict(max_downtime_ms=1000)),
     ]
@@ -63,7 +67,7 @@ class InstancePolicyTest(testtools.TestCase):
     IGNORED = [
         (flavor(max_downtime_ms='soon'), {},
          "flavor extra spec livemig_ext:max_downtime_ms = 'soon' ignored: "
-         "invalid literal"),
+         "not a whole number in ASCII digits"),
         (flavor(max_downtime_ms='99999'), {},
          'flavor extra spec livemig_ext:max_downtime_ms', '100 to 60000'),
         (flavor(ladder='downtime,teleport'), {},
@@ -81,12 +85,17 @@ class InstancePolicyTest(testtools.TestCase):
         ({}, image(max_downtime_ms='nan'),
          'image property livemig_ext:max_downtime_ms', "'nan'"),
         ({}, image(ladder='postcopy,downtime'),
-         'image property livemig_ext:ladder', 'only remove rungs'),
+         'image property livemig_ext:ladder', "the ladder is the operator's"),
         ({}, image(ladder='downtime,pause,abort'),
-         'image property livemig_ext:ladder', 'only remove rungs'),
-        ({}, image(completion_timeout_s_per_gib='900'),
-         'image property livemig_ext:completion_timeout_s_per_gib',
-         'only shorten'),
+         'image property livemig_ext:ladder', "the ladder is the operator's"),
+        ({}, image(ladder='downtime,abort'),
+         'image property livemig_ext:ladder', "the ladder is the operator's"),
+        ({}, image(ladder=''),
+         'image property livemig_ext:ladder', "the ladder is the operator's"),
+        ({}, image(ladder='abort'),
+         'image property livemig_ext:ladder', "the ladder is the operator's"),
+        ({}, image(permit_post_copy='false'),
+         'image property livemig_ext:permit_post_copy', 'only way'),
         ({}, image(completion_timeout_s_per_gib='1e400'),
          'image property livemig_ext:completion_timeout_s_per_gib', '1e400'),
         ({}, image(warp_speed='9'), 'image property livemig_ext:warp_speed',
@@ -110,20 +119,34 @@ class InstancePolicyTest(testtools.TestCase):
 
     def test_good_keys_apply_next_to_bad_ones(self):
         resolved = resolve(flavor(max_downtime_ms='fast'),
-                           image(max_downtime_ms='400', ladder='sideways'))
-        self.assertEqual(400, resolved.policy.max_downtime_ms)
+                           image(max_downtime_ms='200', ladder='sideways'))
+        self.assertEqual(200, resolved.policy.initial_downtime_ms)
+        self.assertEqual(HOST.max_downtime_ms,
+                         resolved.policy.max_downtime_ms)
         self.assertEqual(HOST.ladder, resolved.policy.ladder)
         self.assertEqual(2, len(resolved.ignored))
 
-    def test_no_post_copy_drops_the_rung_instead_of_refusing(self):
-        for specs, sysmeta in [(flavor(permit_post_copy='false'), {}),
-                               ({}, image(permit_post_copy='false'))]:
-            resolved = resolve(specs, sysmeta)
-            self.assertEqual((), resolved.ignored)
-            self.assertFalse(resolved.policy.permit_post_copy)
-            self.assertEqual(('downtime', 'auto_converge', 'abort'),
-                             resolved.policy.ladder)
-            self.assertIn('postcopy rung removed', resolved.notes[0])
+    def test_no_post_copy_from_a_flavor_drops_the_rung(self):
+        resolved = resolve(flavor(permit_post_copy='false'), {})
+        self.assertEqual((), resolved.ignored)
+        self.assertFalse(resolved.policy.permit_post_copy)
+        self.assertEqual(('downtime', 'auto_converge', 'abort'),
+                         resolved.policy.ladder)
+        self.assertIn('postcopy rung removed', resolved.notes[0])
+
+    def test_no_post_copy_from_an_image_only_off_the_ladder(self):
+        # On the ladder post-copy may be what completes the migration.
+        resolved = resolve({}, image(permit_post_copy='false'))
+        self.assertTrue(resolved.policy.permit_post_copy)
+        self.assertEqual(HOST.ladder, resolved.policy.ladder)
+        [ignored] = resolved.ignored
+        self.assertIn('a flavor extra spec can turn it off', ignored)
+        # Off the ladder it only leaves the flag unarmed.
+        host = HOST.replace(ladder=('downtime', 'pause', 'abort'))
+        resolved = resolve({}, image(permit_post_copy='false'), host)
+        self.assertEqual((), resolved.ignored)
+        self.assertFalse(resolved.policy.permit_post_copy)
+        self.assertEqual(host.ladder, resolved.policy.ladder)
 
     def test_image_cannot_permit_post_copy_the_host_forbids(self):
         host = HOST.replace(permit_post_copy=False,
@@ -147,38 +170,35 @@ class InstancePolicyTest(testtools.TestCase):
         self.assertIn("'auto_converge' is not in this host's ladder",
                       ignored)
 
-    def test_image_deadline_is_never_below_the_floor(self):
-        # The case of the report: 1 s/GiB on a 0.5 GiB guest gave 0.5 s.
-        for size_gib, asked, floor_s, want in [
-                (0.5, '1', 300, 120),    # 600 s/GiB needed: host's 120
-                (0.5, '1', 30, 60),      # 60 s/GiB x 0.5 GiB = 30 s
-                (4.0, '1', 300, 75),     # 75 s/GiB x 4 GiB = 300 s
-                (16.0, '30', 300, 30),   # 480 s: above the floor, as asked
-                (1 / 4096.0, '1', 300, 120)]:
-            host = HOST.replace(image_deadline_floor_s=floor_s)
+    def test_image_deadline_only_lengthens_within_the_caps(self):
+        # (host per-GiB cap, size GiB, asked s/GiB, deadline floor wanted)
+        for cap, size_gib, asked, want in [
+                (120, 4.0, '100', 400),     # 400 s, below the 480 s cap
+                (120, 4.0, '900', 480),     # the host's cap: 120 x 4
+                (120, 0.5, '1', 120),       # 0.5 s: the host's floor stays
+                (0, 64.0, '1', 120),        # the case of the report
+                (0, 64.0, '60', 3840),      # 60 x 64, under 14400 s
+                (0, 64.0, '86400', 14400),  # completion_timeout_max_s
+                (0, 1 / 4096.0, '86400', 120)]:  # 1 MiB: 84 s
+            host = HOST.replace(completion_timeout_s_per_gib=cap)
             resolved = resolve(
                 {}, image(completion_timeout_s_per_gib=asked), host,
                 size_gib=size_gib)
-            per_gib = resolved.policy.completion_timeout_s_per_gib
-            self.assertEqual(want, per_gib, (size_gib, asked, floor_s))
-            self.assertGreaterEqual(
-                per_gib * max(size_gib, 1 / 1024.0), min(
-                    floor_s, HOST.completion_timeout_s_per_gib * size_gib))
+            policy = resolved.policy
             self.assertEqual((), resolved.ignored)
-            if str(want) != asked:
-                self.assertIn('image_deadline_floor_s', resolved.notes[0])
-
-    def test_image_deadline_caps_a_host_without_a_per_gib_cap(self):
-        # No operator cap: the image's value is a cap of its own (above the
-        # floor), never "longer than the host's".
-        host = HOST.replace(completion_timeout_s_per_gib=0)
-        resolved = resolve({}, image(completion_timeout_s_per_gib='900'),
-                           host, size_gib=0.5)
-        self.assertEqual((), resolved.ignored)
-        self.assertEqual(900, resolved.policy.completion_timeout_s_per_gib)
-        resolved = resolve({}, image(completion_timeout_s_per_gib='1'),
-                           host, size_gib=0.5)
-        self.assertEqual(600, resolved.policy.completion_timeout_s_per_gib)
+            self.assertEqual(want, policy.deadline_floor_s,
+                             (cap, size_gib, asked))
+            # The operator's caps never move.
+            self.assertEqual(cap, policy.completion_timeout_s_per_gib)
+            self.assertEqual(host.completion_timeout_max_s,
+                             policy.completion_timeout_max_s)
+            self.assertEqual(host.deadline_link_multiple,
+                             policy.deadline_link_multiple)
+            if want > host.deadline_floor_s:
+                self.assertIn('the deadline is at least %d s' % want,
+                              resolved.notes[0])
+            else:
+                self.assertEqual((), resolved.notes)
 
     def test_operator_can_ignore_image_properties(self):
         host = HOST.replace(ignore_image_properties=True)
@@ -209,3 +229,85 @@ class InstancePolicyTest(testtools.TestCase):
                            ('permit_post_copy', 'y'), ('ladder', 'abort,x'),
                            ('speed', '1')]:
             self.assertRaises(ValueError, ip.parse_value, name, text)
+
+
+class TenantTextTest(testtools.TestCase):
+    """What an image says reaches a log line or a fault only escaped and
+    cut short: it cannot forge a line, drive a terminal or flood the log."""
+
+    HOSTILE = [
+        'downtime\nWARNING nova.compute.manager forged line',
+        'abort\r\x1b[2J\x1b[31mred',
+        'pause,\u202eesuap',
+        '\u2028downtime',
+        'x' * 100000,
+        ','.join('rung%d' % i for i in range(5000)),
+        '300\n',
+        '\x00',
+    ]
+
+    def lines(self, resolved):
+        return resolved.ignored + resolved.notes
+
+    def check(self, lines):
+        for line in lines:
+            self.assertTrue(line.isprintable(), repr(line))
+            self.assertLess(len(line), 600, line[:200])
+
+    def test_values_of_every_key(self):
+        said = 0
+        for value in self.HOSTILE:
+            for name in ip.KEY_NAMES + ('warp_speed',):
+                for specs, sysmeta in [({}, image(**{name: value})),
+                                       (flavor(**{name: value}), {})]:
+                    lines = self.lines(resolve(specs, sysmeta))
+                    self.check(lines)
+                    said += len(lines)
+        self.assertGreater(said, 60)
+
+    def test_key_names(self):
+        for name in self.HOSTILE:
+            resolved = resolve(flavor(**{name: '1'}), image(**{name: '1'}))
+            self.assertEqual(2, len(resolved.ignored))
+            self.check(resolved.ignored)
+
+    def test_newline_in_an_image_ladder(self):
+        # The case of the report: written raw into nova-compute's WARNING.
+        [line] = resolve({}, image(ladder='downtime\nabort')).ignored
+        self.assertIn(r"livemig_ext:ladder = 'downtime\nabort' ignored", line)
+        [line] = resolve({}, image(ladder='downtime\nWARNING forged')
+                         ).ignored
+        self.assertIn(r"'downtime\nWARNING forged'", line)
+        self.assertIn(r"unknown rung(s) 'downtime\nWARNING forged'", line)
+
+    def test_long_values_are_cut_with_their_length(self):
+        [line] = resolve({}, image(warp_speed='y' * 100000)).ignored
+        self.assertIn("'%s'... (100000 characters)" % ('y' * ip.SHOWN_CHARS),
+                      line)
+
+    def test_plain_names_and_rungs_read_as_before(self):
+        [line] = resolve({}, image(ladder='sideways')).ignored
+        self.assertEqual("image property livemig_ext:ladder = 'sideways' "
+                         'ignored: unknown rung(s) sideways; use downtime, '
+                         'auto_converge, postcopy, pause, abort', line)
+
+    def test_shown(self):
+        self.assertEqual("'a\\nb'", ip.shown('a\nb'))
+        self.assertEqual("'ab'... (3 characters)", ip.shown('abc', limit=2))
+        self.assertEqual("'\\u202e'", ip.shown('\u202e'))
+
+
+class AsciiDigitsTest(testtools.TestCase):
+    """int() reads '4_00', '٤٠٠' and '４００' as 400; a key does not."""
+
+    def test_only_ascii_digits_are_numbers(self):
+        for text in ('4_00', '٤٠٠', '４００', '4\u00a000', '+400', '400.0',
+                     '1' * 5000):
+            for name in ('max_downtime_ms', 'completion_timeout_s_per_gib'):
+                self.assertRaises(ValueError, ip.parse_value, name, text)
+                resolved = resolve(flavor(**{name: text}),
+                                   image(**{name: text}))
+                self.assertEqual(2, len(resolved.ignored), (name, text))
+                for line in resolved.ignored:
+                    self.assertIn('ASCII digits', line)
+        self.assertEqual(400, ip.parse_value('max_downtime_ms', ' 400\t'))
