@@ -23,14 +23,45 @@ RUNGS = ('downtime', 'auto_converge', 'postcopy', 'pause', 'abort')
 COMPRESSION_METHODS = ('none', 'xbzrle', 'zlib', 'zstd')
 
 
+def ascii_number_problem(value):
+    """Why ``value`` (as written) is not a number in ASCII, or None.
+
+    Python's ``int()`` and ``float()``, and so oslo.config's types, read
+    ``4_00`` as 400 and so the digits of every script: Arabic-Indic
+    ``٤٠٠``, fullwidth ``４００``. A value nobody can read as the number it
+    becomes is refused instead.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text.isascii():
+        return 'write numbers in ASCII digits (0-9)'
+    if '_' in text:
+        return 'write numbers without "_"'
+    return None
+
+
+class AsciiInteger(types.Integer):
+    """oslo.config's Integer that reads ASCII digits only."""
+
+    def __call__(self, value):
+        problem = ascii_number_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return super().__call__(value)
+
+
 class FiniteFloat(types.Float):
-    """oslo.config's Float without NaN and the infinities.
+    """oslo.config's Float without NaN and the infinities, in ASCII only.
 
     ``float('nan')`` passes any ``min``/``max`` check (every comparison with
     NaN is false), so ``poll_interval_s = nan`` would reach the monitor.
     """
 
     def __call__(self, value):
+        problem = ascii_number_problem(value)
+        if problem:
+            raise ValueError(problem)
         number = super().__call__(value)
         if not math.isfinite(number):
             raise ValueError('%s is not a finite number' % value)
@@ -701,6 +732,13 @@ Related options:
 ALL_OPTS = (mode_opts + transport_opts + limit_opts + controller_opts
             + instance_opts)
 
+# Integer options read ASCII digits only (see ascii_number_problem); they
+# stay IntOpts for the documentation and the sample file.
+for _opt in ALL_OPTS:
+    if isinstance(_opt, cfg.IntOpt):
+        _opt.type = AsciiInteger(min=_opt.type.min, max=_opt.type.max)
+del _opt
+
 
 def register_opts(conf):
     """Register the ``[livemig_ext]`` group and its options on ``conf``."""
@@ -743,19 +781,31 @@ def _known_names(conf):
     return names
 
 
-def file_values(conf, group=GROUP_NAME):
-    """``[(path, section, key, raw value)]`` of ``group`` in ``conf``'s files.
+def _parsed_files(conf):
+    """``[(path, {section: {key: [raw values]}})]`` of ``conf``'s files.
 
     Files that cannot be parsed are skipped (loading them has already
-    failed).  The last value wins where a key repeats, as in oslo.config.
+    failed).
     """
-    found = []
+    parsed = []
     for path in _config_files(conf):
         sections = {}
         try:
             cfg.ConfigParser(path, sections).parse()
         except Exception:  # noqa: BLE001 - loading reports these
             continue
+        parsed.append((path, sections))
+    return parsed
+
+
+def file_values(conf, group=GROUP_NAME):
+    """``[(path, section, key, raw value)]`` of ``group`` in ``conf``'s files.
+
+    Sections are matched as oslo.config matches them (in any case).  The
+    last value wins where a key repeats, as in oslo.config.
+    """
+    found = []
+    for path, sections in _parsed_files(conf):
         for section, keys in sorted(sections.items()):
             if section.lower() != group.lower():
                 continue
@@ -764,13 +814,149 @@ def file_values(conf, group=GROUP_NAME):
     return found
 
 
+# Options whose loss sends guest memory in clear text: written where they
+# are not read, they make nova-compute refuse to start.
+TLS_OPTIONS = ('require_tls', 'native_tls')
+# Sections an option of ours is sometimes put under by mistake.
+_NOT_OUR_SECTIONS = ('DEFAULT', 'libvirt')
+# How far a section's name may be from ours to be taken for a typo of it.
+_LOOKALIKE_DISTANCE = 2
+
+
+def _edit_distance(a, b):
+    """Levenshtein distance: insertions, deletions, substitutions."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def _oslo_group(section):
+    """The group oslo.config reads ``[section]`` as: it lower-cases every
+    section name but ``DEFAULT``."""
+    return section if section == 'DEFAULT' else section.lower()
+
+
+def is_lookalike_section(section):
+    """Does ``[section]`` look like ``[livemig_ext]`` without being read as
+    it?
+
+    ``[livemig-ext]``, ``[livemig_ext ]``, ``[livemigext]``: in lower case,
+    with ``-`` as ``_`` and no blanks, at most two edits away from ours.
+    ``[LIVEMIG_EXT]`` is not one: oslo.config reads it as ours.
+    """
+    if _oslo_group(section) == GROUP_NAME:
+        return False
+    normal = ''.join(section.lower().replace('-', '_').split())
+    return _edit_distance(normal, GROUP_NAME) <= _LOOKALIKE_DISTANCE
+
+
+def _asks_for_tls(raw):
+    """Is a written ``require_tls`` or ``native_tls`` anything but false?"""
+    try:
+        return types.Boolean()(raw) is not False
+    except ValueError:
+        return True
+
+
+def _registered(conf, group, name):
+    try:
+        conf._get_opt_info(name, None if group == 'DEFAULT' else group)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return False
+    return True
+
+
+def stray_options(conf):
+    """Keys of ours written where nova-livemig-ext never reads them.
+
+    ``[(path, section, key, raw value, kind)]``: ``kind`` is
+    ``'lookalike'`` for every key of a section that looks like ours (see
+    :func:`is_lookalike_section`), ``'misplaced'`` for an option of ours
+    under ``[DEFAULT]`` or ``[libvirt]`` (where no option of that name is
+    registered).  oslo.config ignores both without a word.
+    """
+    ours = {opt.name for opt in ALL_OPTS}
+    found = []
+    for path, sections in _parsed_files(conf):
+        for section, keys in sorted(sections.items()):
+            group = _oslo_group(section)
+            if is_lookalike_section(section):
+                found += [(path, section, key, values[-1], 'lookalike')
+                          for key, values in sorted(keys.items())]
+            elif group in _NOT_OUR_SECTIONS:
+                found += [(path, section, key, values[-1], 'misplaced')
+                          for key, values in sorted(keys.items())
+                          if key in ours
+                          and not _registered(conf, group, key)]
+    return found
+
+
+def _asking_for_tls(stray):
+    return [item for item in stray
+            if item[2] in TLS_OPTIONS and _asks_for_tls(item[3])]
+
+
+def stray_option_warnings(conf):
+    """One sentence per lookalike section and per misplaced option, except
+    those asking for TLS (:func:`stray_tls_refusals` refuses them)."""
+    stray = stray_options(conf)
+    refused = _asking_for_tls(stray)
+    problems = []
+    lookalikes = {}
+    for item in stray:
+        if item in refused:
+            continue
+        path, section, key, _, kind = item
+        if kind == 'lookalike':
+            lookalikes.setdefault((path, section), []).append(key)
+        else:
+            problems.append(
+                'option %s in [%s] of %s is ignored: it belongs in [%s]'
+                % (key, section, path, GROUP_NAME))
+    for (path, section), keys in sorted(lookalikes.items()):
+        problems.append(
+            'section [%s] in %s is not read, nova-livemig-ext reads [%s]: '
+            '%s there %s ignored (rename the section [%s])'
+            % (section, path, GROUP_NAME, ', '.join(keys),
+               'is' if len(keys) == 1 else 'are', GROUP_NAME))
+    return problems
+
+
+def stray_tls_refusals(conf):
+    """One sentence per TLS option of ours written where it is not read.
+
+    The operator asked for an encrypted migration stream (or for
+    nova-compute to insist on one) and would silently not get it.
+    """
+    problems = []
+    for path, section, key, raw, kind in _asking_for_tls(
+            stray_options(conf)):
+        why = ('[%s] is not [%s]' % (section, GROUP_NAME)
+               if kind == 'lookalike' else
+               'it belongs in [%s]' % GROUP_NAME)
+        lost = ('TLS would not be required' if key == 'require_tls' else
+                'migrations would not be encrypted')
+        problems.append(
+            '%s = %r in [%s] of %s is not read (%s), so %s as asked: move it '
+            'to [%s]' % (key, raw, section, path, why, lost, GROUP_NAME))
+    return problems
+
+
 def unknown_options(conf):
-    """One sentence per key of ``[livemig_ext]`` no option reads.
+    """One sentence per key of ours that nothing reads.
 
     oslo.config ignores keys it has no option for, so a typo
-    (``requires_tls = True``) silently leaves the default in force.  Reads
-    the files ``conf`` was loaded from (``--config-file`` and
-    ``--config-dir``).  nova-compute logs each as a warning at start.
+    (``requires_tls = True``), a section that looks like ours but is not
+    (``[livemig-ext]``) or an option of ours under ``[DEFAULT]`` or
+    ``[libvirt]`` silently leaves the default in force.  Reads the files
+    ``conf`` was loaded from (``--config-file`` and ``--config-dir``).
+    nova-compute logs each as a warning at start. The ones that would have
+    asked for TLS are refused by :func:`invalid_values` instead.
     """
     known = _known_names(conf)
     problems = []
@@ -781,16 +967,28 @@ def unknown_options(conf):
                 'unknown option [%s] %s in %s is ignored%s'
                 % (section, key, path,
                    ' (did you mean %s?)' % close[0] if close else ''))
-    return problems
+    return problems + stray_option_warnings(conf)
+
+
+def _number_type(conf, group, name):
+    """Whether ``[group] name`` is an integer or a float option."""
+    try:
+        kind = conf._get_opt_info(name, group)['opt'].type
+    except Exception:  # noqa: BLE001 - a test double, an older oslo
+        return False
+    return isinstance(kind, (types.Integer, types.Float))
 
 
 def invalid_values(conf, groups=(GROUP_NAME,), prefix=''):
-    """One sentence per option of ``groups`` whose value oslo refuses.
+    """One sentence per option of ``groups`` whose value cannot be used.
 
     oslo.config checks a value only when it is read; this reads every
     option of the groups (whose name starts with ``prefix``) now and names
     the option, the value as written and the file, instead of oslo's "Value
-    for option ... is not valid".
+    for option ... is not valid".  A number written in other than ASCII
+    digits (``4_00``, ``٤٠٠``) is refused too, in Nova's options as in ours.
+    With our group, a TLS option written where it is not read is refused
+    (:func:`stray_tls_refusals`).
     """
     problems = []
     for group in groups:
@@ -803,14 +1001,21 @@ def invalid_values(conf, groups=(GROUP_NAME,), prefix=''):
         for name in names:
             if not name.startswith(prefix):
                 continue
+            path, value = written.get(name, (None, None))
+            where = ' = %r in %s' % (value, path) if path else ''
             try:
                 conf[group][name]
             except cfg.Error as e:
                 if not isinstance(e, ValueError):
                     continue  # not about a value written in a file
                 reason = str(e).rsplit('is not valid: ', 1)[-1]
-                path, value = written.get(name, (None, None))
-                where = ' = %r in %s' % (value, path) if path else ''
                 problems.append('[%s] %s%s is not valid: %s'
                                 % (group, name, where, reason))
+                continue
+            reason = ascii_number_problem(value) if path else None
+            if reason and _number_type(conf, group, name):
+                problems.append('[%s] %s%s is not valid: %s'
+                                % (group, name, where, reason))
+    if GROUP_NAME in groups:
+        problems += stray_tls_refusals(conf)
     return problems

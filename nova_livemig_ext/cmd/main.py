@@ -22,6 +22,7 @@ import sys
 from oslo_config import cfg
 
 from nova_livemig_ext import conf as livemig_conf
+from nova_livemig_ext.convergence import upstream
 from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
 from nova_livemig_ext import policy as livemig_policy
@@ -29,9 +30,12 @@ from nova_livemig_ext import policy as livemig_policy
 EXIT_REFUSED = 2
 # A version as the options take it: 11, 11.3 or 11.3.0; each part after the
 # first below 1000 (libvirt's encoding gives each three decimal digits).
-_VERSION = re.compile(r'^(\d{1,6})(?:\.(\d{1,3}))?(?:\.(\d{1,3}))?$')
+# ASCII digits only: \d would also take '١١.٣' and int() would read it.
+_VERSION = re.compile(
+    r'^([0-9]{1,6})(?:\.([0-9]{1,3}))?(?:\.([0-9]{1,3}))?$')
 # The version in a binary's ``--version`` output, suffixes and all.
-_VERSION_IN_TEXT = re.compile(r'(\d{1,6})\.(\d{1,3})(?:\.(\d{1,3}))?')
+_VERSION_IN_TEXT = re.compile(
+    r'([0-9]{1,6})\.([0-9]{1,3})(?:\.([0-9]{1,3}))?')
 # Bytes read from a configuration file to tell text from a binary.
 _SNIFF_BYTES = 1 << 20
 
@@ -222,6 +226,40 @@ def local_host_facts(libvirt_version: str | None,
         binding_names=binding)
 
 
+def steering_lines(policy: livemig_policy.MigrationPolicy,
+                   plan: livemig_flags.MigrationPlan) -> list[str]:
+    """How the mode steers a running migration, as it applies it.
+
+    ``controller``: our downtime limits.  ``upstream``: Nova's own downtime
+    steps and completion timeout, from its ``[libvirt]`` options (the
+    ``[livemig_ext]`` limits are not read then).
+    """
+    if policy.mode != 'upstream':
+        return ['downtime: %d ms initial, %d ms ceiling' % (
+            policy.initial_downtime_ms, policy.max_downtime_ms)]
+    up = policy.upstream
+    # Per GiB of data as Nova counts it (RAM and each disk, at least 2 GiB).
+    steps = upstream.downtime_steps(upstream.UpstreamConfig(
+        data_gib=1.0, downtime_ms=up.downtime_ms,
+        downtime_steps=up.downtime_steps,
+        downtime_delay_s=up.downtime_delay_s_per_gib))
+    lines = ["downtime: Nova's %d steps from %d ms to %d ms, one every %d s "
+             'per GiB of data ([libvirt] live_migration_downtime, '
+             '_downtime_steps, _downtime_delay)'
+             % (len(steps), steps[0][1], steps[-1][1],
+                up.downtime_delay_s_per_gib)]
+    if up.completion_timeout_s_per_gib <= 0:
+        lines.append('completion timeout: none')
+    else:
+        action = up.timeout_action
+        if action == upstream.TIMEOUT_ACTION_FORCE_COMPLETE:
+            action += (' (post-copy)' if plan.postcopy_armed
+                       else ' (pause)')
+        lines.append('completion timeout: %d s per GiB of data, then %s'
+                     % (up.completion_timeout_s_per_gib, action))
+    return lines
+
+
 def cmd_flags(args: argparse.Namespace) -> int:
     try:
         facts = local_host_facts(args.libvirt_version, args.qemu_version)
@@ -244,8 +282,8 @@ def cmd_flags(args: argparse.Namespace) -> int:
         print('param %s = %s' % (key, plan.params[key]))
     print('mode: %s' % policy.mode)
     print('ladder: %s' % (','.join(plan.ladder) or '(none)'))
-    print('downtime: %d ms initial, %d ms ceiling' % (
-        policy.initial_downtime_ms, policy.max_downtime_ms))
+    for line in steering_lines(policy, plan):
+        print(line)
     print('host: libvirt %s, QEMU %s, userfaultfd %s' % (
         livemig_flags.version_str(facts.libvirt_version),
         livemig_flags.version_str(facts.qemu_version),
