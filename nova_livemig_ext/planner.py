@@ -85,6 +85,21 @@ class UnitError(ValueError):
     """A quantity the planner cannot read, with what it accepts."""
 
 
+# A decimal number alone, in ASCII digits (float() also reads '4_00' and
+# the digits of every script, '٤٠٠' or '４００').
+_PLAIN_NUMBER = re.compile(
+    r'^\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$')
+
+
+def plain_number(text: str) -> float | None:
+    """``text`` as a number when it is one in ASCII digits, else None.
+
+    May be infinite (``1e400``): the caller says what range it takes.
+    """
+    match = _PLAIN_NUMBER.match(text)
+    return float(match.group(1)) if match else None
+
+
 def _split(text: str, what: str, accepted: str) -> tuple[float, str]:
     match = _NUMBER.match(text)
     if not match:
@@ -168,10 +183,10 @@ def parse_working_set_bytes(text: str, memory_bytes: float) -> float:
     """'25%' of memory, or a size."""
     stripped = text.strip()
     if stripped.endswith('%'):
-        try:
-            pct = float(stripped[:-1])
-        except ValueError:
-            raise UnitError(f'cannot read working set {text!r}') from None
+        pct = plain_number(stripped[:-1])
+        if pct is None:
+            raise UnitError(f'cannot read working set {text!r}: a share is '
+                            f'a number in ASCII digits and %, e.g. 25%')
         if not (math.isfinite(pct) and 0 <= pct <= 100):
             raise UnitError(f'working set {text!r} must be 0% to 100%')
         return memory_bytes * pct / 100.0

@@ -32,11 +32,23 @@ from nova_livemig_ext import planner
 from nova_livemig_ext import policy as livemig_policy
 
 EXIT_BAD_INPUT = 2
+# The largest number a trace holds: libvirt's job statistics are unsigned
+# 64-bit counters, and no timestamp comes near.
+MAX_TRACE_NUMBER = 2 ** 64
 # A day of samples at 2 per second is about 30 MiB.
 MAX_TRACE_BYTES = 256 * 1024 * 1024
 # Working sets shrinking by less than this per pass count as not shrinking
 # (the controller's default min_pass_progress_fraction).
 STALLED_SHRINK_FRACTION = 0.05
+
+
+def link_efficiency(text: str) -> float:
+    """``--link-efficiency``: a number in ASCII digits (argparse type)."""
+    value = planner.plain_number(text)
+    if value is None or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f'{text[:64]!r} is not a number in ASCII digits')
+    return value
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -62,7 +74,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help='a recorded trace (tests/traces format): memory, '
                    'bandwidth, dirty rate and working set as measured in it; '
                    'the options above override single values')
-    p.add_argument('--link-efficiency', type=float,
+    p.add_argument('--link-efficiency', type=link_efficiency,
                    default=planner.DEFAULT_LINK_EFFICIENCY,
                    help='share of a rate given in bits (a line rate) that '
                    'carries migration data (default: %(default)s)')
@@ -102,16 +114,17 @@ def check_plausible(name: str, value: float, given: str | None) -> None:
 def parse_downtime_ms(text: str) -> float:
     """'300ms', '0.5s' or '300' (milliseconds) -> ms."""
     stripped = text.strip().lower()
-    try:
-        if stripped.endswith('ms'):
-            value = float(stripped[:-2])
-        elif stripped.endswith('s'):
-            value = float(stripped[:-1]) * 1000.0
-        else:
-            value = float(stripped)
-    except ValueError:
+    if stripped.endswith('ms'):
+        number, scale = stripped[:-2], 1.0
+    elif stripped.endswith('s'):
+        number, scale = stripped[:-1], 1000.0
+    else:
+        number, scale = stripped, 1.0
+    value = planner.plain_number(number)
+    if value is None:
         raise InputError(f'cannot read downtime limit {text!r}: use 300ms '
-                         f'or 0.5s') from None
+                         f'or 0.5s (ASCII digits)')
+    value *= scale
     if not math.isfinite(value):
         raise InputError(f'downtime limit {text!r} must be a finite number')
     if value <= 0:
@@ -152,6 +165,7 @@ def measured_from_trace(trace: Mapping[str, Any], source: str) -> Measured:
         raise InputError(f'{source}: not a trace: "trace" must be a list')
     est = estimator.Estimate()
     bulk_bytes = 0
+    last_s = -math.inf
     for index, entry in enumerate(entries):
         try:
             at_s = float(entry['t'])
@@ -159,9 +173,17 @@ def measured_from_trace(trace: Mapping[str, Any], source: str) -> Measured:
             if not isinstance(stats, Mapping) or not math.isfinite(at_s):
                 raise ValueError('"stats" must be an object, "t" a number')
             sample = samples.sample_from_job_stats(stats)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError,
+                OverflowError) as e:
             raise InputError(f'{source}: sample {index} is not a job-stats '
                              f'sample ({e.__class__.__name__}: {e})') from None
+        if at_s < last_s:
+            # Read as given, a clock that went back makes the same bytes
+            # look sent in less time: a bandwidth far above the link's.
+            raise InputError(f'{source}: sample {index} has "t" {at_s:g}, '
+                             f'before the {last_s:g} of the sample before '
+                             f'it; the times of a trace never decrease')
+        last_s = at_s
         if not sample.is_active:
             continue
         if sample.iteration is not None and sample.iteration >= 2 and (
@@ -207,15 +229,39 @@ def load_policy(config_files: list[str]) -> livemig_policy.MigrationPolicy:
                          ) from None
 
 
+class TraceNumberError(ValueError):
+    """A number in a trace's JSON that no trace holds."""
+
+
+def _number_text(text: str) -> str:
+    if len(text) <= 24:
+        return text
+    return f'{text[:12]}...{text[-4:]} ({len(text)} characters)'
+
+
 def _refuse_non_finite(constant: str) -> float:
-    raise ValueError(f'{constant} is not a number a trace can hold')
+    raise TraceNumberError(f'{constant} is not a number a trace can hold')
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f'{text} is not a number a trace can hold')
+    if not (math.isfinite(value) and abs(value) <= MAX_TRACE_NUMBER):
+        raise TraceNumberError(
+            f'{_number_text(text)} is not a number a trace can hold (at '
+            f'most 2**64)')
     return value
+
+
+def _bounded_int(text: str) -> int:
+    # Counted before int() reads it: Python refuses to convert more than
+    # 4300 digits, and a float() of a 400-digit int overflows.
+    digits = len(text.lstrip('-'))
+    if digits > len(str(MAX_TRACE_NUMBER)) or abs(int(text)) > (
+            MAX_TRACE_NUMBER):
+        raise TraceNumberError(
+            f'{_number_text(text)} is not a number a trace can hold (at '
+            f'most 2**64)')
+    return int(text)
 
 
 def read_trace(path: str) -> Any:
@@ -232,7 +278,8 @@ def read_trace(path: str) -> Any:
             data = f.read()
         return json.loads(data.decode('utf-8'),
                           parse_constant=_refuse_non_finite,
-                          parse_float=_finite_float)
+                          parse_float=_finite_float,
+                          parse_int=_bounded_int)
     except IsADirectoryError:
         raise InputError(f'cannot read trace {path}: it is a directory'
                          ) from None
@@ -242,6 +289,8 @@ def read_trace(path: str) -> Any:
     except UnicodeDecodeError:
         raise InputError(f'cannot read trace {path}: not UTF-8 text (a '
                          f'binary file?)') from None
+    except TraceNumberError as e:
+        raise InputError(f'cannot read trace {path}: {e}') from None
     except (ValueError, RecursionError) as e:
         raise InputError(f'cannot read trace {path}: not valid JSON '
                          f'({str(e)[:200]})') from None

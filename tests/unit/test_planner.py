@@ -353,3 +353,112 @@ def _need_nova(test):
         import nova.conf.libvirt  # noqa: F401
     except ImportError:
         test.skipTest('nova is not installed')
+
+
+def write_trace(test, text):
+    with tempfile.NamedTemporaryFile('w', suffix='.json',
+                                     delete=False) as f:
+        f.write(text)
+    test.addCleanup(os.unlink, f.name)
+    return f.name
+
+
+def converging_trace():
+    import json
+    with open(os.path.join(TRACES, 'converging.json')) as f:
+        return json.load(f)
+
+
+class TestTraceNumbers(testtools.TestCase):
+    """A trace holds 64-bit counters and times that never go back."""
+
+    def test_a_400_digit_integer_is_one_line(self):
+        big = '1' + '0' * 399
+        for text in ('{"trace": [{"t": %s, "stats": {"type": 2}}]}' % big,
+                     '{"trace": [{"t": 0, "stats": {"type": 2, '
+                     '"memory_total": %s}}]}' % big,
+                     '{"trace": [{"t": 0, "stats": {"type": 2}}], '
+                     '"x": -%s}' % big,
+                     '{"trace": [], "x": %s}' % ('9' * 5000),
+                     '{"trace": [{"t": 1e300, "stats": {"type": 2}}]}'):
+            path = write_trace(self, text)
+            code, out, err = run_plan('--trace', path)
+            self.assertEqual(2, code, err)
+            self.assertEqual('', out)
+            self.assertEqual(1, len(err.splitlines()), err)
+            self.assertIn('is not a number a trace can hold (at most '
+                          '2**64)', err)
+            self.assertLess(len(err), 300)
+
+    def test_the_largest_counter_is_read(self):
+        self.assertEqual(2 ** 64, cmd_plan._bounded_int(str(2 ** 64)))
+        self.assertEqual(-5, cmd_plan._bounded_int('-5'))
+        self.assertRaises(cmd_plan.TraceNumberError, cmd_plan._bounded_int,
+                          str(2 ** 64 + 1))
+
+    def test_times_that_go_back_are_refused(self):
+        import json
+        trace = converging_trace()
+        samples = trace['trace']
+        # The clock goes back 8 s at sample 21, as a bad recorder's would.
+        for sample in samples[21:]:
+            sample['t'] = round(sample['t'] - 8.0, 3)
+        path = write_trace(self, json.dumps(trace))
+        code, out, err = run_plan('--trace', path)
+        self.assertEqual(2, code)
+        self.assertEqual('', out)
+        self.assertEqual(1, len(err.splitlines()), err)
+        self.assertIn('%s: sample 21 has "t" %g, before the %g of the '
+                      'sample before it' % (path, samples[21]['t'],
+                                            samples[20]['t']), err)
+
+    def test_equal_times_are_accepted(self):
+        import json
+        trace = converging_trace()
+        trace['trace'][5]['t'] = trace['trace'][4]['t']
+        path = write_trace(self, json.dumps(trace))
+        code, _, err = run_plan('--trace', path)
+        self.assertEqual(0, code, err)
+
+
+class TestAsciiNumbers(testtools.TestCase):
+    """float() reads '4_00', '٤٠٠' and '４００'; the planner does not."""
+
+    def test_plain_number(self):
+        self.assertEqual(25.0, p.plain_number(' 25 '))
+        self.assertEqual(0.5, p.plain_number('.5'))
+        self.assertEqual(1e3, p.plain_number('1e3'))
+        for text in ('٢٥', '２５', '2_5', 'nan', 'inf', '', '1e', '--1'):
+            self.assertIsNone(p.plain_number(text), text)
+
+    def test_quantities(self):
+        for text in ('٢٥%', '２５%', '2_5%'):
+            self.assertRaises(p.UnitError, p.parse_working_set_bytes, text,
+                              GIB)
+        for text in ('٣٠٠ms', '３００', '3_00ms', '٠.٥s'):
+            self.assertRaises(cmd_plan.InputError, cmd_plan.parse_downtime_ms,
+                              text)
+        for parse in (p.parse_size_bytes, p.parse_rate_bytes_s):
+            for text in ('٣٢GiB', '３２GiB', '3_2GiB'):
+                self.assertRaises(p.UnitError, parse, text)
+        self.assertEqual(300.0, cmd_plan.parse_downtime_ms('300ms'))
+        self.assertEqual(500.0, cmd_plan.parse_downtime_ms('0.5s'))
+        self.assertEqual(GIB / 4, p.parse_working_set_bytes('25%', GIB))
+
+    def test_link_efficiency(self):
+        e = self.assertRaises(SystemExit, run_plan, '--memory', '1GiB',
+                              '--bandwidth', '1Gbit/s',
+                              '--link-efficiency', '٠.٥')
+        self.assertEqual(2, e.code)
+        self.assertEqual(0.5, cmd_plan.link_efficiency(' 0.5'))
+
+    def test_link_efficiency_error_is_one_line(self):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertRaises(SystemExit, cmd_plan.main, [
+                '--memory', '1GiB', '--bandwidth', '1Gbit/s',
+                '--link-efficiency', '٠.٥'])
+        err = err.getvalue()
+        self.assertEqual(1, len(err.splitlines()))
+        self.assertIn('--link-efficiency', err)
+        self.assertIn('ASCII digits', err)
