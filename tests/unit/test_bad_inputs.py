@@ -68,6 +68,35 @@ FILES = {
     'no-samples.json': b'{"trace": []}',
     'binary.json': b'\x00\x01\xff',
     'deep.json': b'[' * 100000,
+    # Lookalike sections and misplaced options: the TLS ones are refused.
+    'lookalike-tls.conf': b'[livemig-ext]\nrequire_tls = True\n',
+    'lookalike-space.conf': b'[livemig_ext ]\nrequire_tls = True\n',
+    'lookalike-nosep.conf': b'[livemigext]\nnative_tls = True\n',
+    'upper-tls.conf': b'[LIVEMIG_EXT]\nrequire_tls = True\n',
+    'default-tls.conf': b'[DEFAULT]\nrequire_tls = True\n',
+    'libvirt-tls.conf': b'[libvirt]\nnative_tls = True\n',
+    # Numbers only in ASCII digits.
+    'arabic-int.conf': '[livemig_ext]\nmax_downtime_ms = ٤٠٠\n'.encode(),
+    'fullwidth-int.conf': '[livemig_ext]\nmax_downtime_ms = ４００\n'.encode(),
+    'underscore-int.conf': b'[livemig_ext]\nmax_downtime_ms = 4_00\n',
+    'fullwidth-float.conf':
+        '[livemig_ext]\npoll_interval_s = ０.５\n'.encode(),
+    'arabic-nova.conf':
+        '[libvirt]\nlive_migration_downtime = ٥٠٠\n'.encode(),
+    # Trace numbers beyond 64 bits, times that go back.
+    'big-int.json': ('{"trace": [{"t": 1%s, "stats": {"type": 2}}]}'
+                     % ('0' * 399)).encode(),
+    'big-stat.json': ('{"trace": [{"t": 0, "stats": {"type": 2, '
+                      '"memory_total": 1%s}}]}' % ('0' * 399)).encode(),
+    'big-float.json': b'{"trace": [{"t": 1e300, "stats": {"type": 2}}]}',
+    'backwards.json': json.dumps({'trace': [
+        {'t': 0.5, 'stats': {'type': 2}}, {'t': 1.0, 'stats': {'type': 2}},
+        {'t': 0.7, 'stats': {'type': 2}}]}).encode(),
+    # Named on stderr, not refused: nothing asks for TLS.
+    'lookalike-plain.conf': b'[livemig-ext]\nladder = abort\n',
+    'lookalike-no-tls.conf': b'[livemigext]\nrequire_tls = False\n',
+    'default-misplaced.conf': b'[DEFAULT]\nmax_downtime_ms = 400\n',
+    'libvirt-misplaced.conf': b'[libvirt]\nladder = abort\n',
 }
 
 
@@ -209,6 +238,58 @@ BAD = [
      ['lab boot', '/proc/self/cwd', 'symlink', 'NOVA_LIVEMIG_LAB_DIR']),
     (['lab', '--state-dir', '{d}/fifo', 'boot'],
      ['lab boot', '{d}/fifo', 'not a directory']),
+    # flags: sections and options of ours that are not read
+    (['flags', '--config-file', '{d}/lookalike-tls.conf'],
+     ["require_tls = 'True' in [livemig-ext]", 'not read']),
+    (['flags', '--config-file', '{d}/lookalike-space.conf'],
+     ["require_tls = 'True' in [livemig_ext ]", 'not read']),
+    (['flags', '--config-file', '{d}/lookalike-nosep.conf'],
+     ["native_tls = 'True' in [livemigext]", 'not read']),
+    (['flags', '--config-file', '{d}/upper-tls.conf'],
+     ['require_tls', 'native TLS is off']),
+    (['flags', '--config-file', '{d}/default-tls.conf'],
+     ["require_tls = 'True' in [DEFAULT]", 'belongs in [livemig_ext]']),
+    (['flags', '--config-file', '{d}/libvirt-tls.conf'],
+     ["native_tls = 'True' in [libvirt]", 'belongs in [livemig_ext]']),
+    # flags: numbers only in ASCII digits
+    (['flags', '--config-file', '{d}/arabic-int.conf'],
+     ['max_downtime_ms', '٤٠٠', 'ASCII digits']),
+    (['flags', '--config-file', '{d}/fullwidth-int.conf'],
+     ['max_downtime_ms', '４００', 'ASCII digits']),
+    (['flags', '--config-file', '{d}/underscore-int.conf'],
+     ['max_downtime_ms', '4_00', '"_"']),
+    (['flags', '--config-file', '{d}/fullwidth-float.conf'],
+     ['poll_interval_s', '０.５', 'ASCII digits']),
+    (['flags', '--config-file', '{d}/arabic-nova.conf'],
+     ['[libvirt] live_migration_downtime', '٥٠٠', 'ASCII digits']),
+    (['flags', '--config-file', '{d}/typo.conf', '--qemu-version', '١٠.١'],
+     ['--qemu-version', '١٠.١']),
+    (['flags', '--config-file', '{d}/typo.conf', '--libvirt-version',
+      '１１.３.０'], ['--libvirt-version', '１１.３.０']),
+    # plan: numbers only in ASCII digits
+    (['plan', '--memory', '٣٢GiB', '--bandwidth', '1Gbit/s'],
+     ['memory', '٣٢GiB']),
+    (GOOD_PLAN[:3] + ['--bandwidth', '１Gbit/s'], ['bandwidth', '１Gbit/s']),
+    (GOOD_PLAN + ['--dirty-rate', '4_0MB/s'], ['dirty rate', '4_0MB/s']),
+    (GOOD_PLAN + ['--downtime-limit', '٣٠٠ms'], ['downtime limit',
+                                                 '٣٠٠ms']),
+    (GOOD_PLAN + ['--working-set', '٢٥%'], ['working set', '٢٥%']),
+    (GOOD_PLAN + ['--link-efficiency', '٠.٥'], ['--link-efficiency',
+                                                'ASCII digits']),
+    # plan: trace numbers beyond 64 bits, times that go back
+    (['plan', '--trace', '{d}/big-int.json'],
+     ['big-int.json', '(400 characters)', 'at most 2**64']),
+    (['plan', '--trace', '{d}/big-stat.json'],
+     ['big-stat.json', '(400 characters)', 'at most 2**64']),
+    (['plan', '--trace', '{d}/big-float.json'],
+     ['big-float.json', '1e300', 'at most 2**64']),
+    (['plan', '--trace', '{d}/backwards.json'],
+     ['backwards.json', 'sample 2', 'never decrease']),
+    # plan: configuration
+    (GOOD_PLAN + ['--config-file', '{d}/lookalike-tls.conf'],
+     ['[livemig-ext]', 'require_tls']),
+    (GOOD_PLAN + ['--config-file', '{d}/arabic-int.conf'],
+     ['max_downtime_ms', 'ASCII digits']),
 ]
 
 # Rows that need libvirt-python (test:///default is libvirt's built-in
@@ -240,6 +321,58 @@ BAD_MIGRATE = [
     (_migrate('--json', '{d}/socket'), ['--json', 'socket',
                                         'not a regular file']),
     (_migrate('--json', '{d}/'), ['--json', 'not a file name']),
+    (_migrate('--config-file', '{d}/lookalike-tls.conf'),
+     ['[livemig-ext]', 'require_tls']),
+    (_migrate('--config-file', '{d}/arabic-int.conf'),
+     ['max_downtime_ms', 'ASCII digits']),
+]
+
+
+VERSIONS = ['--libvirt-version', '11.3.0', '--qemu-version', '10.0.2']
+# Mistakes that do not weaken security: one warning line each on stderr,
+# and the command goes on (exit 0, its usual output).
+# (argv with {d} for the temporary directory, words the warning contains)
+WARNED = [
+    (['flags', '--config-file', '{d}/lookalike-plain.conf'] + VERSIONS,
+     ['section [livemig-ext]', 'ladder there is ignored',
+      'rename the section [livemig_ext]']),
+    (['flags', '--config-file', '{d}/lookalike-no-tls.conf'] + VERSIONS,
+     ['section [livemigext]', 'require_tls there is ignored']),
+    (['flags', '--config-file', '{d}/default-misplaced.conf'] + VERSIONS,
+     ['option max_downtime_ms in [DEFAULT]', 'belongs in [livemig_ext]']),
+    (['flags', '--config-file', '{d}/libvirt-misplaced.conf'] + VERSIONS,
+     ['option ladder in [libvirt]', 'belongs in [livemig_ext]']),
+    (GOOD_PLAN + ['--config-file', '{d}/lookalike-plain.conf'],
+     ['plan', 'section [livemig-ext]']),
+    (GOOD_PLAN + ['--config-file', '{d}/default-misplaced.conf'],
+     ['plan', 'option max_downtime_ms in [DEFAULT]']),
+]
+
+# Image properties (set by tenants) and flavor extra specs: never a
+# refusal, never a migration made to abort, what they say logged escaped
+# and short. (origin, key, value, size GiB, words of the one line saying
+# it was ignored, or None where the key applies)
+INSTANCE_KEYS = [
+    ('image', 'ladder', '', 8.0, ["the ladder is the operator's"]),
+    ('image', 'ladder', 'abort', 8.0, ["the ladder is the operator's"]),
+    ('image', 'ladder', 'downtime,abort', 8.0,
+     ["the ladder is the operator's"]),
+    ('image', 'ladder', 'downtime\nWARNING forged', 8.0,
+     [r"'downtime\nWARNING forged'", 'unknown rung']),
+    ('image', 'permit_post_copy', 'false', 8.0, ['only way']),
+    ('image', 'completion_timeout_s_per_gib', '1', 64.0, None),
+    ('image', 'completion_timeout_s_per_gib', '5', 64.0, None),
+    ('image', 'max_downtime_ms', '100', 4.0, None),
+    ('image', 'max_downtime_ms', '٤٠٠', 4.0, ['ASCII digits']),
+    ('image', 'max_downtime_ms', '４００', 4.0, ['ASCII digits']),
+    ('image', 'max_downtime_ms', '4_00', 4.0, ['ASCII digits']),
+    ('image', 'completion_timeout_s_per_gib', '٦٠', 4.0, ['ASCII digits']),
+    ('flavor', 'max_downtime_ms', '٤٠٠', 4.0, ['ASCII digits']),
+    ('flavor', 'completion_timeout_s_per_gib', '6_0', 4.0,
+     ['ASCII digits']),
+    ('image', 'warp\r\x1b[2J', '1', 4.0,
+     [r"'livemig_ext:warp\r\x1b[2J'", 'unknown key']),
+    ('image', 'warp', 'x' * 100000, 4.0, ['(100000 characters)']),
 ]
 
 
@@ -462,6 +595,86 @@ class UnknownOptionTest(testtools.TestCase):
         conf = cfg.ConfigOpts()
         livemig_conf.register_opts(conf)
         self.assertEqual([], livemig_conf.unknown_options(conf))
+
+
+class WarnedInputTable(testtools.TestCase):
+    """The rows of WARNED: named, then the command's usual answer."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix='warned-inputs-')
+        self.addCleanup(shutil.rmtree, self.dir)
+        for name, content in FILES.items():
+            with open(os.path.join(self.dir, name), 'wb') as f:
+                f.write(content)
+
+    def fill(self, items):
+        return [item.replace('{d}', self.dir) for item in items]
+
+    def test_flags_and_plan(self):
+        failures = []
+        for argv, words in WARNED:
+            argv, words = self.fill(argv), self.fill(words)
+            status, out, err, exc = run_main(argv)
+            problems = []
+            if exc is not None or status != 0:
+                problems.append('exit %r, raised %r' % (status, exc))
+            lines = err.splitlines()
+            if len(lines) != 1:
+                problems.append('%d lines on stderr' % len(lines))
+            missing = [w for w in words if w not in err]
+            if missing:
+                problems.append('stderr does not name %s' % missing)
+            if not out:
+                problems.append('nothing on stdout')
+            if problems:
+                failures.append('%s: %s\n    stderr: %s' % (
+                    ' '.join(argv), '; '.join(problems), err.strip()[:300]))
+        self.assertEqual([], failures, '\n'.join(failures))
+
+
+class InstanceKeyTable(testtools.TestCase):
+    """The rows of INSTANCE_KEYS, on a host whose ladder uses post-copy."""
+
+    def test_rows(self):
+        from nova_livemig_ext import instance_policy
+        from nova_livemig_ext import job
+        from nova_livemig_ext import policy
+
+        host = policy.MigrationPolicy().replace(
+            permit_post_copy=True,
+            ladder=('downtime', 'auto_converge', 'postcopy', 'abort'))
+        failures = []
+        for origin, key, value, size, words in INSTANCE_KEYS:
+            name = 'livemig_ext:%s' % key
+            specs, sysmeta = (({name: value}, {}) if origin == 'flavor'
+                              else ({}, {'image_' + name: value}))
+            resolved = instance_policy.resolve(host, specs, sysmeta, size)
+            got, problems = resolved.policy, []
+            if words is None and resolved.ignored:
+                problems.append('ignored: %s' % resolved.ignored)
+            if words is not None:
+                if len(resolved.ignored) != 1:
+                    problems.append('%d lines' % len(resolved.ignored))
+                missing = [w for w in words
+                           if w not in ''.join(resolved.ignored)]
+                if missing:
+                    problems.append('does not name %s' % missing)
+            for line in resolved.ignored + resolved.notes:
+                if not line.isprintable() or len(line) > 600:
+                    problems.append('unsafe line %r' % line[:200])
+            if origin == 'image' and (
+                    got.ladder != host.ladder
+                    or got.max_downtime_ms != host.max_downtime_ms
+                    or got.permit_post_copy != host.permit_post_copy
+                    or job.deadline_s(got, size) != job.deadline_s(host,
+                                                                   size)
+                    or got.deadline_floor_s < host.deadline_floor_s):
+                problems.append('less room to complete: %s' % (got,))
+            if problems:
+                failures.append('%s %r = %r: %s' % (
+                    origin, key, value[:40], '; '.join(problems)))
+        self.assertEqual([], failures, '\n'.join(failures))
 
 
 class ConsoleScriptTest(testtools.TestCase):
