@@ -237,7 +237,9 @@ class _Sandbox(testtools.TestCase):
                     os.path.join(self.repo, relative))
 
     def stub(self, relative):
-        _marker_script(os.path.join(self.repo, relative), self.marker)
+        path = os.path.join(self.repo, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _marker_script(path, self.marker)
 
     def ran(self):
         if not os.path.exists(self.marker):
@@ -387,7 +389,7 @@ class LabScriptsTest(_Sandbox):
         for script in ('tools/demo.sh', 'tools/run-tests.sh'):
             self.copy(script)
         for stub in ('tools/install-lab-packages.sh', 'tools/setup-venv.sh',
-                     'tools/novastack/stack.sh'):
+                     'tools/novastack/stack.sh', 'tools/libvirt/build-libvirt.sh'):
             self.stub(stub)
         self.venv = os.path.join(self.tmp, 'venv')
         os.makedirs(os.path.join(self.venv, 'bin'))
@@ -409,6 +411,7 @@ class LabScriptsTest(_Sandbox):
         proc = self.run_script('tools/demo.sh', NOVA_LIVEMIG_VENV=self.venv)
         self.assertEqual((0, ''), (proc.returncode, proc.stderr))
         self.assertEqual(['tools/install-lab-packages.sh',
+                          'tools/libvirt/build-libvirt.sh',
                           'tools/setup-venv.sh',
                           '/venv/bin/nova-livemig-ext',
                           '/venv/bin/nova-livemig-ext'], self.ran())
