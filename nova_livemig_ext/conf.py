@@ -692,31 +692,30 @@ instance_opts = [
 Ignore every ``livemig_ext:*`` image property.
 
 Image properties are set by whoever uploads the image (often a tenant). They
-can only tighten this host's policy (see the per-instance keys in the
-documentation); with this option they have no effect at all and only flavor
-extra specs (set by operators) change a migration.
+can never make a migration abort that would otherwise complete: an image
+may lower the starting downtime limit and lengthen the deadline, never
+change the ladder, raise the ceiling, shorten the deadline or take away a
+rung of the ladder (see the per-instance keys in the documentation). With
+this option they have no effect at all and only flavor extra specs (set by
+operators) change a migration.
 
 Possible values:
 
-* False (default): honour image properties that tighten the policy; log and
-  ignore the others.
+* False (default): honour what image properties may change; log and
+  ignore the rest.
 * True: log and ignore them all.
-
-Related options:
-
-* ``image_deadline_floor_s``
 """),
     cfg.IntOpt('image_deadline_floor_s',
                default=300,
                min=10,
                max=86400,
+               deprecated_for_removal=True,
+               deprecated_reason='image deadlines can only be lengthened',
                help="""
-The shortest deadline, in seconds, an image property
-``livemig_ext:completion_timeout_s_per_gib`` may give a migration.
-
-A tenant's "tightening" deadline of 1 s per GiB would otherwise abort a
-healthy migration of a small guest after a second. An image's deadline is
-raised to this floor, and never made longer than this host's own deadline.
+Deprecated: it no longer has any effect. An image property
+``livemig_ext:completion_timeout_s_per_gib`` can only lengthen a migration's
+deadline now, never shorten it, so no floor is needed. Kept so that
+configurations that set it still load.
 
 Possible values:
 

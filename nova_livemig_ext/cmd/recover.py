@@ -23,6 +23,7 @@ from nova_livemig_ext import flags as livemig_flags
 from nova_livemig_ext import hostfacts
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
+from nova_livemig_ext import planner
 from nova_livemig_ext import postcopy
 
 EXIT_COMPLETED = 0
@@ -37,9 +38,8 @@ POSTCOPY_FLAGS = ('VIR_MIGRATE_LIVE', 'VIR_MIGRATE_PEER2PEER',
 
 def positive_seconds(text: str) -> float:
     """argparse type: a finite number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
+    value = planner.plain_number(text)
+    if value is None:
         raise argparse.ArgumentTypeError('%r is not a number' % text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(

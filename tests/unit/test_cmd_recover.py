@@ -78,7 +78,8 @@ class RecoverTest(testtools.TestCase):
         self.assertNotIn('Traceback', err)
 
     def test_bad_timeout(self):
-        for bad in ('nan', 'inf', '-5', '0', 'soon'):
+        for bad in ('nan', 'inf', '-5', '0', 'soon', '\u0666\u0660\u0660',
+                    '6_00'):
             rc, _, err = self.run_cmd('moved', '--timeout', bad)
             self.assertEqual(2, rc, bad)
             self.assertIn('--timeout', err)
