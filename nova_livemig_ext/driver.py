@@ -10,12 +10,13 @@ Load it with ``compute_driver = livemig_ext.LibvirtLiveMigExtDriver`` in
 
 import logging as std_logging
 import os
+import shlex
+import threading
 import time
 
 from oslo_log import log as logging
 
 from nova.compute import task_states
-from nova.compute import utils as compute_utils
 from nova.compute import vm_states
 import nova.conf
 from nova.network import model as network_model
@@ -61,10 +62,35 @@ COMPLETED_EVENT_WAIT_S = 2.0
 # Nova's part of ending an interrupted migration needs the resource tracker,
 # which nova-compute sets up only after init_host: wait for it this long.
 NOVA_READY_WAIT_S = 600.0
+# How long one look at another host's libvirt may take (connect, lookup,
+# state) before that host counts as out of reach.
+PEER_PROBE_S = 10.0
+
+# What a tenant reads in the instance fault (``GET /servers/{id}``): no host,
+# URI or command; admins get those in the fault's details and the log.
+RECOVERY_FAULT = 'Live migration needs operator recovery'
+FAILED_FAULT = 'Live migration failed'
+# The lock that keeps a tenant from deleting, rebooting or rebuilding an
+# instance whose two halves wait for an operator; lifted at the start that
+# finishes the migration.
+RECOVERY_LOCK_REASON = ('nova-livemig-ext: live migration waiting for '
+                        'operator recovery')
 
 # Nova decides per call whether disks are copied (it drops NON_SHARED_INC
 # when there is nothing to copy); every other flag comes from our plan.
 NOVA_OWNED_FLAGS = livemig_flags.FLAG_VALUES['VIR_MIGRATE_NON_SHARED_INC']
+
+
+# A domain in one of these (state, reason) pairs is half of a post-copy
+# migration: running or paused on the destination, or the source's half.
+POSTCOPY_REASONS = {
+    livemig_postcopy.VIR_DOMAIN_RUNNING: (
+        livemig_postcopy.VIR_DOMAIN_RUNNING_POSTCOPY,
+        livemig_postcopy.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED),
+    livemig_postcopy.VIR_DOMAIN_PAUSED: (
+        livemig_postcopy.VIR_DOMAIN_PAUSED_POSTCOPY,
+        livemig_postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),
+}
 
 
 class PostcopyRecoveryNeeded(exception.NovaException):
@@ -72,11 +98,16 @@ class PostcopyRecoveryNeeded(exception.NovaException):
 
     Raised out of the driver's live migration so that Nova's compute manager
     sets the migration to ``error`` and the instance to ERROR without a
-    rollback; the message becomes the instance fault.
+    rollback. Its message is what a tenant may read; ``details`` (hosts,
+    URIs, the command) goes to the log and to the fault's details, which
+    Nova shows to admins only.
     """
 
-    msg_fmt = _("Post-copy live migration needs recovery, run on "
-                "%(source_host)s: %(command)s. %(detail)s")
+    msg_fmt = _('Live migration needs operator recovery')
+
+    @property
+    def details(self):
+        return self.kwargs.get('details', '')
 
 
 class PlannedDomain(object):
@@ -337,6 +368,10 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         self.livemig_host = None
         # instance uuids whose migration an operator asked to abort
         self.livemig_operator_aborts = set()
+        # instance uuid -> destination, for the guests this start found on
+        # their destination while Nova still has them here: Nova's start-up
+        # must not touch them until Nova's part of the migration is done.
+        self.livemig_moved = {}
 
     def init_host(self, host):
         # A Nova outside the supported range first: the methods overridden
@@ -386,6 +421,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                   'max': policy.max_downtime_ms,
                   'bw': policy.bandwidth_mib_s or 'unlimited'})
         self._livemig_finish_interrupted()
+        # Looking at other hosts can take a while: never hold up the start.
+        novacompat.spawn(self._livemig_check_incoming)
 
     def _livemig_plan(self, instance_facts):
         return livemig_flags.plan_migration(
@@ -508,9 +545,20 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                   'ladder': ','.join(plan.ladder) or '-'},
                  instance=instance)
         self.livemig_jobs[instance.uuid] = (policy, plan, facts)
-        self._livemig_remember(instance.uuid, dest=dest,
-                               block_migration=bool(block_migration),
-                               migrate_data=migrate_data.obj_to_primitive())
+        fields = dict(dest=dest, block_migration=bool(block_migration),
+                      migrate_data=migrate_data.obj_to_primitive(),
+                      vm_state=instance.vm_state)
+        source_bdms = self._livemig_nova_source_bdms(post_method,
+                                                     recover_method)
+        if source_bdms is not None:
+            fields['source_bdms'] = source_bdms.obj_to_primitive()
+        else:
+            LOG.warning('nova-livemig-ext: Nova did not hand over the '
+                        'block device mappings of the source; should '
+                        'nova-compute restart during this migration, its '
+                        'volume attachments must be checked by hand',
+                        instance=instance)
+        self._livemig_remember(instance.uuid, **fields)
         try:
             return super()._live_migration(
                 context, instance, dest, post_method, recover_method,
@@ -520,6 +568,21 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             self.livemig_errors.pop(instance.uuid, None)
             self.livemig_calls.pop(instance.uuid, None)
             self.livemig_operator_aborts.discard(instance.uuid)
+
+    @staticmethod
+    def _livemig_nova_source_bdms(*methods):
+        """The block device mappings as they were before
+        ``pre_live_migration`` gave them the destination's attachments.
+
+        Nova's ``_do_live_migration`` binds them as ``source_bdms`` into
+        the post and rollback methods it hands the driver.
+        """
+        for method in methods:
+            bdms = (getattr(method, 'keywords', None) or {}).get(
+                'source_bdms')
+            if bdms is not None:
+                return bdms
+        return None
 
     def _live_migration_operation(self, context, instance, dest,
                                   block_migration, migrate_data, guest,
@@ -558,6 +621,10 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 context, instance, guest, dest, post_method, recover_method,
                 block_migration, migrate_data, future, disk_paths)
         # Nova 31 hands over an eventlet event, later releases a future.
+        # Handed the migrate call's future itself (Nova 32.2 and later),
+        # Nova's _live_migration raises the call's error once the monitor
+        # returns: a failed job ends with the instance in ERROR.
+        nova_surfaces_errors = callable(getattr(future, 'result', None))
         future = novacompat.as_future(future)
         policy, plan, facts = job
         nova_data_gib = self._live_migration_data_gb(instance, disk_paths)
@@ -638,14 +705,16 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             elif outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
                 needed = self._livemig_recovery_needed(instance, dest,
                                                        report, policy)
+                # Nova records no fault for an error raised in its live
+                # migration thread: the operator would see only ERROR.
+                self._livemig_add_fault(context, instance, RECOVERY_FAULT,
+                                        needed.details)
                 try:
-                    # Nova records no fault for an error raised in its live
-                    # migration thread: the operator would see only ERROR.
-                    compute_utils.add_instance_fault_from_exc(
-                        context, instance, needed)
+                    self._livemig_lock(instance)
+                    instance.save()
                 except Exception as e:
-                    LOG.warning('Could not record the instance fault: %s',
-                                e, instance=instance)
+                    LOG.warning('nova-livemig-ext: could not lock the '
+                                'instance: %s', e, instance=instance)
                 # Nova's compute manager then sets the migration to error
                 # and the instance to ERROR, without a rollback.
                 raise needed
@@ -666,6 +735,17 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             else:
                 forget = True
                 recover_method(context, instance, dest, migrate_data)
+                if error is not None and nova_surfaces_errors:
+                    # As Nova's own driver on this release: its
+                    # _live_migration collects the migrate call's error
+                    # from the future, and its compute manager then sets
+                    # the migration to error and the instance to ERROR.
+                    self._livemig_add_fault(
+                        context, instance, FAILED_FAULT,
+                        'Live migration from %s to %s failed: %s. It was '
+                        'rolled back: the guest runs on %s.'
+                        % (instance.host, dest, error, instance.host))
+                    raise error
             forget = True
         except Exception:
             forget = forget or not monitor.in_postcopy()
@@ -713,15 +793,34 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             policy.postcopy_resume)
 
     def _livemig_recover_command(self, instance, dest, call):
-        """The command that resumes this migration by hand on this host.
+        """The command that resumes this migration by hand on this host,
+        every argument quoted for a shell.
 
         ``call`` is the migrate call made (its URI is what the source
-        libvirtd dials), or None when it is not known.
+        libvirtd dials, its parameters where the stream went), or None when
+        it is not known.
         """
         dest_uri = call[0] if call else self._live_migration_uri(dest)
-        return livemig_postcopy.RECOVER_COMMAND % {
-            'domain': instance.name, 'source': self._host._uri,
-            'dest': dest_uri}
+        params = call[1] if call else {}
+        argv = ['nova-livemig-ext', 'recover', instance.name,
+                '--from', self._host._uri, '--to', dest_uri]
+        for option, name in (('--migrate-uri', livemig_flags.PARAM_URI),
+                             ('--listen-address',
+                              livemig_flags.PARAM_LISTEN_ADDRESS)):
+            if params.get(name):
+                argv += [option, str(params[name])]
+        for path in CONF.config_file or ():
+            argv += ['--config-file', path]
+        return shlex.join(argv)
+
+    @staticmethod
+    def _livemig_unlock_text(instance):
+        return ('The instance is locked against delete, reboot and rebuild '
+                '(reason "%s") so that nothing destroys a half of the guest; '
+                'the start of nova-compute that finishes the migration '
+                'unlocks it. Once it is settled by other means, an admin '
+                'unlocks it with: openstack server unlock %s'
+                % (RECOVERY_LOCK_REASON, instance.uuid))
 
     def _livemig_recovery_needed(self, instance, dest, report, policy):
         planned = self.livemig_calls.get(instance.uuid)
@@ -731,20 +830,64 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         error = (recovery.last_error if recovery else None) or report.error
         if recovery is not None and recovery.resume_withheld:
             error = 'no resume tried: %s' % recovery.resume_withheld
-        LOG.error('nova-livemig-ext: post-copy live migration to %(dest)s '
-                  'could not be completed within %(timeout)d s '
-                  '(%(attempts)d resume attempts, source %(source)s, last '
-                  'error: %(error)s). Both halves of the guest are kept; '
-                  'nothing was rolled back. Resume it on this host with: '
-                  '%(command)s',
-                  {'dest': dest, 'timeout': policy.postcopy_recovery_timeout_s,
-                   'attempts': recovery.resume_attempts if recovery else 0,
-                   'source': recovery.source if recovery else '-',
-                   'error': error, 'command': command},
-                  instance=instance)
-        return PostcopyRecoveryNeeded(
-            source_host=instance.host, command=command,
-            detail='Both halves were kept; see troubleshooting docs.')
+        details = (
+            'Post-copy live migration from %(source)s to %(dest)s could not '
+            'be completed within %(timeout)d s (%(attempts)d resume '
+            'attempts, source %(view)s, last error: %(error)s). Both halves '
+            'of the guest are kept; nothing was rolled back. Resume it on '
+            '%(source)s with: %(command)s, then restart nova-compute there '
+            'to finish it in Nova. %(unlock)s'
+            % {'source': instance.host, 'dest': dest,
+               'timeout': policy.postcopy_recovery_timeout_s,
+               'attempts': recovery.resume_attempts if recovery else 0,
+               'view': recovery.source if recovery else '-',
+               'error': error, 'command': command,
+               'unlock': self._livemig_unlock_text(instance)})
+        LOG.error('nova-livemig-ext: %s', details, instance=instance)
+        return PostcopyRecoveryNeeded(details=details)
+
+    def _livemig_add_fault(self, context, instance, message, details):
+        """An instance fault whose message a tenant may read (<= 255
+        characters, no host or URI) and whose details only admins see.
+
+        Nova shows a fault's details to admins only when its code is 500;
+        ``add_instance_fault_from_exc`` would put a traceback there.
+        """
+        try:
+            objects.InstanceFault(
+                context=context, instance_uuid=instance.uuid,
+                host=self.livemig_host or CONF.host, code=500,
+                message=message[:255], details=details).create()
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: could not record the instance '
+                        'fault: %s', e, instance=instance)
+
+    @staticmethod
+    def _livemig_lock(instance):
+        """Lock the instance for the operator's recovery (not saved)."""
+        instance.locked = True
+        instance.locked_by = 'admin'
+        instance.system_metadata['locked_reason'] = RECOVERY_LOCK_REASON
+
+    def _livemig_unlock(self, context, instance_uuid):
+        """Lift the recovery lock, and only ours (an operator's stays)."""
+        try:
+            instance = objects.Instance.get_by_uuid(
+                context, instance_uuid, expected_attrs=['system_metadata'])
+            if not (instance.locked and instance.system_metadata.get(
+                    'locked_reason') == RECOVERY_LOCK_REASON):
+                return
+            instance.locked = False
+            instance.locked_by = None
+            instance.system_metadata.pop('locked_reason', None)
+            instance.save()
+            LOG.info('nova-livemig-ext: unlocked the instance, its live '
+                     'migration is finished', instance=instance)
+        except Exception as e:
+            LOG.warning('nova-livemig-ext: could not unlock instance '
+                        '%(uuid)s (an admin unlocks it with: openstack server '
+                        'unlock %(uuid)s): %(error)s',
+                        {'uuid': instance_uuid, 'error': e})
 
     @staticmethod
     def _livemig_abort_reason(report):
@@ -780,10 +923,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
     def _livemig_finish_interrupted(self):
         """Bring migrations a previous nova-compute left behind to an end.
 
-        A pre-copy job still running unwatched is aborted (the source keeps
-        the guest) and Nova rolls back; after the switch to post-copy the
-        migration is resumed or found complete and Nova completes it, or it
-        is left to an operator with both halves kept.
+        A pre-copy job still running unwatched is aborted; then both hosts
+        are looked at again: a guest the source still holds is rolled back
+        by Nova, one that completed meanwhile is completed. After the
+        switch to post-copy the migration is resumed or found complete and
+        Nova completes it. Whatever cannot be told or finished is left to
+        an operator with both halves kept, the instance locked.
         """
         uuids = self.livemig_records.instance_uuids()
         if not uuids:
@@ -819,6 +964,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         migration = objects.Migration.get_by_id(context,
                                                 migrate_data.migration.id)
         migrate_data.migration = migration
+        source_bdms = self._livemig_source_bdms(context, instance, record)
         dest = record['dest']
         try:
             domain = self._host.get_guest(instance)._domain
@@ -829,37 +975,129 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             domain, errors.is_libvirt_error, errors.domain_gone)
         if domain is None:
             source = livemig_postcopy.ABSENT
-        where = livemig_postcopy.judge(source, livemig_postcopy.UNREACHABLE)
+        dest_view = self._livemig_dest_view(instance, dest, record)
+        where = livemig_postcopy.judge(source, dest_view)
         LOG.warning('nova-livemig-ext: live migration to %(dest)s was '
-                    'interrupted (migration %(status)s, source %(source)s): '
-                    '%(where)s', {'dest': dest, 'status': migration.status,
-                                  'source': source, 'where': where.value},
-                    instance=instance)
+                    'interrupted (migration %(status)s, source %(source)s, '
+                    'destination %(dest_view)s): %(where)s',
+                    {'dest': dest, 'status': migration.status,
+                     'source': source, 'dest_view': dest_view,
+                     'where': where.value}, instance=instance)
         if where is livemig_postcopy.Where.NOT_SWITCHED:
-            self._livemig_end_precopy(context, instance, domain, errors,
-                                      dest, migrate_data)
-            return
-        if where is not livemig_postcopy.Where.COMPLETED:
-            where = self._livemig_resume_at_start(instance, domain, errors,
-                                                  record)
+            where, source, dest_view = self._livemig_end_precopy(
+                instance, domain, errors, dest, record)
+            if where is livemig_postcopy.Where.NOT_SWITCHED:
+                self._livemig_rollback_in_nova(context, instance, dest,
+                                               record, migrate_data,
+                                               source_bdms)
+                return
+            if where in (livemig_postcopy.Where.POSTCOPY,
+                         livemig_postcopy.Where.BROKEN):
+                where, source, dest_view = self._livemig_resume_at_start(
+                    instance, domain, errors, record, where, source,
+                    dest_view)
+        elif where is not livemig_postcopy.Where.COMPLETED:
+            where, source, dest_view = self._livemig_resume_at_start(
+                instance, domain, errors, record, where, source, dest_view)
         if where is livemig_postcopy.Where.COMPLETED:
             self._livemig_complete_in_nova(context, instance, dest, record,
-                                           migrate_data)
+                                           migrate_data, source_bdms)
             return
         self._livemig_leave_to_operator(context, instance, dest, record,
-                                        migration, where)
+                                        migration, where, source, dest_view)
 
-    def _livemig_end_precopy(self, context, instance, domain, errors, dest,
-                             migrate_data):
-        """Abort an unwatched pre-copy job, resume the source, roll back."""
-        try:
-            job = domain.jobStats()
-            running = job.get('type') == _libvirt().VIR_DOMAIN_JOB_UNBOUNDED
-        except Exception as e:
-            LOG.info('nova-livemig-ext: no job information: %s', e,
+    def _livemig_source_bdms(self, context, instance, record):
+        """The block device mappings with the source's volume attachments,
+        as the migration started."""
+        primitive = record.get('source_bdms')
+        if primitive is not None:
+            return objects_base.NovaObject.obj_from_primitive(
+                primitive, context=context)
+        current = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            context, instance.uuid)
+        if any(bdm.is_volume for bdm in current):
+            LOG.warning('nova-livemig-ext: the live migration record was '
+                        'written by an older nova-livemig-ext, without the '
+                        'source\'s block device mappings: finishing with '
+                        'the current ones, which may name the destination\'s '
+                        'volume attachments. Check this instance\'s volume '
+                        'attachments (openstack volume attachment list) '
+                        'once it is finished', instance=instance)
+        return current
+
+    def _livemig_peer_view(self, uri, instance):
+        """What another host's libvirt, at ``uri``, says of the guest.
+
+        Never required: a host that cannot be reached (or answer within
+        ``PEER_PROBE_S``) is UNREACHABLE. Read-only, touches nothing.
+        """
+        errors = livemig_monitor.ErrorClassifier((_libvirt().libvirtError,))
+        found = {}
+
+        def probe():
+            conn = None
+            try:
+                conn = self._host._connect(uri, True)
+                try:
+                    domain = conn.lookupByUUIDString(instance.uuid)
+                except Exception as e:
+                    if errors.is_libvirt_error(e) and errors.domain_gone(e):
+                        found['view'] = livemig_postcopy.ABSENT
+                        return
+                    raise
+                found['view'] = livemig_postcopy.read_view(
+                    domain, errors.is_libvirt_error, errors.domain_gone)
+            except Exception as e:
+                found['error'] = e
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        LOG.debug('nova-livemig-ext: closing %s failed', uri)
+
+        worker = threading.Thread(target=probe, daemon=True,
+                                  name='livemig-peer-probe')
+        worker.start()
+        worker.join(PEER_PROBE_S)
+        view = found.get('view')
+        if view is None:
+            LOG.info('nova-livemig-ext: the libvirt at %(uri)s cannot be '
+                     'read (%(why)s)', {'uri': uri, 'why': found.get(
+                         'error', 'no answer within %d s' % PEER_PROBE_S)},
                      instance=instance)
-            running = False
-        if running:
+            return livemig_postcopy.UNREACHABLE
+        return view
+
+    def _livemig_dest_view(self, instance, dest, record):
+        """The destination's view of the guest, when it can be had."""
+        call = record.get('call')
+        try:
+            uri = call[0] if call else self._live_migration_uri(dest)
+        except Exception as e:
+            LOG.info('nova-livemig-ext: no URI for the destination\'s '
+                     'libvirt: %s', e, instance=instance)
+            return livemig_postcopy.UNREACHABLE
+        return self._livemig_peer_view(uri, instance)
+
+    @staticmethod
+    def _livemig_job_running(domain):
+        try:
+            return (domain.jobStats().get('type')
+                    == _libvirt().VIR_DOMAIN_JOB_UNBOUNDED)
+        except Exception:
+            # A job whose statistics cannot be read is not known to run.
+            return False
+
+    def _livemig_end_precopy(self, instance, domain, errors, dest, record):
+        """Abort an unwatched pre-copy job, then look again at both hosts.
+
+        Returns (where, source view, destination view) after the abort. The
+        job may have completed, or switched to post-copy, before the abort
+        took: only a source that still holds the guest (NOT_SWITCHED) is
+        rolled back, and a guest paused by the migration is resumed then.
+        """
+        if self._livemig_job_running(domain):
             LOG.warning('nova-livemig-ext: aborting the unwatched pre-copy '
                         'job; the guest keeps running on this host',
                         instance=instance)
@@ -869,10 +1107,27 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             except Exception as e:
                 LOG.warning('nova-livemig-ext: abort failed: %s', e,
                             instance=instance)
-        state = livemig_postcopy.read_view(domain, errors.is_libvirt_error,
-                                           errors.domain_gone)
-        if (state.present and state.state == livemig_postcopy.VIR_DOMAIN_PAUSED
-                and instance.vm_state != vm_states.PAUSED):
+        still_running = self._livemig_job_running(domain)
+        source = livemig_postcopy.read_view(domain, errors.is_libvirt_error,
+                                            errors.domain_gone)
+        dest_view = self._livemig_dest_view(instance, dest, record)
+        where = livemig_postcopy.judge(source, dest_view)
+        if where is livemig_postcopy.Where.NOT_SWITCHED and still_running:
+            # It may still complete: a rollback now could destroy the
+            # guest on the destination.
+            LOG.warning('nova-livemig-ext: the pre-copy job still runs %d s '
+                        'after the abort', ABORT_WAIT_S, instance=instance)
+            where = livemig_postcopy.Where.UNKNOWN
+        if where is not livemig_postcopy.Where.NOT_SWITCHED:
+            LOG.warning('nova-livemig-ext: after the abort the live '
+                        'migration is %(where)s (source %(source)s, '
+                        'destination %(dest_view)s): it is not rolled back',
+                        {'where': where.value, 'source': source,
+                         'dest_view': dest_view}, instance=instance)
+            return where, source, dest_view
+        if (source.state == livemig_postcopy.VIR_DOMAIN_PAUSED
+                and instance.vm_state != vm_states.PAUSED
+                and record.get('vm_state') != vm_states.PAUSED):
             # Paused by the interrupted migration (our pause rung, or the
             # start of its switchover): the guest was running before.
             try:
@@ -882,12 +1137,20 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             except Exception as e:
                 LOG.warning('nova-livemig-ext: could not resume the guest: '
                             '%s', e, instance=instance)
+        return where, source, dest_view
+
+    def _livemig_rollback_in_nova(self, context, instance, dest, record,
+                                  migrate_data, source_bdms):
+        """The source holds the whole guest: Nova rolls the migration back."""
         # Nova's own start would mark a 'running' migration 'error': the
         # rollback below ends it as what it is, a failed migration.
         migrate_data.migration.status = 'failed'
         migrate_data.migration.save()
 
-        def rollback(compute, source_bdms):
+        def rollback(compute):
+            if instance.vm_state == vm_states.ERROR:
+                # Left to an operator at an earlier start.
+                instance.vm_state = record.get('vm_state', vm_states.ACTIVE)
             instance.task_state = task_states.MIGRATING
             instance.save()
             compute._rollback_live_migration(
@@ -899,11 +1162,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
 
         self._livemig_when_nova_ready(context, instance, rollback)
 
-    def _livemig_resume_at_start(self, instance, domain, errors, record):
+    def _livemig_resume_at_start(self, instance, domain, errors, record,
+                                 where, source, dest_view):
         """Watch and resume a post-copy migration, briefly, at start."""
         call = record.get('call')
         if domain is None or not call:
-            return livemig_postcopy.Where.UNKNOWN
+            return where, source, dest_view
         dconnuri, params, flags = call
         planned = PlannedDomain(domain, None)
         planned.call = (dconnuri, params, flags)
@@ -923,16 +1187,20 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             hazard=livemig_postcopy.resume_hazard(
                 livemig_postcopy.libvirt_version_of(domain),
                 self.livemig_policy.postcopy_resume))
-        return settled.where
+        return settled.where, settled.source, dest_view
 
     def _livemig_complete_in_nova(self, context, instance, dest, record,
-                                  migrate_data):
+                                  migrate_data, source_bdms):
         """The guest runs on the destination: do Nova's part of the end."""
         LOG.warning('nova-livemig-ext: the interrupted live migration to '
                     '%s completed; finishing it in Nova', dest,
                     instance=instance)
+        # Until Nova's part is done Nova still has the instance here: its
+        # start-up must not restart the guest (see resume_state_on_host_boot
+        # and process_instances_at_startup).
+        self.livemig_moved[instance.uuid] = dest
 
-        def complete(compute, source_bdms):
+        def complete(compute):
             instance.vm_state = vm_states.ACTIVE
             instance.task_state = task_states.MIGRATING
             instance.save()
@@ -945,15 +1213,14 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         self._livemig_when_nova_ready(context, instance, complete)
 
     def _livemig_when_nova_ready(self, context, instance, finish):
-        """Run ``finish(compute_manager, source_bdms)`` once Nova can.
+        """Run ``finish(compute_manager)`` once Nova can.
 
         Nova's post-migration and rollback need the resource tracker set up
         by nova-compute after ``init_host``; the libvirt side is already
-        settled, so this only waits. The record goes once it is done.
+        settled, so this only waits. The record goes once it is done, and
+        the recovery lock with it.
         """
         compute = self.virtapi._compute
-        source_bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
-            context, instance.uuid)
 
         def run():
             deadline_s = time.monotonic() + NOVA_READY_WAIT_S
@@ -966,40 +1233,183 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                     return
                 time.sleep(1.0)
             try:
-                finish(compute, source_bdms)
+                finish(compute)
             except Exception:
                 LOG.exception('nova-livemig-ext: finishing the interrupted '
                               'live migration in Nova failed; its record is '
                               'kept for the next start', instance=instance)
                 return
+            self._livemig_unlock(context, instance.uuid)
             self.livemig_records.remove(instance.uuid)
+            self.livemig_moved.pop(instance.uuid, None)
 
         novacompat.spawn(run)
 
     def _livemig_leave_to_operator(self, context, instance, dest, record,
-                                   migration, where):
+                                   migration, where, source, dest_view):
+        """Keep both halves, tell an operator, lock the instance."""
         command = self._livemig_recover_command(instance, dest,
                                                 record.get('call'))
-        LOG.error('nova-livemig-ext: the interrupted post-copy live '
-                  'migration to %(dest)s is %(where)s and could not be '
-                  'completed at start. Both halves are kept. Resume it on '
-                  'this host with: %(command)s, then restart nova-compute '
-                  'to finish it in Nova',
-                  {'dest': dest, 'where': where.value, 'command': command},
-                  instance=instance)
-        needed = PostcopyRecoveryNeeded(
-            source_host=instance.host, command=command,
-            detail='Then restart nova-compute there.')
-        compute_utils.add_instance_fault_from_exc(context, instance, needed)
+        details = (
+            'The interrupted live migration from %(source_host)s to %(dest)s '
+            'is %(where)s (source %(source)s, destination %(dest_view)s) and '
+            'was not finished at start; nothing was rolled back or '
+            'destroyed. Find which host runs the guest. To resume or '
+            'complete the migration run on %(source_host)s: %(command)s, '
+            'then restart nova-compute there to finish it in Nova. '
+            '%(unlock)s'
+            % {'source_host': instance.host, 'dest': dest,
+               'where': where.value, 'source': source,
+               'dest_view': dest_view, 'command': command,
+               'unlock': self._livemig_unlock_text(instance)})
+        LOG.error('nova-livemig-ext: %s', details, instance=instance)
+        self._livemig_add_fault(context, instance, RECOVERY_FAULT, details)
         migration.status = 'error'
         migration.save()
         instance.vm_state = vm_states.ERROR
         instance.task_state = None
+        self._livemig_lock(instance)
         instance.save()
+
+    def _livemig_check_incoming(self):
+        """Say what to do with the destination half of a post-copy
+        migration whose source host cannot be reached.
+
+        The records and the recovery live on the source: when that host
+        dies after the switch, nothing else tells an operator that this
+        host runs half a guest. Only logs; touches nothing.
+        """
+        try:
+            guests = self._host.list_guests(only_running=True)
+        except Exception as e:
+            LOG.info('nova-livemig-ext: cannot list this host\'s guests to '
+                     'look for interrupted post-copy migrations: %s', e)
+            return
+        context = nova_context.get_admin_context()
+        for guest in guests:
+            try:
+                self._livemig_check_incoming_one(context, guest)
+            except Exception:
+                LOG.exception('nova-livemig-ext: could not check domain %s '
+                              'for an interrupted post-copy migration',
+                              guest.uuid)
+
+    def _livemig_check_incoming_one(self, context, guest):
+        errors = livemig_monitor.ErrorClassifier((_libvirt().libvirtError,))
+        here = livemig_postcopy.read_view(guest._domain,
+                                          errors.is_libvirt_error,
+                                          errors.domain_gone)
+        if (here.reason not in POSTCOPY_REASONS.get(here.state, ())
+                or not here.present):
+            return
+        try:
+            instance = objects.Instance.get_by_uuid(context, guest.uuid)
+        except exception.InstanceNotFound:
+            return
+        if instance.host == self.livemig_host or not instance.host:
+            # This host is the source: its records cover it.
+            return
+        source_host = instance.host
+        try:
+            uri = self._live_migration_uri(source_host)
+        except Exception:
+            uri = None
+        source = (self._livemig_peer_view(uri, instance) if uri
+                  else livemig_postcopy.UNREACHABLE)
+        values = {'source_host': source_host, 'name': guest.name,
+                  'here': here, 'source': source, 'uri': uri,
+                  'uuid': instance.uuid}
+        if source.reachable:
+            LOG.warning('nova-livemig-ext: this host holds the destination '
+                        'half of the post-copy live migration from '
+                        '%(source_host)s (here %(here)s, source %(source)s); '
+                        'nova-compute on %(source_host)s recovers or '
+                        'completes it at its start', values,
+                        instance=instance)
+            return
+        LOG.error('nova-livemig-ext: this host holds the destination half '
+                  'of the post-copy live migration from %(source_host)s '
+                  '(domain %(name)s, %(here)s), and %(source_host)s\'s '
+                  'libvirt cannot be reached at %(uri)s. Nothing was '
+                  'changed. If %(source_host)s comes back, its nova-compute '
+                  'recovers the migration at its start. If %(source_host)s '
+                  'is lost, so are the guest\'s memory pages not yet copied '
+                  'here: the guest cannot be completed. Once that is '
+                  'decided: destroy this half (virsh destroy %(name)s; the '
+                  'disks stay), reset the instance with os-resetState '
+                  '(openstack server set --state error %(uuid)s), unlock it '
+                  'if it is locked (openstack server unlock %(uuid)s), then '
+                  'evacuate it from %(source_host)s once that service is '
+                  'down (openstack server evacuate %(uuid)s), or restore it '
+                  'from a backup. See the troubleshooting guide, "The '
+                  'source host died during post-copy"', values,
+                  instance=instance)
+
+    def _livemig_guest_left(self, instance):
+        """The destination, when an interrupted migration may have left the
+        guest running there while Nova still has it here; else None.
+
+        Only a source that holds the whole guest (never switched) lets Nova
+        decide: a domain gone, migrated, in post-copy or unreadable may mean
+        that the destination runs it.
+        """
+        dest = self.livemig_moved.get(instance.uuid)
+        if dest is not None or self.livemig_records is None:
+            return dest
+        record = self.livemig_records.read(instance.uuid)
+        if not record:
+            return None
+        try:
+            domain = self._host.get_guest(instance)._domain
+        except exception.InstanceNotFound:
+            return record.get('dest', 'its destination')
+        errors = livemig_monitor.ErrorClassifier((_libvirt().libvirtError,))
+        source = livemig_postcopy.read_view(domain, errors.is_libvirt_error,
+                                            errors.domain_gone)
+        if (livemig_postcopy.judge(source, livemig_postcopy.UNREACHABLE)
+                is livemig_postcopy.Where.NOT_SWITCHED):
+            return None
+        return record.get('dest', 'its destination')
+
+    def process_instances_at_startup(self, context, instances):
+        # Nova 34 and later: the instances nova-compute's start goes through
+        # (_init_instance). A guest this start found on its destination is
+        # left out: Nova's part of the migration moves it there.
+        moved = [i for i in instances if i.uuid in self.livemig_moved]
+        for instance in moved:
+            LOG.warning('nova-livemig-ext: Nova\'s start-up leaves this '
+                        'instance alone: the interrupted live migration '
+                        'left it running on %s, where Nova\'s part of the '
+                        'migration moves it', self.livemig_moved[
+                            instance.uuid], instance=instance)
+        if moved:
+            instances = objects.InstanceList(context, objects=[
+                i for i in instances if i.uuid not in self.livemig_moved])
+        parent = getattr(super(), 'process_instances_at_startup', None)
+        if parent is None:
+            return instances
+        return parent(context, instances)
+
+    def resume_state_on_host_boot(self, context, instance, *args, **kwargs):
+        # With resume_guests_state_on_host_boot, Nova's start hard-reboots
+        # an instance of this host whose domain it does not find running.
+        # One whose interrupted live migration left it on its destination
+        # must never be started here as well.
+        dest = self._livemig_guest_left(instance)
+        if dest is not None:
+            LOG.warning('nova-livemig-ext: not starting the guest on this '
+                        'host: its interrupted live migration left it '
+                        'running on %s', dest, instance=instance)
+            return None
+        return super().resume_state_on_host_boot(context, instance, *args,
+                                                 **kwargs)
 
     def live_migration_abort(self, instance):
         # Nova's server-migration abort: remember who asked, then abort.
-        self.livemig_operator_aborts.add(instance.uuid)
+        # (Nova's own start calls this too, for migrations it finds
+        # running: only a migration this driver watches is the operator's.)
+        if instance.uuid in self.livemig_jobs:
+            self.livemig_operator_aborts.add(instance.uuid)
         return super().live_migration_abort(instance)
 
     def _livemig_outcome(self, guest, instance, future, report):

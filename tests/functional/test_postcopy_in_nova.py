@@ -117,8 +117,14 @@ class RecoveryTimeoutTest(PostcopyTestBase):
         self.force_post_copy(server)
         self.wait_for_migration(server, 'error', timeout_s=60)
         server = self._wait_for_state_change(server, 'ERROR')
-        self.assertIn('nova-livemig-ext recover', server['fault']['message'])
-        self.assertIn(self.src_hostname, server['fault']['message'])
+        # A tenant reads the message: no host, URI or command in it.
+        self.assertEqual('Live migration needs operator recovery',
+                         server['fault']['message'])
+        # Admins get the command in the details.
+        self.assertIn("nova-livemig-ext recover instance-00000001 --from "
+                      "qemu:///system --to qemu+tcp://dest/system",
+                      server['fault']['details'])
+        self.assertTrue(server['locked'])
         # Nova still has it on the source: nothing was moved or cleaned.
         self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
         # Both halves are still there, neither destroyed nor resumed.

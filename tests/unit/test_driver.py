@@ -463,3 +463,131 @@ class TestCompletedJobListener(test.NoDBTestCase):
             no_connection, 'dom', None)
         self.assertIsNone(unconnected.wait(5.0))
         unconnected.close()
+
+
+class RestartRecoveryTest(DriverTestBase):
+    """What the driver tells Nova's start-up and the operator."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(state_path=self.useFixture(
+            test.fixtures.TempDir()).path)
+        self.drvr = self.load()
+        self.drvr.init_host('src')
+
+    def instance(self):
+        from nova import context
+        from nova.tests.unit import fake_instance
+        return fake_instance.fake_instance_obj(
+            context.get_admin_context(),
+            uuid='6c0b1f2e-4e8a-4f0e-9d7e-1b2c3d4e5f60')
+
+    def test_the_recover_command_is_quoted_for_a_shell(self):
+        import shlex
+        self.flags(config_file=['/etc/nova/nova.conf',
+                                '/etc/nova/my conf.d/x.conf'])
+        dest = 'qemu+ssh://dest/system?keyfile=/etc/k&no_tty=1'
+        command = self.drvr._livemig_recover_command(
+            self.instance(), 'dest',
+            [dest, {'migrate_uri': 'tcp://192.0.2.9',
+                    'listen_address': '192.0.2.9',
+                    'destination_xml': '<domain/>'}, 1])
+        self.assertEqual(
+            ['nova-livemig-ext', 'recover', 'instance-00000001',
+             '--from', 'qemu:///system', '--to', dest,
+             '--migrate-uri', 'tcp://192.0.2.9',
+             '--listen-address', '192.0.2.9',
+             '--config-file', '/etc/nova/nova.conf',
+             '--config-file', '/etc/nova/my conf.d/x.conf'],
+            shlex.split(command))
+        self.assertIn("'%s'" % dest, command)
+        # Without the call: Nova's URI for the destination.
+        self.flags(config_file=[])
+        self.assertEqual(
+            'nova-livemig-ext recover instance-00000001 --from '
+            'qemu:///system --to qemu+tcp://dest/system',
+            self.drvr._livemig_recover_command(self.instance(), 'dest',
+                                               None))
+
+    def test_the_fault_a_tenant_reads_names_no_host(self):
+        needed = livemig_driver.PostcopyRecoveryNeeded(
+            details='run on src-host: nova-livemig-ext recover ...')
+        self.assertEqual('Live migration needs operator recovery',
+                         needed.format_message())
+        self.assertEqual('run on src-host: nova-livemig-ext recover ...',
+                         needed.details)
+
+    def test_a_guest_that_left_is_not_started_here(self):
+        instance = self.instance()
+        nova_resume = self.useFixture(test.fixtures.MockPatchObject(
+            libvirt_driver.LibvirtDriver, 'resume_state_on_host_boot')).mock
+        self.drvr.livemig_moved[instance.uuid] = 'dest'
+        self.assertIsNone(self.drvr.resume_state_on_host_boot(
+            None, instance, [], None, None))
+        nova_resume.assert_not_called()
+        self.assertIn('not starting the guest on this host: its interrupted '
+                      'live migration left it running on dest',
+                      self.stdlog.logger.output)
+
+        # Left by an earlier start that could not finish: the record, and
+        # no domain here.
+        self.drvr.livemig_moved.clear()
+        self.drvr.livemig_records.write(instance.uuid, {'dest': 'dest2'})
+        self.assertIsNone(self.drvr.resume_state_on_host_boot(
+            None, instance, [], None, None))
+        nova_resume.assert_not_called()
+        self.assertIn('left it running on dest2', self.stdlog.logger.output)
+
+        # No record: Nova's own behaviour.
+        self.drvr.livemig_records.remove(instance.uuid)
+        self.drvr.resume_state_on_host_boot(None, instance, [], None, None)
+        nova_resume.assert_called_once_with(None, instance, [], None, None)
+
+    def test_the_source_holds_the_guest_nova_decides(self):
+        from unittest import mock
+        from nova_livemig_ext import postcopy
+        instance = self.instance()
+        guest = mock.Mock()
+        self.useFixture(test.fixtures.MockPatchObject(
+            self.drvr._host, 'get_guest', return_value=guest))
+        self.drvr.livemig_records.write(instance.uuid, {'dest': 'dest'})
+        # Running here: Nova's start decides as usual.
+        guest._domain.state.return_value = [postcopy.VIR_DOMAIN_RUNNING, 1]
+        self.assertIsNone(self.drvr._livemig_guest_left(instance))
+        # Shut off because it migrated, or half of a post-copy: the
+        # destination may run it.
+        for state in ([postcopy.VIR_DOMAIN_SHUTOFF,
+                       postcopy.VIR_DOMAIN_SHUTOFF_MIGRATED],
+                      [postcopy.VIR_DOMAIN_PAUSED,
+                       postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]):
+            guest._domain.state.return_value = state
+            self.assertEqual('dest', self.drvr._livemig_guest_left(instance))
+
+    def test_startup_leaves_out_the_guests_that_left(self):
+        from nova import context
+        from nova import objects
+        from nova.tests.unit import fake_instance
+        ctxt = context.get_admin_context()
+        stays, left = (fake_instance.fake_instance_obj(ctxt, uuid=u)
+                       for u in ('11111111-2222-3333-4444-555555555555',
+                                 '66666666-7777-8888-9999-000000000000'))
+        self.drvr.livemig_moved[left.uuid] = 'dest'
+        nova_hook = getattr(libvirt_driver.LibvirtDriver,
+                            'process_instances_at_startup', None)
+        if nova_hook is not None:
+            self.useFixture(test.fixtures.MockPatchObject(
+                libvirt_driver.LibvirtDriver, 'process_instances_at_startup',
+                side_effect=lambda ctxt, instances: instances))
+        seen = self.drvr.process_instances_at_startup(
+            ctxt, objects.InstanceList(ctxt, objects=[stays, left]))
+        self.assertEqual([stays.uuid], [i.uuid for i in seen])
+
+    def test_nova_start_aborting_is_not_an_operator_abort(self):
+        instance = self.instance()
+        self.useFixture(test.fixtures.MockPatchObject(
+            libvirt_driver.LibvirtDriver, 'live_migration_abort'))
+        self.drvr.live_migration_abort(instance)
+        self.assertEqual(set(), self.drvr.livemig_operator_aborts)
+        self.drvr.livemig_jobs[instance.uuid] = object()
+        self.drvr.live_migration_abort(instance)
+        self.assertEqual({instance.uuid}, self.drvr.livemig_operator_aborts)
