@@ -224,6 +224,9 @@ class InstanceLog(std_logging.LoggerAdapter):
 class NovaMigrationMonitor(livemig_monitor.MigrationMonitor):
     """The shared monitor, plus what Nova's migration record must show."""
 
+    # The driver logs the summary (livemig_log_summary): one line, not two.
+    log_summary = False
+
     def __init__(self, *args, migration=None, instance=None,
                  force_requests=None, save_interval_s=5.0, **kwargs):
         super().__init__(*args, **kwargs)

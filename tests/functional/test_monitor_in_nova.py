@@ -71,6 +71,9 @@ class ForceCompletePostCopyTest(MonitorTestBase):
         log = self.stdlog.logger.output
         self.assertIn('force-complete requested by the operator', log)
         self.assertIn('nova-livemig-ext: live migration completed', log)
+        # One summary line per migration: the monitor's own stays silent.
+        self.assertEqual(1, log.count('live migration completed'), log)
+        self.assertNotIn('Live migration completed after', log)
         # The summary gives what the guest paid, not libvirt's figure alone.
         self.assertRegex(log, r'nova-livemig-ext: live migration completed '
                          r'in [\d.]+ s, guest longest unavailability at most '
