@@ -64,9 +64,6 @@ RESUME_CHOICES = (RESUME_AUTO, RESUME_PATCHED, RESUME_NEVER)
 DEFAULT_POLL_INTERVAL_S = 1.0
 FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 30.0
-# Printed in the log and the instance fault when recovery is left to a person.
-RECOVER_COMMAND = ('nova-livemig-ext recover %(domain)s --from %(source)s '
-                   '--to %(dest)s')
 
 
 @dataclasses.dataclass(frozen=True)
