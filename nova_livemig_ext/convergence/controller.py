@@ -130,6 +130,12 @@ from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
 from nova_livemig_ext.convergence.decision import DecisionMaker
 from nova_livemig_ext.convergence.decision import Measure
+from nova_livemig_ext.convergence.state import ControllerState
+from nova_livemig_ext.convergence.state import Phase
+from nova_livemig_ext.convergence.state import StallTracker
+from nova_livemig_ext.convergence.state import Step
+from nova_livemig_ext.convergence.state import elapsed_s
+from nova_livemig_ext.convergence.state import on_rung
 
 # What the monitor, the planner, the lab, the benchmarks and the tests take
 # from here; each name lives in the module whose rule it is.
@@ -233,13 +239,6 @@ def downtime_steps_ms(config: ControllerConfig) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
-class Phase(enum.Enum):
-    PRECOPY = 'precopy'
-    POSTCOPY = 'postcopy'
-    PAUSED = 'paused'
-    ABORTING = 'aborting'
-
-
 class TriggerKind(enum.Enum):
     PLATEAU = 'plateau'
     WINDOW = 'window'
@@ -253,82 +252,6 @@ class Trigger:
     kind: TriggerKind
     reason: str
     measures: tuple[Measure, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class StallTracker:
-    """Working-set progress at pass boundaries."""
-
-    best_working_set_bytes: int | None = None
-    passes_without_progress: int = 0
-    last_progress_s: float | None = None
-    boundaries_seen: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class ControllerState:
-    """Everything the controller remembers between samples."""
-
-    started_s: float
-    downtime_ms: int
-    confirmed_downtime_ms: int
-    # The initial limit is set at the first sample of a running job: libvirt
-    # refuses migrateSetMaxDowntime before the job exists.
-    initial_downtime_sent: bool = False
-    initial_downtime_failures: int = 0
-    phase: Phase = Phase.PRECOPY
-    estimate: estimator.Estimate = estimator.Estimate()
-    stall: StallTracker = StallTracker()
-    rung_index: int = -1
-    rung_started_s: float | None = None
-    rung_started_passes: int = 0
-    network_slow_since_s: float | None = None
-    network_stalled: bool = False
-    postcopy_wait_since_s: float | None = None
-    # A pause chosen but held for a cheaper moment (a shrinking working
-    # set, or the trough of the remaining bytes).
-    pause_wait_since_s: float | None = None
-    # At the last pass boundary: the throttle in force during the pass that
-    # ended, and the dirty rate QEMU measured over it.
-    pass_throttle_pct: int = 0
-    pass_dirty_bytes_s: float | None = None
-    # The same, at the first boundary of a throttled pass, and the best
-    # effect of the throttle shown since (see throttle_effect).
-    throttle_first_pct: int | None = None
-    throttled_dirty_bytes_s: float | None = None
-    throttle_best_effect: float | None = None
-    switchover_started_s: float | None = None
-    exhausted: frozenset[str] = frozenset()
-    # Rungs entered so far (a rung passed over for a cheaper one is not).
-    tried: frozenset[str] = frozenset()
-    noted: frozenset[str] = frozenset()
-    predicted_downtime_ms: float | None = None
-    # The deadline in force (None: config.deadline_s, not derived yet), and
-    # the one last said in the log.
-    deadline_s: float | None = None
-    deadline_noted_s: float | None = None
-    # Migrations sharing the link now, the most seen, and when it changed.
-    link_shares: int = 1
-    max_link_shares: int = 1
-    link_shares_changed_s: float | None = None
-    # The link's capacity: settled bandwidth × shares, the best seen.
-    peak_link_bytes_s: float = 0.0
-    # The least settled bandwidth this job had while sharing the link.
-    least_shared_bytes_s: float | None = None
-    # Guest CPU time taken by QEMU's throttle so far (Σ throttle × time).
-    throttle_lost_s: float = 0.0
-    # What the guest was predicted to pay when the controller paused it
-    # or switched it to post-copy.
-    predicted_guest: guest.GuestCost | None = None
-
-    def rung_name(self, config: ControllerConfig) -> str | None:
-        """The rung last entered, if any."""
-        if self.rung_index < 0:
-            return None
-        return config.ladder[self.rung_index]
-
-
-Step = tuple[ControllerState, tuple[Decision, ...]]
 
 
 # ---------------------------------------------------------------------------
@@ -391,10 +314,6 @@ def _note_once(state: ControllerState, key: str, now_s: float, reason: str,
 # ---------------------------------------------------------------------------
 # Questions about the state.
 # ---------------------------------------------------------------------------
-
-def elapsed_s(state: ControllerState, now_s: float) -> float:
-    return now_s - state.started_s
-
 
 def current_deadline_s(config: ControllerConfig,
                        state: ControllerState) -> float:
@@ -945,19 +864,11 @@ def rung_had_its_chance(config: ControllerConfig, state: ControllerState,
 # Entering rungs.
 # ---------------------------------------------------------------------------
 
-def _entered(state: ControllerState, index: int, now_s: float
-             ) -> ControllerState:
-    return dataclasses.replace(
-        state, rung_index=index,
-        rung_started_s=elapsed_s(state, now_s),
-        rung_started_passes=state.estimate.passes_completed)
-
-
 def enter_downtime(config: ControllerConfig, state: ControllerState,
                    index: int, trigger: Trigger, now_s: float) -> Step:
     target = next_downtime_ms(config, state, trigger, now_s)
     assert target is not None
-    state = dataclasses.replace(_entered(state, index, now_s),
+    state = dataclasses.replace(on_rung(state, index, now_s),
                                 downtime_ms=target)
     needed = downtime_needed_ms(state)
     cost = guest.predicted_precopy(state.estimate, target,
@@ -988,7 +899,7 @@ def throttle_chance_price(config: ControllerConfig, state: ControllerState
 
 def enter_auto_converge(config: ControllerConfig, state: ControllerState,
                         index: int, trigger: Trigger, now_s: float) -> Step:
-    state = _entered(state, index, now_s)
+    state = on_rung(state, index, now_s)
     est = state.estimate
     chance_s, cost = throttle_chance_price(config, state)
     reason = (f'{trigger.reason}; auto-converge was armed at start and QEMU '
@@ -1005,7 +916,7 @@ def enter_auto_converge(config: ControllerConfig, state: ControllerState,
 
 def enter_postcopy(config: ControllerConfig, state: ControllerState,
                    index: int, trigger: Trigger, now_s: float) -> Step:
-    state = dataclasses.replace(_entered(state, index, now_s),
+    state = dataclasses.replace(on_rung(state, index, now_s),
                                 postcopy_wait_since_s=elapsed_s(state, now_s))
     reason = (f'{trigger.reason}; switching to post-copy, at the trough of '
               f'the remaining bytes if waiting for it saves pages')
@@ -1114,7 +1025,7 @@ def maybe_pause(config: ControllerConfig, state: ControllerState,
 
 def enter_pause(config: ControllerConfig, state: ControllerState, index: int,
                 trigger: Trigger, now_s: float) -> Step:
-    state = _entered(state, index, now_s)
+    state = on_rung(state, index, now_s)
     wait = pause_should_wait(config, state, now_s)
     if wait is None:
         return _pause_decisions(config, state, now_s, trigger.reason,
@@ -1130,7 +1041,7 @@ def enter_pause(config: ControllerConfig, state: ControllerState, index: int,
 
 def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
                 trigger: Trigger, now_s: float) -> Step:
-    state = _entered(state, index, now_s)
+    state = on_rung(state, index, now_s)
     left = time_left_s(config, state, now_s)
     reason = (f'{trigger.reason}; no permitted rung is left, aborting at the '
               f'deadline in {left:.0f} s unless pre-copy converges first')
@@ -1400,7 +1311,7 @@ def at_deadline(config: ControllerConfig, state: ControllerState,
         blocker = rung_blocker(config, state, RUNG_PAUSE, None, now_s)
         if blocker is None:
             index = config.ladder.index(RUNG_PAUSE)
-            state = _entered(state, index, now_s)
+            state = on_rung(state, index, now_s)
             return _pause_decisions(config, state, now_s, why, extra)
         state, note = _note_once(state, 'deadline-no-pause', now_s,
                                  f'{why}; not pausing: {blocker}', None,
@@ -1440,7 +1351,7 @@ def force_complete(config: ControllerConfig, state: ControllerState,
             and RUNG_POSTCOPY in config.ladder
             and not state.network_stalled):
         index = config.ladder.index(RUNG_POSTCOPY)
-        state = dataclasses.replace(_entered(state, index, now_s),
+        state = dataclasses.replace(on_rung(state, index, now_s),
                                     postcopy_wait_since_s=None)
         est = state.estimate
         state = dataclasses.replace(
@@ -1465,7 +1376,7 @@ def force_complete(config: ControllerConfig, state: ControllerState,
         return state, tuple(decisions)
     index = (config.ladder.index(RUNG_PAUSE)
              if RUNG_PAUSE in config.ladder else state.rung_index)
-    state = _entered(state, index, now_s)
+    state = on_rung(state, index, now_s)
     return _pause_decisions(config, state, now_s, why, extra)
 
 
