@@ -130,6 +130,11 @@ from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
 from nova_livemig_ext.convergence.decision import DecisionMaker
 from nova_livemig_ext.convergence.decision import Measure
+from nova_livemig_ext.convergence.reasons import decide
+from nova_livemig_ext.convergence.reasons import fmt
+from nova_livemig_ext.convergence.reasons import mib
+from nova_livemig_ext.convergence.reasons import note_once
+from nova_livemig_ext.convergence.reasons import rounded
 from nova_livemig_ext.convergence.state import ControllerState
 from nova_livemig_ext.convergence.state import Phase
 from nova_livemig_ext.convergence.state import StallTracker
@@ -176,8 +181,6 @@ __all__ = [
     'window_trigger',
 ]
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 MS_PER_S = 1000.0
 
 # The working set is read one poll late, and QEMU compares the remainder
@@ -252,63 +255,6 @@ class Trigger:
     kind: TriggerKind
     reason: str
     measures: tuple[Measure, ...]
-
-
-# ---------------------------------------------------------------------------
-# Small helpers for reasons and measures.
-# ---------------------------------------------------------------------------
-
-def _mib(size_bytes: float | None) -> float | None:
-    return None if size_bytes is None else round(size_bytes / MIB, 1)
-
-
-def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _fmt(value: float | None, unit: str = '', digits: int = 1) -> str:
-    return 'unknown' if value is None else f'{value:.{digits}f}{unit}'
-
-
-def estimate_measures(state: ControllerState, now_s: float
-                      ) -> tuple[Measure, ...]:
-    """The numbers every decision carries."""
-    est = state.estimate
-    return (
-        ('elapsed_s', _round(now_s - state.started_s, 1)),
-        ('iteration', est.iteration),
-        ('remaining_mib', _mib(est.remaining_bytes)),
-        ('working_set_mib', _mib(estimator.latest_working_set_bytes(est))),
-        ('bandwidth_mib_s', _mib(est.bandwidth_bytes_s)),
-        ('dirty_rate_mib_s', _mib(est.dirty_rate_bytes_s)),
-        ('dirty_ratio', _round(estimator.dirty_ratio(est))),
-        ('convergence_ratio', _round(estimator.convergence_ratio(est))),
-        ('downtime_limit_ms', state.downtime_ms),
-        ('throttle_pct', est.throttle_pct),
-    )
-
-
-def _decision(state: ControllerState, now_s: float, action: Action,
-              reason: str, rung: str | None = None,
-              extra: tuple[Measure, ...] = (), *,
-              downtime_ms: int | None = None,
-              speed_mib_s: int | None = None,
-              postcopy_speed: bool = False) -> Decision:
-    return Decision(action=action, reason=reason,
-                    at_s=round(now_s - state.started_s, 3), rung=rung,
-                    downtime_ms=downtime_ms, speed_mib_s=speed_mib_s,
-                    postcopy_speed=postcopy_speed,
-                    measures=estimate_measures(state, now_s) + extra)
-
-
-def _note_once(state: ControllerState, key: str, now_s: float, reason: str,
-               rung: str | None = None,
-               extra: tuple[Measure, ...] = ()) -> Step:
-    if key in state.noted:
-        return state, ()
-    state = dataclasses.replace(state, noted=state.noted | {key})
-    return state, (_decision(state, now_s, Action.NOTE, reason, rung,
-                             extra),)
 
 
 # ---------------------------------------------------------------------------
@@ -469,14 +415,14 @@ def update_deadline(config: ControllerConfig, state: ControllerState,
     state = dataclasses.replace(state, deadline_s=new)
     extra: tuple[Measure, ...] = (
         ('deadline_s', round(new, 1)),
-        ('link_share_mib_s', _mib(share)),
+        ('link_share_mib_s', mib(share)),
         ('link_shares', state.link_shares))
     if 'deadline-set' not in state.noted:
         state = dataclasses.replace(state, deadline_noted_s=new)
-        return _note_once(
+        return note_once(
             state, 'deadline-set', now_s,
             f'deadline {new:.0f} s: {multiple:g} x '
-            f"{_fmt(_mib(data), ' MiB')} / {_fmt(_mib(share), ' MiB/s')} "
+            f"{fmt(mib(data), ' MiB')} / {fmt(mib(share), ' MiB/s')} "
             f'is {multiple * data / share:.0f} s (floor '
             f'{config.deadline_floor_s:.0f} s, cap {config.deadline_s:.0f} '
             f's)', None, extra)
@@ -486,11 +432,11 @@ def update_deadline(config: ControllerConfig, state: ControllerState,
         # deadline moved by a tenth since the last time.
         return state, ()
     state = dataclasses.replace(state, deadline_noted_s=new)
-    return state, (_decision(
+    return state, (decide(
         state, now_s, Action.NOTE,
         f'deadline moved from {old:.0f} s to {new:.0f} s: up to '
         f'{state.max_link_shares} migrations share the link, this one gets '
-        f"{_fmt(_mib(share), ' MiB/s')}", None, extra),)
+        f"{fmt(mib(share), ' MiB/s')}", None, extra),)
 
 
 def predicted_in_time_s(config: ControllerConfig, state: ControllerState,
@@ -571,14 +517,14 @@ def plateau_trigger(config: ControllerConfig, state: ControllerState
     est = state.estimate
     reason = (
         f'working set stopped shrinking: '
-        f"{_fmt(_mib(estimator.latest_working_set_bytes(est)), ' MiB')} "
+        f"{fmt(mib(estimator.latest_working_set_bytes(est)), ' MiB')} "
         f'at the start of pass {est.iteration}, best '
-        f"{_fmt(_mib(tracker.best_working_set_bytes), ' MiB')}, "
+        f"{fmt(mib(tracker.best_working_set_bytes), ' MiB')}, "
         f'{tracker.passes_without_progress} passes without progress, '
-        f"dirty ratio {_fmt(estimator.dirty_ratio(est), '', 2)}")
+        f"dirty ratio {fmt(estimator.dirty_ratio(est), '', 2)}")
     return Trigger(TriggerKind.PLATEAU, reason, (
         ('passes_without_progress', tracker.passes_without_progress),
-        ('best_working_set_mib', _mib(tracker.best_working_set_bytes))))
+        ('best_working_set_mib', mib(tracker.best_working_set_bytes))))
 
 
 def window_trigger(config: ControllerConfig, state: ControllerState,
@@ -598,12 +544,12 @@ def window_trigger(config: ControllerConfig, state: ControllerState,
     reason = (
         f'no better working set for {quiet_s:.0f} s (window '
         f'{config.stall_window_s:.0f} s) and the pass under way is '
-        f"projected to leave {_fmt(_mib(projected), ' MiB')}, best "
-        f"{_fmt(_mib(best), ' MiB')}")
+        f"projected to leave {fmt(mib(projected), ' MiB')}, best "
+        f"{fmt(mib(best), ' MiB')}")
     return Trigger(TriggerKind.WINDOW, reason, (
         ('quiet_s', round(quiet_s, 1)),
-        ('projected_working_set_mib', _mib(projected)),
-        ('best_working_set_mib', _mib(best))))
+        ('projected_working_set_mib', mib(projected)),
+        ('best_working_set_mib', mib(best))))
 
 
 def deadline_trigger(config: ControllerConfig, state: ControllerState,
@@ -619,11 +565,11 @@ def deadline_trigger(config: ControllerConfig, state: ControllerState,
     left = time_left_s(config, state, now_s)
     if predicted is not None and predicted <= left:
         return None
-    reason = (f"predicted to finish in {_fmt(predicted, ' s', 0)} at "
+    reason = (f"predicted to finish in {fmt(predicted, ' s', 0)} at "
               f'{state.downtime_ms} ms, but the deadline is in '
               f'{left:.0f} s')
     return Trigger(TriggerKind.DEADLINE, reason, (
-        ('predicted_completion_s', _round(predicted, 1)),
+        ('predicted_completion_s', rounded(predicted, 1)),
         ('time_left_s', round(left, 1))))
 
 
@@ -699,7 +645,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
         needed = downtime_needed_ms(state)
         return (f'no downtime step up to the ceiling '
                 f'{config.max_downtime_ms} ms helps (the working set '
-                f"needs {_fmt(needed, ' ms', 0)})")
+                f"needs {fmt(needed, ' ms', 0)})")
     if rung == RUNG_AUTO_CONVERGE:
         if not config.auto_converge_armed:
             return ('auto-converge was not armed at job start and QEMU '
@@ -718,7 +664,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
             return 'the link is stalled; post-copy would strand the guest'
         if not postcopy_fits_deadline(config, state, now_s):
             duration = estimator.postcopy_duration_s(est)
-            return (f"post-copy would take {_fmt(duration, ' s', 0)}, "
+            return (f"post-copy would take {fmt(duration, ' s', 0)}, "
                     f'the deadline is in '
                     f'{time_left_s(config, state, now_s):.0f} s')
         return None
@@ -729,7 +675,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
             return 'the link is stalled; a pause would freeze the guest'
         if not pause_fits_timeout(config, state):
             downtime = estimator.pause_downtime_ms(est)
-            return (f"a pause would last {_fmt(downtime, ' ms', 0)}, over "
+            return (f"a pause would last {fmt(downtime, ' ms', 0)}, over "
                     f'the switchover timeout '
                     f'{config.switchover_timeout_s:.0f} s')
         return None
@@ -792,11 +738,11 @@ def throttle_verdict(config: ControllerConfig,
     est = state.estimate
     return (f'throttling does not bite: from {state.throttle_first_pct}% to '
             f'{state.pass_throttle_pct}% the dirty rate went from '
-            f"{_fmt(_mib(state.throttled_dirty_bytes_s), ' MiB/s')} to "
-            f"{_fmt(_mib(state.pass_dirty_bytes_s), ' MiB/s')}; at best it "
-            f"fell {_fmt(state.throttle_best_effect, '', 2)} of what the "
+            f"{fmt(mib(state.throttled_dirty_bytes_s), ' MiB/s')} to "
+            f"{fmt(mib(state.pass_dirty_bytes_s), ' MiB/s')}; at best it "
+            f"fell {fmt(state.throttle_best_effect, '', 2)} of what the "
             f'throttle takes from a writer bound by its vCPU, against '
-            f"{_fmt(_mib(est.bandwidth_bytes_s), ' MiB/s')} of bandwidth")
+            f"{fmt(mib(est.bandwidth_bytes_s), ' MiB/s')} of bandwidth")
 
 
 def passes_on_rung(config: ControllerConfig, state: ControllerState) -> int:
@@ -874,13 +820,13 @@ def enter_downtime(config: ControllerConfig, state: ControllerState,
     cost = guest.predicted_precopy(state.estimate, target,
                                    state.throttle_lost_s)
     reason = (f'{trigger.reason}; raising the downtime limit to {target} ms '
-              f"(working set needs {_fmt(needed, ' ms', 0)}, ceiling "
+              f"(working set needs {fmt(needed, ' ms', 0)}, ceiling "
               f'{config.max_downtime_ms} ms); the guest is predicted to '
               f'pay: {cost.text()}')
-    return state, (_decision(state, now_s, Action.SET_DOWNTIME, reason,
-                             RUNG_DOWNTIME,
-                             trigger.measures + cost.measures('guest'),
-                             downtime_ms=target),)
+    return state, (decide(state, now_s, Action.SET_DOWNTIME, reason,
+                          RUNG_DOWNTIME,
+                          trigger.measures + cost.measures('guest'),
+                          downtime_ms=target),)
 
 
 def throttle_chance_price(config: ControllerConfig, state: ControllerState
@@ -907,11 +853,11 @@ def enter_auto_converge(config: ControllerConfig, state: ControllerState,
               f'{est.throttle_pct or 0}% after '
               f'{passes_on_rung(config, state)} passes); giving it '
               f'{config.auto_converge_chance_passes} passes of throttling '
-              f"(about {_fmt(chance_s, ' s', 0)}); the guest is predicted "
+              f"(about {fmt(chance_s, ' s', 0)}); the guest is predicted "
               f'to pay at least: {cost.text()}')
-    return state, (_decision(state, now_s, Action.NOTE, reason,
-                             RUNG_AUTO_CONVERGE,
-                             trigger.measures + cost.measures('guest')),)
+    return state, (decide(state, now_s, Action.NOTE, reason,
+                          RUNG_AUTO_CONVERGE,
+                          trigger.measures + cost.measures('guest')),)
 
 
 def enter_postcopy(config: ControllerConfig, state: ControllerState,
@@ -920,8 +866,8 @@ def enter_postcopy(config: ControllerConfig, state: ControllerState,
                                 postcopy_wait_since_s=elapsed_s(state, now_s))
     reason = (f'{trigger.reason}; switching to post-copy, at the trough of '
               f'the remaining bytes if waiting for it saves pages')
-    note = _decision(state, now_s, Action.NOTE, reason, RUNG_POSTCOPY,
-                     trigger.measures)
+    note = decide(state, now_s, Action.NOTE, reason, RUNG_POSTCOPY,
+                  trigger.measures)
     state, switch = maybe_switch_to_postcopy(config, state, now_s)
     return state, (note,) + switch
 
@@ -932,7 +878,7 @@ def _pause_decisions(config: ControllerConfig, state: ControllerState,
     expected = estimator.pause_downtime_ms(state.estimate)
     decisions: list[Decision] = []
     if config.max_bandwidth_mib_s is not None:
-        decisions.append(_decision(
+        decisions.append(decide(
             state, now_s, Action.SET_SPEED,
             f'lifting the bandwidth cap to {config.max_bandwidth_mib_s} '
             f'MiB/s before pausing: the pause lasts what is left divided '
@@ -944,14 +890,14 @@ def _pause_decisions(config: ControllerConfig, state: ControllerState,
         switchover_started_s=elapsed_s(state, now_s),
         predicted_downtime_ms=expected, postcopy_wait_since_s=None,
         pause_wait_since_s=None, predicted_guest=cost)
-    left_mib = _mib(estimator.switchover_bytes(state.estimate))
+    left_mib = mib(estimator.switchover_bytes(state.estimate))
     reason = (f'{why}; pausing the guest to force the switchover, expected '
-              f"downtime {_fmt(expected, ' ms', 0)} for "
-              f"{_fmt(left_mib, ' MiB')} at "
-              f"{_fmt(_mib(state.estimate.bandwidth_bytes_s), ' MiB/s')}")
-    decisions.append(_decision(
+              f"downtime {fmt(expected, ' ms', 0)} for "
+              f"{fmt(left_mib, ' MiB')} at "
+              f"{fmt(mib(state.estimate.bandwidth_bytes_s), ' MiB/s')}")
+    decisions.append(decide(
         state, now_s, Action.PAUSE, reason, RUNG_PAUSE,
-        extra + (('expected_downtime_ms', _round(expected, 0)),)
+        extra + (('expected_downtime_ms', rounded(expected, 0)),)
         + cost.measures('guest')))
     return state, tuple(decisions)
 
@@ -983,7 +929,7 @@ def pause_should_wait(config: ControllerConfig, state: ControllerState,
     if (ratio is not None and ratio < 1 and not stopped
             and left > pause_s + pass_s + margin_s):
         return (f'the working set still shrinks by a ratio of {ratio:.2f} a '
-                f"pass: pausing now costs the guest {_fmt(pause_s, ' s')}, "
+                f"pass: pausing now costs the guest {fmt(pause_s, ' s')}, "
                 f'later less; the deadline in {left:.0f} s leaves room')
     waited_s = (0.0 if state.pause_wait_since_s is None
                 else elapsed_s(state, now_s) - state.pause_wait_since_s)
@@ -999,8 +945,8 @@ def pause_should_wait(config: ControllerConfig, state: ControllerState,
             and left > pause_s + margin_s):
         at_trough_s = estimator.switchover_bytes_at_trough(
             est, state.downtime_ms) / (est.bandwidth_bytes_s or 1.0)
-        return (f"pausing now costs the guest {_fmt(pause_s, ' s')}, at the "
-                f"end of this pass about {_fmt(at_trough_s, ' s')}")
+        return (f"pausing now costs the guest {fmt(pause_s, ' s')}, at the "
+                f"end of this pass about {fmt(at_trough_s, ' s')}")
     return None
 
 
@@ -1011,9 +957,9 @@ def maybe_pause(config: ControllerConfig, state: ControllerState,
     if blocker is not None:
         state = dataclasses.replace(state, pause_wait_since_s=None,
                                     exhausted=state.exhausted | {RUNG_PAUSE})
-        return _note_once(state, 'pause-dropped', now_s,
-                          f'not pausing after all: {blocker}', None,
-                          (('skipped_rung', RUNG_PAUSE),))
+        return note_once(state, 'pause-dropped', now_s,
+                         f'not pausing after all: {blocker}', None,
+                         (('skipped_rung', RUNG_PAUSE),))
     if pause_should_wait(config, state, now_s) is not None:
         return state, ()
     waited_s = elapsed_s(state, now_s) - (state.pause_wait_since_s or 0.0)
@@ -1033,7 +979,7 @@ def enter_pause(config: ControllerConfig, state: ControllerState, index: int,
     state = dataclasses.replace(state,
                                 pause_wait_since_s=elapsed_s(state, now_s))
     cost = guest.predicted_pause(state.estimate, state.throttle_lost_s)
-    return state, (_decision(
+    return state, (decide(
         state, now_s, Action.NOTE,
         f'{trigger.reason}; pausing, but not yet: {wait}', RUNG_PAUSE,
         trigger.measures + cost.measures('guest_now')),)
@@ -1045,8 +991,8 @@ def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
     left = time_left_s(config, state, now_s)
     reason = (f'{trigger.reason}; no permitted rung is left, aborting at the '
               f'deadline in {left:.0f} s unless pre-copy converges first')
-    return _note_once(state, 'abort-pending', now_s, reason, RUNG_ABORT,
-                      trigger.measures)
+    return note_once(state, 'abort-pending', now_s, reason, RUNG_ABORT,
+                     trigger.measures)
 
 
 def enter_rung(config: ControllerConfig, state: ControllerState, index: int,
@@ -1151,11 +1097,11 @@ def rank_rungs(config: ControllerConfig,
 def _ranking_text(ranked: Sequence[tuple[str, guest.GuestCost]]) -> str:
     first, cost = ranked[0]
     others = '; '.join(
-        f'{rung} {_fmt(c.longest_unavailable_s, " s", 2)} unavailable, '
-        f'{_fmt(c.work_lost_s, " s", 1)} lost' for rung, c in ranked[1:])
+        f'{rung} {fmt(c.longest_unavailable_s, " s", 2)} unavailable, '
+        f'{fmt(c.work_lost_s, " s", 1)} lost' for rung, c in ranked[1:])
     return (f'{first} costs the guest least ('
-            f'{_fmt(cost.longest_unavailable_s, " s", 2)} unavailable, '
-            f'{_fmt(cost.work_lost_s, " s", 1)} lost; against {others})')
+            f'{fmt(cost.longest_unavailable_s, " s", 2)} unavailable, '
+            f'{fmt(cost.work_lost_s, " s", 1)} lost; against {others})')
 
 
 def escalate(config: ControllerConfig, state: ControllerState,
@@ -1183,9 +1129,9 @@ def escalate(config: ControllerConfig, state: ControllerState,
             costs.append((rung, rung_cost(config, state, rung, trigger,
                                           now_s)))
             continue
-        state, note = _note_once(state, f'skip-{rung}', now_s,
-                                 f'skipping {rung}: {blocker}', None,
-                                 (('skipped_rung', rung),))
+        state, note = note_once(state, f'skip-{rung}', now_s,
+                                f'skipping {rung}: {blocker}', None,
+                                (('skipped_rung', rung),))
         decisions.extend(note)
     ranked = rank_rungs(config, costs)
     if ranked:
@@ -1204,7 +1150,7 @@ def escalate(config: ControllerConfig, state: ControllerState,
                                     config.ladder.index(RUNG_ABORT), trigger,
                                     now_s)
         return state, tuple(decisions) + entered
-    state, note = _note_once(
+    state, note = note_once(
         state, 'ladder-exhausted', now_s,
         f'{trigger.reason}; no rung of the ladder {list(config.ladder)} can '
         f'help, aborting at the deadline unless pre-copy converges',
@@ -1261,9 +1207,9 @@ def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
         state = dataclasses.replace(state, postcopy_wait_since_s=None,
                                     exhausted=state.exhausted
                                     | {RUNG_POSTCOPY})
-        return _note_once(state, 'postcopy-dropped', now_s,
-                          f'not switching to post-copy after all: {blocker}',
-                          None, (('skipped_rung', RUNG_POSTCOPY),))
+        return note_once(state, 'postcopy-dropped', now_s,
+                         f'not switching to post-copy after all: {blocker}',
+                         None, (('skipped_rung', RUNG_POSTCOPY),))
     if not (at_remaining_trough(config, state)
             or not trough_saves_bytes(state)
             or postcopy_wait_over(config, state, now_s)):
@@ -1273,7 +1219,7 @@ def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
     cost = guest.predicted_postcopy(est, state.throttle_lost_s)
     decisions: list[Decision] = []
     if config.postcopy_bandwidth_mib_s is not None:
-        decisions.append(_decision(
+        decisions.append(decide(
             state, now_s, Action.SET_SPEED,
             f'post-copy bandwidth {config.postcopy_bandwidth_mib_s} MiB/s: '
             f'every page fault on the destination waits for it',
@@ -1284,14 +1230,14 @@ def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
         switchover_started_s=elapsed_s(state, now_s),
         predicted_downtime_ms=None, predicted_guest=cost)
     reason = (f'switching to post-copy with '
-              f"{_fmt(_mib(est.remaining_bytes), ' MiB')} remaining: about "
-              f"{_fmt(_mib(estimator.switchover_bytes(est)), ' MiB')} to pull "
-              f"in {_fmt(duration, ' s', 0)}, deadline in "
+              f"{fmt(mib(est.remaining_bytes), ' MiB')} remaining: about "
+              f"{fmt(mib(estimator.switchover_bytes(est)), ' MiB')} to pull "
+              f"in {fmt(duration, ' s', 0)}, deadline in "
               f'{time_left_s(config, state, now_s):.0f} s; the guest is '
               f'predicted to pay: {cost.text()}')
-    decisions.append(_decision(
+    decisions.append(decide(
         state, now_s, Action.START_POSTCOPY, reason, RUNG_POSTCOPY,
-        (('postcopy_duration_s', _round(duration, 1)),)
+        (('postcopy_duration_s', rounded(duration, 1)),)
         + cost.measures('guest')))
     return state, tuple(decisions)
 
@@ -1313,17 +1259,17 @@ def at_deadline(config: ControllerConfig, state: ControllerState,
             index = config.ladder.index(RUNG_PAUSE)
             state = on_rung(state, index, now_s)
             return _pause_decisions(config, state, now_s, why, extra)
-        state, note = _note_once(state, 'deadline-no-pause', now_s,
-                                 f'{why}; not pausing: {blocker}', None,
-                                 (('skipped_rung', RUNG_PAUSE),))
+        state, note = note_once(state, 'deadline-no-pause', now_s,
+                                f'{why}; not pausing: {blocker}', None,
+                                (('skipped_rung', RUNG_PAUSE),))
         decisions.extend(note)
     state = dataclasses.replace(state, phase=Phase.ABORTING,
                                 postcopy_wait_since_s=None)
     link = (' during a network stall' if state.network_stalled else '')
     reason = (f'{why}{link} and no permitted rung is left; aborting, the '
               f'guest keeps running on the source')
-    decisions.append(_decision(state, now_s, Action.ABORT, reason,
-                               RUNG_ABORT, extra))
+    decisions.append(decide(state, now_s, Action.ABORT, reason,
+                            RUNG_ABORT, extra))
     return state, tuple(decisions)
 
 
@@ -1340,10 +1286,10 @@ def force_complete(config: ControllerConfig, state: ControllerState,
     stalled link.
     """
     if state.phase is not Phase.PRECOPY:
-        return _note_once(state, 'force-complete-late', now_s,
-                          f'force-complete requested while already '
-                          f'{state.phase.value}; nothing more to do', None,
-                          ())
+        return note_once(state, 'force-complete-late', now_s,
+                         f'force-complete requested while already '
+                         f'{state.phase.value}; nothing more to do', None,
+                         ())
     why = 'force-complete requested by the operator'
     extra: tuple[Measure, ...] = (('requested_at_s',
                                    round(elapsed_s(state, now_s), 1)),)
@@ -1362,16 +1308,16 @@ def force_complete(config: ControllerConfig, state: ControllerState,
                                                      state.throttle_lost_s))
         decisions: list[Decision] = []
         if config.postcopy_bandwidth_mib_s is not None:
-            decisions.append(_decision(
+            decisions.append(decide(
                 state, now_s, Action.SET_SPEED,
                 f'post-copy bandwidth {config.postcopy_bandwidth_mib_s} '
                 f'MiB/s', RUNG_POSTCOPY,
                 speed_mib_s=config.postcopy_bandwidth_mib_s,
                 postcopy_speed=True))
-        decisions.append(_decision(
+        decisions.append(decide(
             state, now_s, Action.START_POSTCOPY,
             f"{why}; switching to post-copy with "
-            f"{_fmt(_mib(est.remaining_bytes), ' MiB')} remaining",
+            f"{fmt(mib(est.remaining_bytes), ' MiB')} remaining",
             RUNG_POSTCOPY, extra))
         return state, tuple(decisions)
     index = (config.ladder.index(RUNG_PAUSE)
@@ -1391,7 +1337,7 @@ def after_forced_switchover(config: ControllerConfig, state: ControllerState,
         ('switchover_s', round(running_s, 1)),
         ('switchover_timeout_s', config.switchover_timeout_s))
     if state.phase is Phase.POSTCOPY:
-        return _note_once(
+        return note_once(
             state, 'postcopy-timeout', now_s,
             f'post-copy still running {running_s:.0f} s after the switch '
             f'(timeout {config.switchover_timeout_s:.0f} s); not aborting: '
@@ -1401,8 +1347,8 @@ def after_forced_switchover(config: ControllerConfig, state: ControllerState,
     reason = (f'still not switched over {running_s:.0f} s after the pause '
               f'(timeout {config.switchover_timeout_s:.0f} s); aborting, the '
               f'source guest is resumed')
-    return state, (_decision(state, now_s, Action.ABORT, reason, RUNG_ABORT,
-                             extra),)
+    return state, (decide(state, now_s, Action.ABORT, reason, RUNG_ABORT,
+                          extra),)
 
 
 def track_network(config: ControllerConfig, state: ControllerState,
@@ -1417,9 +1363,9 @@ def track_network(config: ControllerConfig, state: ControllerState,
         state = dataclasses.replace(
             state, network_slow_since_s=None, network_stalled=False,
             noted=state.noted - {'network-stall'})
-        return state, (_decision(
+        return state, (decide(
             state, now_s, Action.NOTE,
-            f'link recovered: {_fmt(_mib(est.interval_bandwidth_bytes_s))} '
+            f'link recovered: {fmt(mib(est.interval_bandwidth_bytes_s))} '
             f'MiB/s', None),)
     since = state.network_slow_since_s
     if since is None:
@@ -1428,19 +1374,19 @@ def track_network(config: ControllerConfig, state: ControllerState,
     if state.network_stalled or t - since < config.network_stall_window_s:
         return state, ()
     state = dataclasses.replace(state, network_stalled=True)
-    rate_mib_s = _mib(est.interval_bandwidth_bytes_s)
+    rate_mib_s = mib(est.interval_bandwidth_bytes_s)
     expected = est.peak_bandwidth_bytes_s if share is None else share
     reason = (
-        f"network stall: {_fmt(rate_mib_s, ' MiB/s')}"
+        f"network stall: {fmt(rate_mib_s, ' MiB/s')}"
         f' for {t - since:.0f} s against '
-        f"{_fmt(_mib(expected), ' MiB/s')} expected "
+        f"{fmt(mib(expected), ' MiB/s')} expected "
         f'({state.link_shares} migrations share the link); holding '
 
         f'escalation, post-copy or a pause over a dead link would strand the '
         f'guest')
-    return _note_once(state, 'network-stall', now_s, reason, None, (
-        ('peak_bandwidth_mib_s', _mib(est.peak_bandwidth_bytes_s)),
-        ('expected_bandwidth_mib_s', _mib(expected)),
+    return note_once(state, 'network-stall', now_s, reason, None, (
+        ('peak_bandwidth_mib_s', mib(est.peak_bandwidth_bytes_s)),
+        ('expected_bandwidth_mib_s', mib(expected)),
         ('link_shares', state.link_shares),
         ('stalled_s', round(t - since, 1))))
 
@@ -1470,7 +1416,7 @@ def initial_downtime(config: ControllerConfig, state: ControllerState,
             >= INITIAL_DOWNTIME_ATTEMPTS):
         return state, ()
     state = dataclasses.replace(state, initial_downtime_sent=True)
-    decision = _decision(
+    decision = decide(
         state, now_s, Action.SET_DOWNTIME,
         f'initial downtime limit {config.initial_downtime_ms} ms',
         None, downtime_ms=config.initial_downtime_ms)
@@ -1503,28 +1449,28 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
         return state, decisions
     if (state.rung_name(config) == RUNG_AUTO_CONVERGE
             and throttle_hopeless(config, state)):
-        state, note = _note_once(
+        state, note = note_once(
             state, 'throttle-hopeless', now_s,
             f'{throttle_verdict(config, state)}; not waiting for the rest '
             f'of its {config.auto_converge_chance_passes} passes',
             RUNG_AUTO_CONVERGE, (
-                ('throttle_effect', _round(state.throttle_best_effect)),
+                ('throttle_effect', rounded(state.throttle_best_effect)),
                 ('first_throttle_pct', state.throttle_first_pct),
                 ('first_throttled_dirty_rate_mib_s',
-                 _mib(state.throttled_dirty_bytes_s))))
+                 mib(state.throttled_dirty_bytes_s))))
         decisions = decisions + note
     trigger = escalation_trigger(config, state, now_s)
     if trigger is None or not rung_had_its_chance(config, state, now_s):
         return state, decisions
     in_time_s = predicted_in_time_s(config, state, now_s)
     if in_time_s is not None:
-        state, note = _note_once(
+        state, note = note_once(
             state, 'converging-in-time', now_s,
             f'{trigger.reason}; not escalating: predicted to complete in '
             f'{in_time_s:.0f} s at {state.downtime_ms} ms, the deadline is '
             f'in {time_left_s(config, state, now_s):.0f} s', None,
             trigger.measures + (('predicted_completion_s',
-                                 _round(in_time_s, 1)),))
+                                 rounded(in_time_s, 1)),))
         return state, decisions + note
     state, more = escalate(config, state, trigger, now_s)
     return state, decisions + more
