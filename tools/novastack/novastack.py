@@ -73,12 +73,15 @@ STOP_TIMEOUT_S = 10.0
 # What is left of a group once its main process exited (helpers that did not
 # follow it) gets this long after SIGTERM before SIGKILL.
 GROUP_STOP_TIMEOUT_S = 5.0
-# nova-compute's own graceful shutdown (Nova 34: 180 s, of which up to 160 s
-# for in-progress tasks), shortened for a stack on one machine: in-progress
-# tasks get 5 s, cleanup_host its 20 s; nova-compute exits by itself at
-# graceful_shutdown_timeout.  The stack waits that long and this much more.
-COMPUTE_GRACEFUL_SHUTDOWN_S = 30
-COMPUTE_MANAGER_SHUTDOWN_S = 25
+# nova-compute's own graceful shutdown (Nova 34: 180 s, the manager's part
+# 160 s), shortened for a stack on one machine.  Its manager's part always
+# runs to its end: cleanup_host drains the default executor, which runs
+# libvirt's connection-event loop forever in threading mode.  At 10 s no
+# in-progress task is waited for and cleanup_host gets 10 s; nova-compute
+# exits by itself at graceful_shutdown_timeout.  The stack waits that long
+# and COMPUTE_STOP_MARGIN_S more.
+COMPUTE_GRACEFUL_SHUTDOWN_S = 20
+COMPUTE_MANAGER_SHUTDOWN_S = 10
 COMPUTE_STOP_MARGIN_S = 10.0
 DRIVERS = {"ext": "livemig_ext.LibvirtLiveMigExtDriver", "stock": "libvirt.LibvirtDriver"}
 DATABASES = ("nova_api", "nova", "nova_cell0", "placement", "glance", "neutron")
@@ -394,9 +397,9 @@ def stop(*names: str, timeout_s: float = STOP_TIMEOUT_S,
     """Stop services together, each the way devstack's units do (KillMode=process).
 
     SIGTERM goes to each service's main process only: nova-compute's privsep
-    daemons are in its process group (oslo.privsep keeps them there) and must
-    outlive its graceful shutdown, which they serve; they exit when it closes
-    their socket.  A main process still there after its timeout (``timeouts``
+    daemons are in its process group (oslo.privsep keeps them there) and would
+    die under it while it is still shutting down; they exit by themselves
+    when it closes their socket.  A main process still there after its timeout (``timeouts``
     by name, else ``timeout_s``) is killed; then what is left of each group
     gets SIGTERM, and SIGKILL after GROUP_STOP_TIMEOUT_S.
     """
