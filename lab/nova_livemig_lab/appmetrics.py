@@ -15,7 +15,9 @@ then counted by the guest itself, not modelled from libvirt's figures:
   here, and pays in latency instead;
 * **latency** (``APP=server``): p50, p99, p99.9 and the longest of the
   requests that completed in the window, each from its scheduled arrival
-  (open loop: requests queue during a stall, as clients' would);
+  (open loop: requests queue during a stall, as clients' would). The
+  guest's clock stops while the whole VM is stopped, so those stops are
+  added from the host's view (:func:`unseen_stop`);
 * the longest stop stays the longest gap between heartbeats
   (:func:`nova_livemig_lab.measure.max_gap`).
 
@@ -31,6 +33,9 @@ from nova_livemig_lab.guest import HEARTBEAT_RE, ConsoleLine
 
 # How long before the migration the baseline rate is read from.
 BASELINE_S = 5.0
+# Host and guest clocks drift and the console is read in bursts: a gap this
+# much longer on the host than in the guest is a stop of the whole VM.
+UNSEEN_STOP_MIN_S = 0.2
 MIN_BASELINE_S = 0.8
 LATENCY_BUCKETS = 128
 
@@ -44,6 +49,7 @@ class Beat:
 
     host_time_s: float
     written_bytes: int
+    guest_ms: int = 0
     work_units: int | None = None
     served: int | None = None
     # The tick's latencies: bucket -> count.
@@ -81,16 +87,17 @@ def parse(line: ConsoleLine) -> Beat | None:
     match = HEARTBEAT_RE.match(line.text)
     if match is None:
         return None
-    written = int(match.group(3))
+    written, guest_ms = int(match.group(3)), int(match.group(5))
     work = _WORK_RE.search(line.text, match.end())
     if work is not None:
-        return Beat(line.host_time_s, written, work_units=int(work.group(1)))
+        return Beat(line.host_time_s, written, guest_ms, work_units=int(work.group(1)))
     server = _SERVER_RE.search(line.text, match.end())
     if server is not None:
         pairs = tuple((int(b), int(n)) for b, n in
                       (item.split(":", 1) for item in server.group(3).split(",") if item))
-        return Beat(line.host_time_s, written, served=int(server.group(1)), histogram=pairs)
-    return Beat(line.host_time_s, written)
+        return Beat(line.host_time_s, written, guest_ms, served=int(server.group(1)),
+                    histogram=pairs)
+    return Beat(line.host_time_s, written, guest_ms)
 
 
 def bucket_floor_us(bucket: int) -> float:
@@ -111,6 +118,37 @@ def percentile_ms(histogram: dict[int, int], fraction: float) -> float | None:
         if seen >= rank:
             return bucket_floor_us(bucket + 1) / 1000.0
     return bucket_floor_us(max(histogram) + 1) / 1000.0
+
+
+def unseen_stop(before: Beat, after: Beat, rate_per_s: float) -> dict[int, int]:
+    """Latencies of requests the guest never saw arrive, bucketed.
+
+    The guest's clock stops while QEMU stops the VM (a paused copy, the
+    final stop-and-copy): the server schedules requests on that clock, so a
+    stop of the whole VM is invisible to it. The host sees it as host time
+    passing faster than the guest's between two heartbeats. Clients in real
+    time kept sending meanwhile: ``rate_per_s`` of them a second, each
+    waiting until the guest ran again (spread evenly over the stop).
+    """
+    stop_s = (after.host_time_s - before.host_time_s) - (after.guest_ms - before.guest_ms) / 1e3
+    if stop_s < UNSEEN_STOP_MIN_S or rate_per_s <= 0:
+        return {}
+    count = int(round(rate_per_s * stop_s))
+    buckets: dict[int, int] = {}
+    for i in range(count):
+        waited_ns = int(stop_s * (i + 0.5) / count * 1e9)
+        bucket = latency_bucket(waited_ns)
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+    return buckets
+
+
+def latency_bucket(ns: int) -> int:
+    """The guest's bucket for a latency (dirtier.c's latency_bucket)."""
+    us = ns // 1000
+    if us == 0:
+        return 0
+    power = us.bit_length() - 1
+    return min(LATENCY_BUCKETS - 1, power * 4 + (((us << 2) >> power) & 3))
 
 
 def _counter(beat: Beat, app: str) -> float:
@@ -161,11 +199,16 @@ def cost(lines: Sequence[ConsoleLine], start_s: float, end_s: float,
         return AppCost(app, round(window_s, 3), rate, lost_s)
     histogram: dict[int, int] = {}
     longest = 0
+    previous = first
     for beat in beats:
         if first.host_time_s < beat.host_time_s <= last.host_time_s:
             for bucket, count in beat.histogram:
                 histogram[bucket] = histogram.get(bucket, 0) + count
                 longest = max(longest, bucket)
+            for bucket, count in unseen_stop(previous, beat, rate).items():
+                histogram[bucket] = histogram.get(bucket, 0) + count
+                longest = max(longest, bucket)
+            previous = beat
     requests = sum(histogram.values())
     return AppCost(app, round(window_s, 3), rate, lost_s,
                    latency_p50_ms=percentile_ms(histogram, 0.50),

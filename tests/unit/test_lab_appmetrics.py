@@ -68,3 +68,26 @@ class CostTest(testtools.TestCase):
     def test_too_little_history_is_no_answer(self):
         self.assertIsNone(appmetrics.cost(beats(None, 1000, seconds=5.0), 0.5, 4.0))
         self.assertIsNone(appmetrics.cost([], 0.5, 4.0))
+
+
+class UnseenStopTest(testtools.TestCase):
+
+    def test_a_stop_of_the_whole_vm_adds_the_requests_clients_sent(self):
+        # The guest's clock stands still for 2 s (ms unchanged across a
+        # 2.1 s host gap): 200 req/s x 2 s wait 0..2 s each.
+        before = appmetrics.Beat(10.0, 0, 10_000)
+        after = appmetrics.Beat(12.1, 0, 10_100)
+        added = appmetrics.unseen_stop(before, after, 200.0)
+        self.assertEqual(400, sum(added.values()))
+        histogram = dict(added)
+        self.assertGreater(appmetrics.percentile_ms(histogram, 0.99), 1900.0)
+        self.assertLess(appmetrics.percentile_ms(histogram, 0.5), 1300.0)
+
+    def test_clocks_in_step_add_nothing(self):
+        before = appmetrics.Beat(10.0, 0, 10_000)
+        after = appmetrics.Beat(10.15, 0, 10_100)
+        self.assertEqual({}, appmetrics.unseen_stop(before, after, 200.0))
+
+    def test_buckets_match_the_guest(self):
+        for us, idx in ((1, 0), (2, 4), (3, 6), (5, 9), (96, 26), (1000, 39)):
+            self.assertEqual(idx, appmetrics.latency_bucket(us * 1000))
