@@ -23,12 +23,7 @@ healthy migrations (Nova dropped its progress timeout for that, bug 1644248).
   projected length × dirty rate).  A 64 GiB guest over 1 Gbit/s at λ = 0.5
   spends minutes per pass but every projection shrinks, so it is never
   stalled.
-* network stall: the transfer rate below ``bandwidth_collapse_fraction`` of
-  the best smoothed bandwidth for ``network_stall_window_s``.  It is told
-  apart from a dirty-rate stall and holds every escalation: post-copy over a
-  dead link leaves the guest running on the destination with its memory
-  out of reach, and a pause would freeze it for nothing.  Only the deadline
-  abort remains.
+* network stall: the link, not the guest (:mod:`.link`).
 
 The ladder
 ----------
@@ -127,6 +122,11 @@ from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
 from nova_livemig_ext.convergence.decision import DecisionMaker
 from nova_livemig_ext.convergence.decision import Measure
+from nova_livemig_ext.convergence.link import link_is_slow
+from nova_livemig_ext.convergence.link import link_slow
+from nova_livemig_ext.convergence.link import set_link_shares
+from nova_livemig_ext.convergence.link import track_link_capacity
+from nova_livemig_ext.convergence.link import track_network
 from nova_livemig_ext.convergence.reasons import decide
 from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import mib
@@ -184,14 +184,6 @@ MS_PER_S = 1000.0
 # with its own bandwidth estimate: ask for a little more than it needs.
 DOWNTIME_HEADROOM = 1.25
 
-# After the number of migrations sharing the link changes, the smoothed
-# bandwidth needs this many half-lives to settle on the new share.
-SHARE_SETTLE_HALF_LIVES = 2.0
-
-# A link counts as slow only with more than this many polls' worth of data
-# (at the best rate seen) waiting to be sent.
-WAITING_DATA_POLLS = 2
-
 # QEMU caps the vCPU throttle at max-cpu-throttle, 99 % by default.
 MAX_THROTTLE_PCT = 99
 
@@ -247,75 +239,6 @@ class Trigger:
 # ---------------------------------------------------------------------------
 # Questions about the state.
 # ---------------------------------------------------------------------------
-
-def link_is_slow(config: ControllerConfig, est: estimator.Estimate,
-                 share_bytes_s: float | None = None) -> bool:
-    """Is data moving at a small fraction of what this job should get?
-
-    ``share_bytes_s`` is this job's fair share of the link (see
-    :func:`fair_share_bytes_s`); without it, the best rate this job saw.
-    Only while there is data waiting: near the end QEMU has little to send
-    between syncs and goes quiet without anything being wrong.
-    """
-    rate = est.interval_bandwidth_bytes_s
-    peak = (est.peak_bandwidth_bytes_s if share_bytes_s is None
-            else share_bytes_s)
-    if rate is None or peak <= 0:
-        return False
-    if est.remaining_bytes <= peak * config.poll_interval_s * (
-            WAITING_DATA_POLLS):
-        return False
-    return rate < config.bandwidth_collapse_fraction * peak
-
-
-def set_link_shares(state: ControllerState, shares: int,
-                    now_s: float) -> ControllerState:
-    """Record how many migrations share the link now (this one included)."""
-    shares = max(1, int(shares))
-    if shares == state.link_shares:
-        return state
-    return dataclasses.replace(
-        state, link_shares=shares,
-        max_link_shares=max(state.max_link_shares, shares),
-        link_shares_changed_s=elapsed_s(state, now_s))
-
-
-def track_link_capacity(config: ControllerConfig, state: ControllerState,
-                        now_s: float) -> ControllerState:
-    """Learn the link's capacity: this job's settled bandwidth × shares.
-
-    Migrations from one host share the link about evenly; readings taken
-    while the smoothed bandwidth still moves to a new share are skipped.
-    """
-    bandwidth = state.estimate.bandwidth_bytes_s
-    if not bandwidth:
-        return state
-    changed = state.link_shares_changed_s
-    settle_s = (SHARE_SETTLE_HALF_LIVES
-                * config.estimator.bandwidth_half_life_s)
-    if changed is not None and elapsed_s(state, now_s) - changed < settle_s:
-        return state
-    if state.link_shares > 1:
-        least = state.least_shared_bytes_s
-        if least is None or bandwidth < least:
-            state = dataclasses.replace(state, least_shared_bytes_s=bandwidth)
-    capacity = bandwidth * state.link_shares
-    if capacity <= state.peak_link_bytes_s:
-        return state
-    return dataclasses.replace(state, peak_link_bytes_s=capacity)
-
-
-def fair_share_bytes_s(state: ControllerState) -> float | None:
-    """What this job should get of the link with the others running now."""
-    if state.peak_link_bytes_s <= 0:
-        return None
-    return state.peak_link_bytes_s / state.link_shares
-
-
-def link_slow(config: ControllerConfig, state: ControllerState) -> bool:
-    """Is the link slow for this job, its share of the link considered?"""
-    return link_is_slow(config, state.estimate, fair_share_bytes_s(state))
-
 
 def working_set_progressed(config: ControllerConfig, best_bytes: int,
                            working_set_bytes: float) -> bool:
@@ -1217,46 +1140,6 @@ def after_forced_switchover(config: ControllerConfig, state: ControllerState,
               f'source guest is resumed')
     return state, (decide(state, now_s, Action.ABORT, reason, RUNG_ABORT,
                           extra),)
-
-
-def track_network(config: ControllerConfig, state: ControllerState,
-                  now_s: float) -> Step:
-    """Declare or clear a network stall (bandwidth collapse)."""
-    t = elapsed_s(state, now_s)
-    est = state.estimate
-    share = fair_share_bytes_s(state)
-    if not link_is_slow(config, est, share):
-        if not state.network_stalled:
-            return dataclasses.replace(state, network_slow_since_s=None), ()
-        state = dataclasses.replace(
-            state, network_slow_since_s=None, network_stalled=False,
-            noted=state.noted - {'network-stall'})
-        return state, (decide(
-            state, now_s, Action.NOTE,
-            f'link recovered: {fmt(mib(est.interval_bandwidth_bytes_s))} '
-            f'MiB/s', None),)
-    since = state.network_slow_since_s
-    if since is None:
-        state = dataclasses.replace(state, network_slow_since_s=t)
-        since = t
-    if state.network_stalled or t - since < config.network_stall_window_s:
-        return state, ()
-    state = dataclasses.replace(state, network_stalled=True)
-    rate_mib_s = mib(est.interval_bandwidth_bytes_s)
-    expected = est.peak_bandwidth_bytes_s if share is None else share
-    reason = (
-        f"network stall: {fmt(rate_mib_s, ' MiB/s')}"
-        f' for {t - since:.0f} s against '
-        f"{fmt(mib(expected), ' MiB/s')} expected "
-        f'({state.link_shares} migrations share the link); holding '
-
-        f'escalation, post-copy or a pause over a dead link would strand the '
-        f'guest')
-    return note_once(state, 'network-stall', now_s, reason, None, (
-        ('peak_bandwidth_mib_s', mib(est.peak_bandwidth_bytes_s)),
-        ('expected_bandwidth_mib_s', mib(expected)),
-        ('link_shares', state.link_shares),
-        ('stalled_s', round(t - since, 1))))
 
 
 # ---------------------------------------------------------------------------
