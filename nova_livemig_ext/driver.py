@@ -1419,6 +1419,9 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         """How the job ended, as libvirt tells it (Nova's own rules)."""
         if report.outcome is not livemig_monitor.Outcome.UNKNOWN:
             return report.outcome
+        if report.ended_by is livemig_monitor.EndedBy.POSTCOPY_BROKEN:
+            # libvirt's call may never return: settle without it.
+            return livemig_monitor.Outcome.FAILED
         lv = _libvirt()
         try:
             job_type = guest.get_job_info().type

@@ -179,6 +179,17 @@ class EndedBy(enum.Enum):
     DOMAIN_GONE = 'domain_gone'
     JOB_FINISHED = 'job_finished'
     MONITOR_CRASHED = 'monitor_crashed'
+    # After the switch, the source shows post-copy failed while libvirt's
+    # migration call has not returned: recovery must not wait for it.
+    POSTCOPY_BROKEN = 'postcopy_broken'
+
+
+# How long the source may show "post-copy failed" while the migration call
+# is still blocked in libvirt before the monitor stops waiting for that call.
+# Seen in the lab: QEMU's stream reset 0.1 s after the switch left
+# migrateToURI3 blocked for good, and libvirt then refuses every resume
+# ("being actively monitored by another thread").
+POSTCOPY_BROKEN_GRACE_S = 15.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +358,7 @@ class MigrationMonitor:
         self._last_sample: samples.JobSample | None = None
         self._paused_by_monitor = False
         self._postcopy = False
+        self._postcopy_broken_since_s: float | None = None
         self._abort_requested = False
         # Throttle x time from the samples, whoever decides (Nova's
         # algorithm does not count it).
@@ -492,6 +504,14 @@ class MigrationMonitor:
             if isinstance(stats, EndedBy):
                 ended_by = stats
                 break
+            if self._postcopy_broken_for(now_s) >= POSTCOPY_BROKEN_GRACE_S:
+                self.log.warning(
+                    'Live migration: the source has shown post-copy failed '
+                    'for %(grace).0f s while libvirt\'s migration call has '
+                    'not returned; recovering without waiting for it',
+                    {'grace': POSTCOPY_BROKEN_GRACE_S})
+                ended_by = EndedBy.POSTCOPY_BROKEN
+                break
             if stats is None:
                 self._stats_unreadable(now_s)
             else:
@@ -504,6 +524,26 @@ class MigrationMonitor:
                 self._observe(sample, now_s)
             self.sleep(self.poll_interval_s)
         return self._report(ended_by, final)
+
+    def _postcopy_broken_for(self, now_s: float) -> float:
+        """How long the source has shown post-copy failed (0: it does not)."""
+        if not self._postcopy:
+            return 0.0
+        try:
+            state = self.domain.state()
+        except Exception as exc:
+            if not self.errors.is_libvirt_error(exc):
+                raise
+            state = None
+        broken = state is not None and len(state) >= 2 and (
+            int(state[0]), int(state[1])) == (
+            VIR_DOMAIN_PAUSED, postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+        if not broken:
+            self._postcopy_broken_since_s = None
+            return 0.0
+        if self._postcopy_broken_since_s is None:
+            self._postcopy_broken_since_s = now_s
+        return now_s - self._postcopy_broken_since_s
 
     def crash_report(self, exc: BaseException) -> MigrationReport:
         """The report of a watch that ended in an exception of its own."""
@@ -925,6 +965,19 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
                 monitor.log.warning('Live migration: abort after a monitor '
                                     'error failed: %(error)s',
                                     {'error': abort_exc})
+    if not crashed and report.ended_by is EndedBy.POSTCOPY_BROKEN:
+        # libvirt's call may never return: recover beside it, and leave the
+        # thread blocked in libvirt (it ends with the call, or the process).
+        report = dataclasses.replace(
+            report, error='post-copy failed while the migration call was '
+                          'still running in libvirt')
+        settled = settle_postcopy(
+            monitor, report,
+            resume_postcopy_call(domain, dest_uri, params, flags),
+            dest_domain, recovery_timeout_s, postcopy_resume)
+        if done.is_set():
+            thread.join()
+        return settled
     done.wait()
     thread.join()
     if not failure and not crashed:

@@ -501,6 +501,36 @@ class TestPostcopyFailures(MonitorTestCase):
             self.assertNotIn((call,), domain.calls)
         self.assertFalse(report.source_resumed)
 
+    def test_a_migrate_call_that_never_returns_does_not_stop_recovery(self):
+        # Seen in the lab: QEMU's stream reset 0.1 s after the switch left
+        # migrateToURI3 blocked in libvirt for good, the source showing
+        # post-copy failed, and libvirt refusing each resume while that
+        # call still owned the job.
+        held = native.threading_module().Event()
+        self.addCleanup(held.set)
+        owned = FakeError('Requested operation is not valid: migration of '
+                          'domain g is being actively monitored by another '
+                          'thread', 55)
+
+        class Stuck(PostcopyDomain):
+            def migrateToURI3(self, dconnuri, params, flags=0):
+                if flags & m.postcopy.VIR_MIGRATE_POSTCOPY_RESUME:
+                    return super().migrateToURI3(dconnuri, params, flags)
+                self.calls.append(('migrateToURI3', dconnuri, params, flags))
+                held.wait(60)
+                return 0
+
+        domain = Stuck([running()] * 200, [owned, owned, None])
+        report = self.migrate(domain)
+        self.assertIs(m.EndedBy.POSTCOPY_BROKEN, report.ended_by)
+        self.assertEqual(m.Outcome.COMPLETED, report.outcome)
+        self.assertTrue(report.recovery.resumed)
+        self.assertEqual(3, report.recovery.resume_attempts)
+        self.assertFalse(held.is_set())
+        self.assertIn('has not returned', self.logger.output)
+        for call in ('abortJob', 'resume', 'destroy'):
+            self.assertNotIn((call,), domain.calls)
+
     def test_the_recovery_counts_in_the_guest_stall(self):
         # Measured through nova-compute: the summary said 12.9 s and a
         # stall of at most 9.2 s, the guest's heartbeats stopped 29.5 s,
