@@ -21,10 +21,7 @@ yet that the guest is predicted to pay least for (:func:`rank_rungs`); the
 configured order only breaks ties.  A rung that cannot help now is noted
 once and priced again at the next escalation.
 
-* ``downtime``: raise the limit to the smallest step that fits the measured
-  working set (or that makes the geometric prediction meet the deadline),
-  never above ``max_downtime_ms``.  Skipped when even the ceiling is too
-  small.
+* ``downtime``: :mod:`.rungs.downtime`.
 * ``auto_converge``: QEMU enables auto-converge only as a capability at the
   start of the job, so when the rung is in the ladder the policy arms it at
   start (``VIR_MIGRATE_AUTO_CONVERGE`` with the initial and increment
@@ -117,6 +114,10 @@ from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import mib
 from nova_livemig_ext.convergence.reasons import note_once
 from nova_livemig_ext.convergence.reasons import rounded
+from nova_livemig_ext.convergence.rungs.downtime import downtime_blocker
+from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
+from nova_livemig_ext.convergence.rungs.downtime import enter_downtime
+from nova_livemig_ext.convergence.rungs.downtime import next_downtime_ms
 from nova_livemig_ext.convergence.stall import Trigger
 from nova_livemig_ext.convergence.stall import TriggerKind
 from nova_livemig_ext.convergence.stall import escalation_trigger
@@ -170,10 +171,6 @@ __all__ = [
 
 MS_PER_S = 1000.0
 
-# The working set is read one poll late, and QEMU compares the remainder
-# with its own bandwidth estimate: ask for a little more than it needs.
-DOWNTIME_HEADROOM = 1.25
-
 # QEMU caps the vCPU throttle at max-cpu-throttle, 99 % by default.
 MAX_THROTTLE_PCT = 99
 
@@ -202,15 +199,6 @@ THROTTLE_TRUSTED_EFFECT = 0.25
 RANK_UNAVAILABLE_TOLERANCE = 1.25
 
 
-def downtime_steps_ms(config: ControllerConfig) -> tuple[int, ...]:
-    """The downtime limits the controller may set, initial to ceiling."""
-    span = config.max_downtime_ms - config.initial_downtime_ms
-    steps = config.downtime_steps
-    values = (config.initial_downtime_ms + round(span * i / steps)
-              for i in range(steps + 1))
-    return tuple(sorted(set(values)))
-
-
 # ---------------------------------------------------------------------------
 # Questions about the state.
 # ---------------------------------------------------------------------------
@@ -218,35 +206,6 @@ def downtime_steps_ms(config: ControllerConfig) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------
 # Rungs: can they help, and has the current one had its chance?
 # ---------------------------------------------------------------------------
-
-def downtime_needed_ms(state: ControllerState) -> float | None:
-    """The limit at which QEMU would take the current working set."""
-    est = state.estimate
-    working_set = estimator.latest_working_set_bytes(est)
-    needed = (None if working_set is None else
-              estimator.downtime_ms_for(working_set, est.bandwidth_bytes_s))
-    return None if needed is None else needed * DOWNTIME_HEADROOM
-
-
-def next_downtime_ms(config: ControllerConfig, state: ControllerState,
-                     trigger: Trigger, now_s: float) -> int | None:
-    """The smallest higher step that should let pre-copy finish in time."""
-    higher = [s for s in downtime_steps_ms(config) if s > state.downtime_ms]
-    if not higher:
-        return None
-    if trigger.kind is TriggerKind.DEADLINE:
-        left = time_left_s(config, state, now_s)
-        for step in higher:
-            predicted = estimator.predicted_completion_s(state.estimate, step)
-            if predicted is not None and predicted <= left:
-                return step
-        return None
-    needed = downtime_needed_ms(state)
-    if needed is None:
-        return higher[0]
-    fitting = [s for s in higher if s >= needed]
-    return fitting[0] if fitting else None
-
 
 def postcopy_fits_deadline(config: ControllerConfig, state: ControllerState,
                            now_s: float) -> bool:
@@ -269,17 +228,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
     if rung in state.exhausted:
         return f'{rung} was already tried and did not take effect'
     if rung == RUNG_DOWNTIME:
-        if trigger is not None and next_downtime_ms(config, state, trigger,
-                                                    now_s) is not None:
-            return None
-        if trigger is not None and trigger.kind is TriggerKind.DEADLINE:
-            return (f'no downtime step up to the ceiling '
-                    f'{config.max_downtime_ms} ms is predicted to finish '
-                    f'before the deadline')
-        needed = downtime_needed_ms(state)
-        return (f'no downtime step up to the ceiling '
-                f'{config.max_downtime_ms} ms helps (the working set '
-                f"needs {fmt(needed, ' ms', 0)})")
+        return downtime_blocker(config, state, trigger, now_s)
     if rung == RUNG_AUTO_CONVERGE:
         if not config.auto_converge_armed:
             return ('auto-converge was not armed at job start and QEMU '
@@ -443,25 +392,6 @@ def rung_had_its_chance(config: ControllerConfig, state: ControllerState,
 # ---------------------------------------------------------------------------
 # Entering rungs.
 # ---------------------------------------------------------------------------
-
-def enter_downtime(config: ControllerConfig, state: ControllerState,
-                   index: int, trigger: Trigger, now_s: float) -> Step:
-    target = next_downtime_ms(config, state, trigger, now_s)
-    assert target is not None
-    state = dataclasses.replace(on_rung(state, index, now_s),
-                                downtime_ms=target)
-    needed = downtime_needed_ms(state)
-    cost = guest.predicted_precopy(state.estimate, target,
-                                   state.throttle_lost_s)
-    reason = (f'{trigger.reason}; raising the downtime limit to {target} ms '
-              f"(working set needs {fmt(needed, ' ms', 0)}, ceiling "
-              f'{config.max_downtime_ms} ms); the guest is predicted to '
-              f'pay: {cost.text()}')
-    return state, (decide(state, now_s, Action.SET_DOWNTIME, reason,
-                          RUNG_DOWNTIME,
-                          trigger.measures + cost.measures('guest'),
-                          downtime_ms=target),)
-
 
 def throttle_chance_price(config: ControllerConfig, state: ControllerState
                           ) -> tuple[float, guest.GuestCost]:

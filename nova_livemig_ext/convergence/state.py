@@ -112,3 +112,11 @@ def on_rung(state: ControllerState, index: int, now_s: float
         state, rung_index=index,
         rung_started_s=elapsed_s(state, now_s),
         rung_started_passes=state.estimate.passes_completed)
+
+
+def tried_in_vain(state: ControllerState, rung: str) -> str | None:
+    """Why ``rung`` cannot be used again: it was tried and did not take
+    effect.  None when it did not fail."""
+    if rung in state.exhausted:
+        return f'{rung} was already tried and did not take effect'
+    return None
