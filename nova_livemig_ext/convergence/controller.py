@@ -51,11 +51,8 @@ How the deadline is set and grows: :mod:`.deadline`.
 
 The deadline always ends pre-copy: a pause that is allowed and fits the
 switchover timeout is the last try, otherwise the job is aborted and the
-guest keeps running on the source.  After a forced switchover the
-switchover timeout applies: a paused migration that has not finished is
-aborted (the monitor resumes the source), but post-copy is never aborted:
-once the destination runs the guest, the newest memory exists only there
-and aborting would lose the guest.
+guest keeps running on the source.  After a forced switchover its timeout
+applies (:mod:`.rungs.switchover`).
 """
 
 from __future__ import annotations
@@ -108,6 +105,10 @@ from nova_livemig_ext.convergence.rungs.downtime import downtime_blocker
 from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
 from nova_livemig_ext.convergence.rungs.downtime import enter_downtime
 from nova_livemig_ext.convergence.rungs.downtime import next_downtime_ms
+from nova_livemig_ext.convergence.rungs.switchover import TROUGH_SAVING_FRACTION
+from nova_livemig_ext.convergence.rungs.switchover import after_forced_switchover
+from nova_livemig_ext.convergence.rungs.switchover import at_remaining_trough
+from nova_livemig_ext.convergence.rungs.switchover import trough_saves_bytes
 from nova_livemig_ext.convergence.stall import Trigger
 from nova_livemig_ext.convergence.stall import TriggerKind
 from nova_livemig_ext.convergence.stall import escalation_trigger
@@ -160,15 +161,6 @@ __all__ = [
 ]
 
 MS_PER_S = 1000.0
-
-# Remaining bytes fall by about bandwidth × poll interval between samples;
-# a sample within this many polls of the last trough is at the trough.
-TROUGH_POLLS = 1.5
-
-# Waiting for the trough is worth it only if post-copy then has this much
-# less to pull; a guest rewriting its working set every pass dirties it all
-# again by the end of the pass.
-TROUGH_SAVING_FRACTION = 0.1
 
 # Rungs whose predicted longest unavailability is within this factor of the
 # least are ranked by the work the guest loses instead.
@@ -587,28 +579,6 @@ def escalate(config: ControllerConfig, state: ControllerState,
 # Post-copy switch timing, deadline and switchover timeout.
 # ---------------------------------------------------------------------------
 
-def at_remaining_trough(config: ControllerConfig,
-                        state: ControllerState) -> bool:
-    """Is the remainder near the bottom it reaches before the next sync?"""
-    est = state.estimate
-    bandwidth = est.bandwidth_bytes_s
-    if not bandwidth:
-        return False
-    floor = max(est.previous_pass_trough_bytes or 0,
-                estimator.switch_threshold_bytes(bandwidth,
-                                                 state.downtime_ms))
-    slack = bandwidth * config.poll_interval_s * TROUGH_POLLS
-    return est.remaining_bytes <= floor + slack
-
-
-def trough_saves_bytes(state: ControllerState) -> bool:
-    """Would post-copy pull notably less at the end of this pass?"""
-    est = state.estimate
-    now_bytes = estimator.switchover_bytes(est)
-    at_trough = estimator.switchover_bytes_at_trough(est, state.downtime_ms)
-    return at_trough < now_bytes * (1 - TROUGH_SAVING_FRACTION)
-
-
 def postcopy_wait_over(config: ControllerConfig, state: ControllerState,
                        now_s: float) -> bool:
     """Waited a pass for the trough, or the deadline allows no more?"""
@@ -749,31 +719,6 @@ def force_complete(config: ControllerConfig, state: ControllerState,
              if RUNG_PAUSE in config.ladder else state.rung_index)
     state = on_rung(state, index, now_s)
     return _pause_decisions(config, state, now_s, why, extra)
-
-
-def after_forced_switchover(config: ControllerConfig, state: ControllerState,
-                            now_s: float) -> Step:
-    """Enforce the switchover timeout after a pause or post-copy switch."""
-    assert state.switchover_started_s is not None
-    running_s = elapsed_s(state, now_s) - state.switchover_started_s
-    if running_s < config.switchover_timeout_s:
-        return state, ()
-    extra: tuple[Measure, ...] = (
-        ('switchover_s', round(running_s, 1)),
-        ('switchover_timeout_s', config.switchover_timeout_s))
-    if state.phase is Phase.POSTCOPY:
-        return note_once(
-            state, 'postcopy-timeout', now_s,
-            f'post-copy still running {running_s:.0f} s after the switch '
-            f'(timeout {config.switchover_timeout_s:.0f} s); not aborting: '
-            f'the guest runs on the destination and part of its memory '
-            f'exists only there', RUNG_POSTCOPY, extra)
-    state = dataclasses.replace(state, phase=Phase.ABORTING)
-    reason = (f'still not switched over {running_s:.0f} s after the pause '
-              f'(timeout {config.switchover_timeout_s:.0f} s); aborting, the '
-              f'source guest is resumed')
-    return state, (decide(state, now_s, Action.ABORT, reason, RUNG_ABORT,
-                          extra),)
 
 
 # ---------------------------------------------------------------------------
