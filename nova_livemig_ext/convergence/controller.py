@@ -23,13 +23,7 @@ once and priced again at the next escalation.
 
 * ``downtime``: :mod:`.rungs.downtime`.
 * ``auto_converge``: :mod:`.rungs.auto_converge`.
-* ``postcopy``: only when ``VIR_MIGRATE_POSTCOPY`` was armed at start, the
-  instance allows it, the link is healthy and the projected post-copy
-  duration (what is left / bandwidth) ends before the deadline.  The switch
-  waits for the trough of the remaining bytes near the end of a pass, when
-  the fewest pages are left to be pulled by page faults, unless waiting
-  saves nothing (a guest that rewrites its whole working set within a pass
-  has it all dirty again by the trough) or the deadline leaves no room.
+* ``postcopy``: :mod:`.rungs.postcopy`.
 * ``pause``: only when allowed; its expected downtime is in the reason and
   must be within the switchover timeout.  The bandwidth cap is lifted first
   when ``max_bandwidth_mib_s`` is set, since the pause lasts what is left
@@ -105,6 +99,9 @@ from nova_livemig_ext.convergence.rungs.downtime import downtime_blocker
 from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
 from nova_livemig_ext.convergence.rungs.downtime import enter_downtime
 from nova_livemig_ext.convergence.rungs.downtime import next_downtime_ms
+from nova_livemig_ext.convergence.rungs.postcopy import enter_postcopy
+from nova_livemig_ext.convergence.rungs.postcopy import maybe_switch_to_postcopy
+from nova_livemig_ext.convergence.rungs.postcopy import postcopy_blocker
 from nova_livemig_ext.convergence.rungs.switchover import TROUGH_SAVING_FRACTION
 from nova_livemig_ext.convergence.rungs.switchover import after_forced_switchover
 from nova_livemig_ext.convergence.rungs.switchover import at_remaining_trough
@@ -175,13 +172,6 @@ RANK_UNAVAILABLE_TOLERANCE = 1.25
 # Rungs: can they help, and has the current one had its chance?
 # ---------------------------------------------------------------------------
 
-def postcopy_fits_deadline(config: ControllerConfig, state: ControllerState,
-                           now_s: float) -> bool:
-    duration = estimator.postcopy_duration_s(state.estimate)
-    return duration is not None and duration <= time_left_s(config, state,
-                                                            now_s)
-
-
 def pause_fits_timeout(config: ControllerConfig,
                        state: ControllerState) -> bool:
     downtime = estimator.pause_downtime_ms(state.estimate)
@@ -200,18 +190,7 @@ def rung_blocker(config: ControllerConfig, state: ControllerState, rung: str,
     if rung == RUNG_AUTO_CONVERGE:
         return auto_converge_blocker(config, state)
     if rung == RUNG_POSTCOPY:
-        if not config.postcopy_armed:
-            return 'post-copy was not armed at job start'
-        if not config.postcopy_allowed:
-            return 'post-copy is not allowed for this instance'
-        if state.network_stalled or link_slow(config, state):
-            return 'the link is stalled; post-copy would strand the guest'
-        if not postcopy_fits_deadline(config, state, now_s):
-            duration = estimator.postcopy_duration_s(est)
-            return (f"post-copy would take {fmt(duration, ' s', 0)}, "
-                    f'the deadline is in '
-                    f'{time_left_s(config, state, now_s):.0f} s')
-        return None
+        return postcopy_blocker(config, state, now_s)
     if rung == RUNG_PAUSE:
         if not config.pause_allowed:
             return 'pausing is not allowed for this instance'
@@ -276,18 +255,6 @@ def rung_had_its_chance(config: ControllerConfig, state: ControllerState,
 # ---------------------------------------------------------------------------
 # Entering rungs.
 # ---------------------------------------------------------------------------
-
-def enter_postcopy(config: ControllerConfig, state: ControllerState,
-                   index: int, trigger: Trigger, now_s: float) -> Step:
-    state = dataclasses.replace(on_rung(state, index, now_s),
-                                postcopy_wait_since_s=elapsed_s(state, now_s))
-    reason = (f'{trigger.reason}; switching to post-copy, at the trough of '
-              f'the remaining bytes if waiting for it saves pages')
-    note = decide(state, now_s, Action.NOTE, reason, RUNG_POSTCOPY,
-                  trigger.measures)
-    state, switch = maybe_switch_to_postcopy(config, state, now_s)
-    return state, (note,) + switch
-
 
 def _pause_decisions(config: ControllerConfig, state: ControllerState,
                      now_s: float, why: str,
@@ -578,64 +545,6 @@ def escalate(config: ControllerConfig, state: ControllerState,
 # ---------------------------------------------------------------------------
 # Post-copy switch timing, deadline and switchover timeout.
 # ---------------------------------------------------------------------------
-
-def postcopy_wait_over(config: ControllerConfig, state: ControllerState,
-                       now_s: float) -> bool:
-    """Waited a pass for the trough, or the deadline allows no more?"""
-    assert state.postcopy_wait_since_s is not None
-    waited_s = elapsed_s(state, now_s) - state.postcopy_wait_since_s
-    pass_s = estimator.expected_pass_s(state.estimate)
-    longest_wait_s = config.stall_window_s if pass_s is None else min(
-        pass_s + config.poll_interval_s, config.stall_window_s)
-    if waited_s >= longest_wait_s:
-        return True
-    duration = estimator.postcopy_duration_s(state.estimate) or 0.0
-    return (duration + 2 * config.poll_interval_s
-            > time_left_s(config, state, now_s))
-
-
-def maybe_switch_to_postcopy(config: ControllerConfig, state: ControllerState,
-                             now_s: float) -> Step:
-    """Switch to post-copy once at the trough (or out of time to wait)."""
-    blocker = rung_blocker(config, state, RUNG_POSTCOPY, None, now_s)
-    if blocker is not None:
-        state = dataclasses.replace(state, postcopy_wait_since_s=None,
-                                    exhausted=state.exhausted
-                                    | {RUNG_POSTCOPY})
-        return note_once(state, 'postcopy-dropped', now_s,
-                         f'not switching to post-copy after all: {blocker}',
-                         None, (('skipped_rung', RUNG_POSTCOPY),))
-    if not (at_remaining_trough(config, state)
-            or not trough_saves_bytes(state)
-            or postcopy_wait_over(config, state, now_s)):
-        return state, ()
-    est = state.estimate
-    duration = estimator.postcopy_duration_s(est)
-    cost = guest.predicted_postcopy(est, state.throttle_lost_s)
-    decisions: list[Decision] = []
-    if config.postcopy_bandwidth_mib_s is not None:
-        decisions.append(decide(
-            state, now_s, Action.SET_SPEED,
-            f'post-copy bandwidth {config.postcopy_bandwidth_mib_s} MiB/s: '
-            f'every page fault on the destination waits for it',
-            RUNG_POSTCOPY, speed_mib_s=config.postcopy_bandwidth_mib_s,
-            postcopy_speed=True))
-    state = dataclasses.replace(
-        state, phase=Phase.POSTCOPY, postcopy_wait_since_s=None,
-        switchover_started_s=elapsed_s(state, now_s),
-        predicted_downtime_ms=None, predicted_guest=cost)
-    reason = (f'switching to post-copy with '
-              f"{fmt(mib(est.remaining_bytes), ' MiB')} remaining: about "
-              f"{fmt(mib(estimator.switchover_bytes(est)), ' MiB')} to pull "
-              f"in {fmt(duration, ' s', 0)}, deadline in "
-              f'{time_left_s(config, state, now_s):.0f} s; the guest is '
-              f'predicted to pay: {cost.text()}')
-    decisions.append(decide(
-        state, now_s, Action.START_POSTCOPY, reason, RUNG_POSTCOPY,
-        (('postcopy_duration_s', rounded(duration, 1)),)
-        + cost.measures('guest')))
-    return state, tuple(decisions)
-
 
 def at_deadline(config: ControllerConfig, state: ControllerState,
                 now_s: float) -> Step:
