@@ -25,8 +25,7 @@ once and priced again at the next escalation.
 * ``auto_converge``: :mod:`.rungs.auto_converge`.
 * ``postcopy``: :mod:`.rungs.postcopy`.
 * ``pause``: :mod:`.rungs.pause`.
-* ``abort``: reaching it means nothing else can help; the abort itself
-  happens at the deadline, so a guest that calms down still finishes.
+* ``abort``: :mod:`.rungs.abort`.
 
 Every rung decision carries what the guest is predicted to pay for it
 (:mod:`.guest`): its longest unavailability and the work it loses.
@@ -35,10 +34,8 @@ The deadline
 ------------
 How the deadline is set and grows: :mod:`.deadline`.
 
-The deadline always ends pre-copy: a pause that is allowed and fits the
-switchover timeout is the last try, otherwise the job is aborted and the
-guest keeps running on the source.  After a forced switchover its timeout
-applies (:mod:`.rungs.switchover`).
+The deadline always ends pre-copy (:mod:`.rungs.abort`); after a forced
+switchover its timeout applies (:mod:`.rungs.switchover`).
 """
 
 from __future__ import annotations
@@ -77,6 +74,8 @@ from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import mib
 from nova_livemig_ext.convergence.reasons import note_once
 from nova_livemig_ext.convergence.reasons import rounded
+from nova_livemig_ext.convergence.rungs.abort import at_deadline
+from nova_livemig_ext.convergence.rungs.abort import enter_abort
 from nova_livemig_ext.convergence.rungs.auto_converge import MAX_THROTTLE_PCT
 from nova_livemig_ext.convergence.rungs.auto_converge import auto_converge_blocker
 from nova_livemig_ext.convergence.rungs.auto_converge import enter_auto_converge
@@ -230,16 +229,6 @@ def rung_had_its_chance(config: ControllerConfig, state: ControllerState,
 # ---------------------------------------------------------------------------
 # Entering rungs.
 # ---------------------------------------------------------------------------
-
-def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
-                trigger: Trigger, now_s: float) -> Step:
-    state = on_rung(state, index, now_s)
-    left = time_left_s(config, state, now_s)
-    reason = (f'{trigger.reason}; no permitted rung is left, aborting at the '
-              f'deadline in {left:.0f} s unless pre-copy converges first')
-    return note_once(state, 'abort-pending', now_s, reason, RUNG_ABORT,
-                     trigger.measures)
-
 
 def enter_rung(config: ControllerConfig, state: ControllerState, index: int,
                trigger: Trigger, now_s: float) -> Step:
@@ -407,37 +396,6 @@ def escalate(config: ControllerConfig, state: ControllerState,
 # ---------------------------------------------------------------------------
 # Post-copy switch timing, deadline and switchover timeout.
 # ---------------------------------------------------------------------------
-
-def at_deadline(config: ControllerConfig, state: ControllerState,
-                now_s: float) -> Step:
-    """The deadline passed in pre-copy: a last allowed pause, or abort."""
-    decisions: list[Decision] = []
-    left = time_left_s(config, state, now_s)
-    deadline = current_deadline_s(config, state)
-    why = f'deadline of {deadline:.0f} s passed'
-    extra: tuple[Measure, ...] = (('deadline_s', round(deadline, 1)),
-                                  ('time_left_s', round(left, 1)))
-    if RUNG_PAUSE in config.ladder and (
-            RUNG_PAUSE not in state.tried
-            or state.rung_name(config) == RUNG_PAUSE):
-        blocker = pause_blocker(config, state, now_s)
-        if blocker is None:
-            index = config.ladder.index(RUNG_PAUSE)
-            state = on_rung(state, index, now_s)
-            return pause_decisions(config, state, now_s, why, extra)
-        state, note = note_once(state, 'deadline-no-pause', now_s,
-                                f'{why}; not pausing: {blocker}', None,
-                                (('skipped_rung', RUNG_PAUSE),))
-        decisions.extend(note)
-    state = dataclasses.replace(state, phase=Phase.ABORTING,
-                                postcopy_wait_since_s=None)
-    link = (' during a network stall' if state.network_stalled else '')
-    reason = (f'{why}{link} and no permitted rung is left; aborting, the '
-              f'guest keeps running on the source')
-    decisions.append(decide(state, now_s, Action.ABORT, reason,
-                            RUNG_ABORT, extra))
-    return state, tuple(decisions)
-
 
 def force_complete(config: ControllerConfig, state: ControllerState,
                    now_s: float) -> Step:

@@ -10,7 +10,8 @@ a migration it has already promised time to, and it moves later when more
 migrations come to share the link.  Without the multiple ``deadline_s`` is
 the deadline.  Whatever triggers an escalation, a migration the pre-copy
 model predicts to complete before its deadline at the current limit is
-left alone (:func:`predicted_in_time_s`).
+left alone (:func:`predicted_in_time_s`).  What happens when it passes is
+:mod:`.rungs.abort`'s business.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""The abort rung, and the deadline that ends pre-copy: a last pause or abort.
+
+Reaching the abort rung means nothing else can help; the abort itself
+happens at the deadline, so a guest that calms down still finishes.
+
+The deadline always ends pre-copy: a pause that is allowed and fits the
+switchover timeout is the last try, otherwise the job is aborted and the
+guest keeps running on the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nova_livemig_ext.convergence.config import ControllerConfig
+from nova_livemig_ext.convergence.config import RUNG_ABORT
+from nova_livemig_ext.convergence.config import RUNG_PAUSE
+from nova_livemig_ext.convergence.deadline import current_deadline_s
+from nova_livemig_ext.convergence.deadline import time_left_s
+from nova_livemig_ext.convergence.decision import Action
+from nova_livemig_ext.convergence.decision import Decision
+from nova_livemig_ext.convergence.decision import Measure
+from nova_livemig_ext.convergence.reasons import decide
+from nova_livemig_ext.convergence.reasons import note_once
+from nova_livemig_ext.convergence.rungs.pause import pause_blocker
+from nova_livemig_ext.convergence.rungs.pause import pause_decisions
+from nova_livemig_ext.convergence.stall import Trigger
+from nova_livemig_ext.convergence.state import ControllerState
+from nova_livemig_ext.convergence.state import Phase
+from nova_livemig_ext.convergence.state import Step
+from nova_livemig_ext.convergence.state import on_rung
+
+
+def enter_abort(config: ControllerConfig, state: ControllerState, index: int,
+                trigger: Trigger, now_s: float) -> Step:
+    """Nothing else can help: say so, and abort at the deadline."""
+    state = on_rung(state, index, now_s)
+    left = time_left_s(config, state, now_s)
+    reason = (f'{trigger.reason}; no permitted rung is left, aborting at the '
+              f'deadline in {left:.0f} s unless pre-copy converges first')
+    return note_once(state, 'abort-pending', now_s, reason, RUNG_ABORT,
+                     trigger.measures)
+
+
+def at_deadline(config: ControllerConfig, state: ControllerState,
+                now_s: float) -> Step:
+    """The deadline passed in pre-copy: a last allowed pause, or abort."""
+    decisions: list[Decision] = []
+    left = time_left_s(config, state, now_s)
+    deadline = current_deadline_s(config, state)
+    why = f'deadline of {deadline:.0f} s passed'
+    extra: tuple[Measure, ...] = (('deadline_s', round(deadline, 1)),
+                                  ('time_left_s', round(left, 1)))
+    if RUNG_PAUSE in config.ladder and (
+            RUNG_PAUSE not in state.tried
+            or state.rung_name(config) == RUNG_PAUSE):
+        blocker = pause_blocker(config, state, now_s)
+        if blocker is None:
+            index = config.ladder.index(RUNG_PAUSE)
+            state = on_rung(state, index, now_s)
+            return pause_decisions(config, state, now_s, why, extra)
+        state, note = note_once(state, 'deadline-no-pause', now_s,
+                                f'{why}; not pausing: {blocker}', None,
+                                (('skipped_rung', RUNG_PAUSE),))
+        decisions.extend(note)
+    state = dataclasses.replace(state, phase=Phase.ABORTING,
+                                postcopy_wait_since_s=None)
+    link = (' during a network stall' if state.network_stalled else '')
+    reason = (f'{why}{link} and no permitted rung is left; aborting, the '
+              f'guest keeps running on the source')
+    decisions.append(decide(state, now_s, Action.ABORT, reason,
+                            RUNG_ABORT, extra))
+    return state, tuple(decisions)
