@@ -27,8 +27,7 @@ once and priced again at the next escalation.
 * ``pause``: :mod:`.rungs.pause`.
 * ``abort``: :mod:`.rungs.abort`.
 
-Every rung decision carries what the guest is predicted to pay for it
-(:mod:`.guest`): its longest unavailability and the work it loses.
+What each rung costs the guest, and the ranking: :mod:`.pricing`.
 
 The deadline
 ------------
@@ -41,7 +40,7 @@ switchover its timeout applies (:mod:`.rungs.switchover`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from nova_livemig_ext.convergence import estimator
 from nova_livemig_ext.convergence import guest
@@ -69,6 +68,9 @@ from nova_livemig_ext.convergence.link import link_is_slow
 from nova_livemig_ext.convergence.link import set_link_shares
 from nova_livemig_ext.convergence.link import track_link_capacity
 from nova_livemig_ext.convergence.link import track_network
+from nova_livemig_ext.convergence.pricing import rank_rungs
+from nova_livemig_ext.convergence.pricing import ranking_text
+from nova_livemig_ext.convergence.pricing import rung_cost
 from nova_livemig_ext.convergence.reasons import decide
 from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import mib
@@ -80,7 +82,6 @@ from nova_livemig_ext.convergence.rungs.auto_converge import MAX_THROTTLE_PCT
 from nova_livemig_ext.convergence.rungs.auto_converge import auto_converge_blocker
 from nova_livemig_ext.convergence.rungs.auto_converge import enter_auto_converge
 from nova_livemig_ext.convergence.rungs.auto_converge import passes_on_rung
-from nova_livemig_ext.convergence.rungs.auto_converge import throttle_chance_price
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_effect
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_hopeless
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_verdict
@@ -88,7 +89,6 @@ from nova_livemig_ext.convergence.rungs.auto_converge import track_throttle_base
 from nova_livemig_ext.convergence.rungs.downtime import downtime_blocker
 from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
 from nova_livemig_ext.convergence.rungs.downtime import enter_downtime
-from nova_livemig_ext.convergence.rungs.downtime import next_downtime_ms
 from nova_livemig_ext.convergence.rungs.pause import enter_pause
 from nova_livemig_ext.convergence.rungs.pause import maybe_pause
 from nova_livemig_ext.convergence.rungs.pause import pause_blocker
@@ -150,16 +150,6 @@ __all__ = [
     'window_trigger',
 ]
 
-MS_PER_S = 1000.0
-
-# Rungs whose predicted longest unavailability is within this factor of the
-# least are ranked by the work the guest loses instead.
-RANK_UNAVAILABLE_TOLERANCE = 1.25
-
-
-# ---------------------------------------------------------------------------
-# Questions about the state.
-# ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Rungs: can they help, and has the current one had its chance?
@@ -254,91 +244,6 @@ def untried_rungs(config: ControllerConfig,
                  and r not in state.exhausted)
 
 
-def rung_cost(config: ControllerConfig, state: ControllerState, rung: str,
-              trigger: Trigger, now_s: float) -> guest.GuestCost:
-    """What the guest is predicted to pay if ``rung`` is entered now.
-
-    A pre-copy rung (downtime, auto-converge) is costed as if it works: its
-    stop-and-copy within the limit when the model cannot predict it yet.
-
-    QEMU keeps throttling while pre-copy goes on (auto-converge is armed at
-    start, not per rung), so a higher downtime limit costs the throttle in
-    force until the predicted completion; a pause or a post-copy switch
-    ends it.
-    """
-    est = state.estimate
-    lost = state.throttle_lost_s
-    if rung == RUNG_DOWNTIME:
-        target = next_downtime_ms(config, state, trigger, now_s)
-        limit = state.downtime_ms if target is None else target
-        until_s = estimator.predicted_completion_s(est, limit)
-        if until_s is None:
-            until_s = estimator.expected_pass_s(est) or 0.0
-        return guest.once_converged(guest.predicted_throttle(
-            est, limit, est.throttle_pct or 0, until_s, lost), limit)
-    if rung == RUNG_AUTO_CONVERGE:
-        return guest.once_converged(throttle_chance_price(config, state)[1],
-                                    state.downtime_ms)
-    if rung == RUNG_POSTCOPY:
-        return guest.predicted_postcopy(est, lost)
-    return guest.predicted_pause(est, lost)
-
-
-def felt_unavailable_s(config: ControllerConfig,
-                       cost: guest.GuestCost) -> float:
-    """A rung's longest unavailability as the ranking sees it.
-
-    The operator's ``max_downtime_ms`` is what the guest was promised it
-    may feel: anything within it counts as that much, so the work lost
-    decides between rungs that all keep within the promise.
-    """
-    longest = cost.longest_unavailable_s
-    if longest is None:
-        return float('inf')
-    return max(longest, config.max_downtime_ms / MS_PER_S)
-
-
-def rank_rungs(config: ControllerConfig,
-               costs: Sequence[tuple[str, guest.GuestCost]]
-               ) -> list[tuple[str, guest.GuestCost]]:
-    """The rungs the guest pays least for first.
-
-    Least longest unavailability first: when a rung keeps within
-    ``max_downtime_ms`` the rungs that do are tied; otherwise those within
-    ``RANK_UNAVAILABLE_TOLERANCE`` of the least are (predictions are not
-    finer than that).  Ties go to the least work lost, then to the
-    ladder's order.
-    """
-    if not costs:
-        return []
-    least = min(felt_unavailable_s(config, c) for _, c in costs)
-    promised_s = config.max_downtime_ms / MS_PER_S
-    # Within the promise only what keeps it ties; beyond it, the tolerance.
-    tied_up_to = (least if least <= promised_s
-                  else least * RANK_UNAVAILABLE_TOLERANCE)
-    order = {rung: i for i, rung in enumerate(config.ladder)}
-
-    def key(item: tuple[str, guest.GuestCost]) -> tuple[int, float, int]:
-        rung, cost = item
-        felt = felt_unavailable_s(config, cost)
-        if felt > tied_up_to:
-            return (1, felt, order[rung])
-        lost = cost.work_lost_s
-        return (0, float('inf') if lost is None else lost, order[rung])
-
-    return sorted(costs, key=key)
-
-
-def _ranking_text(ranked: Sequence[tuple[str, guest.GuestCost]]) -> str:
-    first, cost = ranked[0]
-    others = '; '.join(
-        f'{rung} {fmt(c.longest_unavailable_s, " s", 2)} unavailable, '
-        f'{fmt(c.work_lost_s, " s", 1)} lost' for rung, c in ranked[1:])
-    return (f'{first} costs the guest least ('
-            f'{fmt(cost.longest_unavailable_s, " s", 2)} unavailable, '
-            f'{fmt(cost.work_lost_s, " s", 1)} lost; against {others})')
-
-
 def escalate(config: ControllerConfig, state: ControllerState,
              trigger: Trigger, now_s: float) -> Step:
     """Enter the rung the guest is predicted to pay least for.
@@ -373,7 +278,7 @@ def escalate(config: ControllerConfig, state: ControllerState,
         chosen = ranked[0][0]
         if len(ranked) > 1:
             trigger = dataclasses.replace(
-                trigger, reason=f'{trigger.reason}; {_ranking_text(ranked)}',
+                trigger, reason=f'{trigger.reason}; {ranking_text(ranked)}',
                 measures=trigger.measures + (
                     ('passed_over', ','.join(r for r, _ in ranked[1:])),))
         state, entered = enter_rung(config, state,
