@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nova_livemig_lab.guest import HEARTBEAT_RE, ConsoleLine
 
@@ -151,6 +151,43 @@ def latency_bucket(ns: int) -> int:
     return min(LATENCY_BUCKETS - 1, power * 4 + (((us << 2) >> power) & 3))
 
 
+def _due(beats: Sequence[Beat], start: Beat, end: Beat,
+         write_rate: Callable[[int], float]) -> float:
+    """Bytes the writer's schedule asked for between two heartbeats, host time."""
+    due = 0.0
+    previous = start
+    for beat in beats:
+        if start.host_time_s < beat.host_time_s <= end.host_time_s:
+            # The writes a heartbeat reports were made just before it.
+            due += write_rate(beat.guest_ms) * (beat.host_time_s - previous.host_time_s)
+            previous = beat
+    return due
+
+
+def _scheduled_writer(beats: Sequence[Beat], base_from: Beat, base_to: Beat, first: Beat,
+                      last: Beat, write_rate: Callable[[int], float]) -> AppCost | None:
+    base_due = _due(beats, base_from, base_to, write_rate)
+    if base_due <= 0:
+        return None
+    # Under TCG the guest may not reach its setting: hold it to what it did.
+    achieved = (base_to.written_bytes - base_from.written_bytes) / base_due
+    # Integrated heartbeat by heartbeat: each interval loses the share of
+    # its time the writer's schedule was not met (none while it rests).
+    lost_s = 0.0
+    previous = first
+    for beat in beats:
+        if first.host_time_s < beat.host_time_s <= last.host_time_s:
+            span_s = beat.host_time_s - previous.host_time_s
+            due = write_rate(beat.guest_ms) * achieved * span_s
+            if due > 0:
+                done = beat.written_bytes - previous.written_bytes
+                lost_s += span_s * max(0.0, 1.0 - done / due)
+            previous = beat
+    window_s = last.host_time_s - first.host_time_s
+    per_s = _due(beats, first, last, write_rate) * achieved / window_s if window_s > 0 else 0.0
+    return AppCost("writer", round(window_s, 3), per_s, lost_s)
+
+
 def _counter(beat: Beat, app: str) -> float:
     if app == "cpu":
         return float(beat.work_units or 0)
@@ -170,10 +207,15 @@ def _at(beats: Sequence[Beat], when_s: float) -> Beat | None:
 
 
 def cost(lines: Sequence[ConsoleLine], start_s: float, end_s: float,
-         baseline_s: float = BASELINE_S) -> AppCost | None:
+         baseline_s: float = BASELINE_S,
+         write_rate: Callable[[int], float] | None = None) -> AppCost | None:
     """The application's cost over [start_s, end_s] (host monotonic seconds).
 
-    None when the heartbeats do not cover the baseline and the window.
+    ``write_rate(guest_ms)``: what a writer without an application is set
+    to write then, in bytes a second (a writer that bursts or steps its rate
+    up is held to its own schedule, scaled by how much of it the guest
+    achieved before the migration). None when the heartbeats do not cover
+    the baseline and the window.
     """
     beats = [b for b in (parse(line) for line in lines) if b is not None]
     beats.sort(key=lambda b: b.host_time_s)
@@ -194,6 +236,8 @@ def cost(lines: Sequence[ConsoleLine], start_s: float, end_s: float,
     rate = (_counter(base_to, app) - _counter(base_from, app)) / base_span_s
     window_s = last.host_time_s - first.host_time_s
     done = _counter(last, app) - _counter(first, app)
+    if app == "writer" and write_rate is not None:
+        return _scheduled_writer(beats, base_from, base_to, first, last, write_rate)
     lost_s = max(0.0, window_s - done / rate) if rate > 0 else 0.0
     if app != "server":
         return AppCost(app, round(window_s, 3), rate, lost_s)

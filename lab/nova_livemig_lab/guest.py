@@ -71,6 +71,21 @@ class Pattern:
         return " ".join([f"PATTERN={self.name}"] + app
                         + [f"{k}={v}" for k, v in self.settings])
 
+    def write_rate_at(self, dirty_rate_mb_s: int, guest_ms: int) -> float:
+        """What the writer is set to write, bytes a second, ``guest_ms`` after
+        it started (dirtier.c: whole pages a tick, bursts, a step)."""
+        settings = dict(self.settings)
+        rate = dirty_rate_mb_s
+        step_at_ms = settings.get("STEP_AT_S", 0) * 1000
+        if step_at_ms and guest_ms >= step_at_ms:
+            rate = settings.get("STEP_RATE", dirty_rate_mb_s)
+        if self.name == "bursty":
+            on_ms = settings.get("BURST_ON_MS", 3000)
+            period_ms = on_ms + settings.get("BURST_OFF_MS", 3000)
+            if period_ms and guest_ms % period_ms >= on_ms:
+                return 0.0
+        return float(rate * 1_000_000 // 4096 // 10 * 4096 * 10)
+
     def describe(self) -> str:
         name = self.name if self.app == "none" else f"{self.name} + {self.app} app"
         if not self.settings:
@@ -207,6 +222,7 @@ class Guest:
     dirty_mb: int
     dirty_rate_mb_s: int
     tails: dict[str, ConsoleTail]
+    pattern: Pattern = STEADY
 
     def watch(self, host: HostSpec) -> ConsoleTail:
         """Start following the console file this guest will have on ``host``."""
@@ -245,7 +261,7 @@ def boot(config: LabConfig, host: HostSpec, name: str, dirty_mb: int, dirty_rate
     emulator = emulator or default_emulator()
     for other in config.hosts:
         other.real_console_path(name).unlink(missing_ok=True)
-    guest = Guest(name, host, dirty_mb, dirty_rate_mb_s, {})
+    guest = Guest(name, host, dirty_mb, dirty_rate_mb_s, {}, pattern)
     guest.watch(host)
     conn = libvirt.open(host.uri)
     try:

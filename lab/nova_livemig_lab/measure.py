@@ -421,7 +421,9 @@ def migrate_and_measure(config: LabConfig, guest: lab_guest.Guest, flags: int,
         integrity=assess_integrity(guest.lines(), guest.heartbeats(), final.name, run.ended_s,
                                    settle_s),
         libvirt_build=config.libvirt.name,
-        app_cost=appmetrics.cost(guest.lines(), run.started_s, run.ended_s + settle_s))
+        app_cost=appmetrics.cost(
+            guest.lines(), run.started_s, run.ended_s + settle_s,
+            write_rate=lambda ms: guest.pattern.write_rate_at(guest.dirty_rate_mb_s, ms)))
 
 
 def summary(result: MigrationResult) -> dict[str, Any]:

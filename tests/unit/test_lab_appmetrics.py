@@ -91,3 +91,44 @@ class UnseenStopTest(testtools.TestCase):
     def test_buckets_match_the_guest(self):
         for us, idx in ((1, 0), (2, 4), (3, 6), (5, 9), (96, 26), (1000, 39)):
             self.assertEqual(idx, appmetrics.latency_bucket(us * 1000))
+
+
+class ScheduledWriterTest(testtools.TestCase):
+    """A writer held to its own schedule: a step up is not a gain."""
+
+    @staticmethod
+    def lines(rate_at, stop=None, seconds=40.0):
+        out, t, written, seq = [], 0.0, 0, 0
+        while t <= seconds:
+            if not (stop and stop[0] <= t < stop[1]):
+                written += int(rate_at(int(t * 1000)) / 10)
+                text = f'HB seq={seq} bad=0 written={written} checked=0 ms={int(t * 1000)}'
+                out.append(ConsoleLine(t, 'a', text))
+                seq += 1
+            t = round(t + 0.1, 3)
+        return out
+
+    def test_a_step_up_during_the_migration_is_no_gain(self):
+        from nova_livemig_lab.guest import Pattern
+        step = Pattern('steady', (('STEP_AT_S', 15), ('STEP_RATE', 40)))
+
+        def rate(ms):
+            return step.write_rate_at(8, ms)
+        # Stopped 2 s after the step, with the clocks in step (the guest's
+        # own clock runs on here: a throttled vCPU, not a stopped VM).
+        lines = self.lines(rate, stop=(20.0, 22.0))
+        c = appmetrics.cost(lines, 10.0, 30.0, write_rate=rate)
+        self.assertAlmostEqual(2.0, c.work_lost_s, delta=0.2)
+        clean = appmetrics.cost(self.lines(rate), 10.0, 30.0, write_rate=rate)
+        self.assertAlmostEqual(0.0, clean.work_lost_s, delta=0.1)
+        # Held to its pre-migration rate alone, the step looked like a gain.
+        self.assertAlmostEqual(0.0, appmetrics.cost(lines, 10.0, 30.0).work_lost_s, delta=0.01)
+
+    def test_a_bursty_writer_loses_nothing_in_its_quiet_spells(self):
+        from nova_livemig_lab.guest import Pattern
+        bursty = Pattern('bursty', (('BURST_ON_MS', 4000), ('BURST_OFF_MS', 2000)))
+
+        def rate(ms):
+            return bursty.write_rate_at(40, ms)
+        c = appmetrics.cost(self.lines(rate), 10.0, 30.0, write_rate=rate)
+        self.assertAlmostEqual(0.0, c.work_lost_s, delta=0.1)
