@@ -58,6 +58,7 @@ from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
 from nova_livemig_ext.convergence.decision import DecisionMaker
 from nova_livemig_ext.convergence.decision import Measure
+from nova_livemig_ext.convergence.force_complete import force_complete
 from nova_livemig_ext.convergence.ladder import escalate
 from nova_livemig_ext.convergence.ladder import rung_had_its_chance
 from nova_livemig_ext.convergence.link import link_is_slow
@@ -66,7 +67,6 @@ from nova_livemig_ext.convergence.link import track_link_capacity
 from nova_livemig_ext.convergence.link import track_network
 from nova_livemig_ext.convergence.pricing import rank_rungs
 from nova_livemig_ext.convergence.reasons import decide
-from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import mib
 from nova_livemig_ext.convergence.reasons import note_once
 from nova_livemig_ext.convergence.reasons import rounded
@@ -77,7 +77,6 @@ from nova_livemig_ext.convergence.rungs.auto_converge import throttle_verdict
 from nova_livemig_ext.convergence.rungs.auto_converge import track_throttle_baseline
 from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
 from nova_livemig_ext.convergence.rungs.pause import maybe_pause
-from nova_livemig_ext.convergence.rungs.pause import pause_decisions
 from nova_livemig_ext.convergence.rungs.pause import pause_should_wait
 from nova_livemig_ext.convergence.rungs.postcopy import maybe_switch_to_postcopy
 from nova_livemig_ext.convergence.rungs.switchover import after_forced_switchover
@@ -90,7 +89,6 @@ from nova_livemig_ext.convergence.state import ControllerState
 from nova_livemig_ext.convergence.state import Phase
 from nova_livemig_ext.convergence.state import Step
 from nova_livemig_ext.convergence.state import elapsed_s
-from nova_livemig_ext.convergence.state import on_rung
 
 # What the monitor, the planner, the lab, the benchmarks and the tests take
 # from here; each name lives in the module whose rule it is.
@@ -130,59 +128,6 @@ __all__ = [
     'throttle_hopeless',
     'window_trigger',
 ]
-
-
-def force_complete(config: ControllerConfig, state: ControllerState,
-                   now_s: float) -> Step:
-    """The operator asked to finish now (Nova's force-complete).
-
-    Goes at once to the rung that completes the migration: post-copy when it
-    is on the ladder, was armed and is allowed for this instance, otherwise
-    a pause. An
-    operator's explicit request overrides the ladder's order and
-    ``pause_allowed``, as in Nova; it does not override what cannot work
-    (post-copy that was never armed) and never pushes post-copy over a
-    stalled link.
-    """
-    if state.phase is not Phase.PRECOPY:
-        return note_once(state, 'force-complete-late', now_s,
-                         f'force-complete requested while already '
-                         f'{state.phase.value}; nothing more to do', None,
-                         ())
-    why = 'force-complete requested by the operator'
-    extra: tuple[Measure, ...] = (('requested_at_s',
-                                   round(elapsed_s(state, now_s), 1)),)
-    if (config.postcopy_armed and config.postcopy_allowed
-            and RUNG_POSTCOPY in config.ladder
-            and not state.network_stalled):
-        index = config.ladder.index(RUNG_POSTCOPY)
-        state = dataclasses.replace(on_rung(state, index, now_s),
-                                    postcopy_wait_since_s=None)
-        est = state.estimate
-        state = dataclasses.replace(
-            state, phase=Phase.POSTCOPY,
-            switchover_started_s=elapsed_s(state, now_s),
-            predicted_downtime_ms=None,
-            predicted_guest=guest.predicted_postcopy(est,
-                                                     state.throttle_lost_s))
-        decisions: list[Decision] = []
-        if config.postcopy_bandwidth_mib_s is not None:
-            decisions.append(decide(
-                state, now_s, Action.SET_SPEED,
-                f'post-copy bandwidth {config.postcopy_bandwidth_mib_s} '
-                f'MiB/s', RUNG_POSTCOPY,
-                speed_mib_s=config.postcopy_bandwidth_mib_s,
-                postcopy_speed=True))
-        decisions.append(decide(
-            state, now_s, Action.START_POSTCOPY,
-            f"{why}; switching to post-copy with "
-            f"{fmt(mib(est.remaining_bytes), ' MiB')} remaining",
-            RUNG_POSTCOPY, extra))
-        return state, tuple(decisions)
-    index = (config.ladder.index(RUNG_PAUSE)
-             if RUNG_PAUSE in config.ladder else state.rung_index)
-    state = on_rung(state, index, now_s)
-    return pause_decisions(config, state, now_s, why, extra)
 
 
 # ---------------------------------------------------------------------------
