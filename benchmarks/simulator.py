@@ -38,8 +38,13 @@ migration stream moves at most ``stream_limit_bytes_s`` (a QEMU migration
 thread is CPU-bound), so only multifd channels fill a fast link.
 
 What it also accounts, for the guest-cost metrics: vCPU time the throttle
-took from a guest that needed it, and after post-copy the time the guest
-waited on page faults for its remote working set (``postcopy_stall_s``).
+took from a guest that needed it, after post-copy the time the guest
+waited on page faults for its remote working set (``postcopy_stall_s``),
+and the longest the guest could not run at all (``longest_pause_s``: the
+downtime, a post-copy stall, or one stop of the throttle).  The guest's
+costs are priced by the project's own guest-cost module
+(``nova_livemig_ext.convergence.guest``), the one the controller and the
+monitor's reports use.
 
 Time advances from event to event (pass ends, syncs, bursts, polls), not in
 fixed steps, so a 256 GiB guest costs no more to simulate than a 1 GiB one.
@@ -52,6 +57,7 @@ import dataclasses
 import math
 
 from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import guest
 from nova_livemig_ext.convergence import model
 from nova_livemig_ext.convergence import samples
 # Shared with the model: QEMU syncs CHECK_SLACK_S of sending below the
@@ -84,8 +90,11 @@ HOT_SET_SHARE = 0.1
 HOT_WRITE_SHARE = 0.9
 POPULARITIES = ('sequential', 'uniform', 'skewed')
 # After post-copy starts, a guest touching a page still on the source waits
-# for one round trip and the page (an assumption: 0.5 ms on a LAN).
-FAULT_LATENCY_S = 0.0005
+# for one round trip and the page (guest.FAULT_LATENCY_S, an assumption).
+FAULT_LATENCY_S = guest.FAULT_LATENCY_S
+# The post-copy window is walked in at most this many pieces to count the
+# pages the guest touches while they are still remote.
+POSTCOPY_PIECES = 64
 
 
 # An operation the simulated QEMU refuses (like a libvirtError).
@@ -252,9 +261,11 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
         # vCPU seconds the throttle took from a guest that needed them.
         self.throttle_lost_s = 0.0
         # After post-copy: what of the working set was still on the source,
-        # how fast the guest wrote and how fast pages came.
+        # the working set then, what was still to send and how fast pages
+        # came.
         self._postcopy_remote_ws = 0.0
-        self._postcopy_guest_bytes_s = 0.0
+        self._postcopy_ws = 0.0
+        self._postcopy_remaining = 0.0
         self._postcopy_bytes_s = 0.0
         # Set by a host drain: this job's share of the host's link.
         self.link_share_bytes_s: float | None = None
@@ -478,11 +489,11 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
     # -- what libvirt lets a policy do ------------------------------------
 
     def start_postcopy(self) -> None:
-        guest_bytes_s = self.workload.dirty_bytes_s(self.now_s)
         super().start_postcopy()
-        self._postcopy_remote_ws = min(
-            self.remaining_bytes, self.workload.working_set_at(self.now_s))
-        self._postcopy_guest_bytes_s = guest_bytes_s
+        self._postcopy_ws = self.workload.working_set_at(self.now_s)
+        self._postcopy_remote_ws = min(self.remaining_bytes,
+                                       self._postcopy_ws)
+        self._postcopy_remaining = self.remaining_bytes
         self._postcopy_bytes_s = self.bandwidth_bytes_s()
         self.iteration += 1
         # The source stops, sends the device state and the discard bitmap.
@@ -493,34 +504,95 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
 
     # -- what the guest paid ------------------------------------------------
 
+    def _postcopy_window_s(self) -> float:
+        """How long post-copy lasts (so far, and what is left to pull)."""
+        left = 0.0
+        if self.phase == 'postcopy':
+            bandwidth = self.bandwidth_bytes_s()
+            left = self.remaining_bytes / bandwidth if bandwidth > 0 else 0.0
+        return self.postcopy_s + left
+
+    def _written_bytes(self, start_s: float, end_s: float) -> float:
+        """What the guest (unthrottled) writes between two instants."""
+        written, at = 0.0, start_s
+        while at < end_s - 1e-9:
+            step = min(end_s, self.workload.next_rate_change_s(at))
+            written += self.workload.dirty_bytes_s(at) * (step - at)
+            at = step
+        return written
+
+    def _postcopy_touched_remote_bytes(self) -> float:
+        """Distinct pages of the remote working set the guest touches
+        during post-copy before they arrive.
+
+        The guest's writes over the whole post-copy phase (bursts and rate
+        steps included, not the rate at the switch), counted once per page
+        (its popularity), on the share of its working set still remote:
+        that share at the switch, shrinking as the background copy brings
+        the rest at the post-copy rate.
+        """
+        ws = self._postcopy_ws
+        start = self.postcopy_started_s
+        window = self._postcopy_window_s()
+        if ws <= 0 or start is None or window <= 0:
+            return 0.0
+        share = self._postcopy_remote_ws / ws
+        # Cut the window at every rate change and into at most
+        # POSTCOPY_PIECES pieces; each piece's new pages are weighted by
+        # the share still remote at its midpoint.
+        edges = {start, start + window}
+        at = start
+        while True:
+            at = self.workload.next_rate_change_s(at)
+            if at >= start + window:
+                break
+            edges.add(at)
+        edges.update(start + window * i / POSTCOPY_PIECES
+                     for i in range(1, POSTCOPY_PIECES))
+        points = sorted(edges)
+        touched, written, seen = 0.0, 0.0, 0.0
+        for a, b in zip(points, points[1:]):
+            written += self._written_bytes(a, b)
+            unique = self.workload.unique_dirty_bytes(written, ws)
+            still_remote = max(0.0, 1.0 - ((a + b) / 2 - start) / window)
+            touched += (unique - seen) * share * still_remote
+            seen = unique
+        return touched
+
+    def _postcopy_outpaces_link(self) -> bool:
+        """Does the guest, over the time its remote working set takes to
+        arrive, write at least as fast as pages come?  Then it waits for
+        them in one long pause."""
+        start = self.postcopy_started_s
+        if start is None or self._postcopy_bytes_s <= 0:
+            return False
+        pull_s = self._postcopy_remote_ws / self._postcopy_bytes_s
+        if pull_s <= 0:
+            return False
+        mean = self._written_bytes(start, start + pull_s) / pull_s
+        return mean >= self._postcopy_bytes_s
+
     @property
     def postcopy_stall_s(self) -> float:
-        """Time the guest waited on faults for its remote working set.
-
-        The remote part of the working set arrives at the post-copy rate.
-        A guest touching it faster than pages arrive waits for all of it;
-        a slower one waits one fault latency per page it touches before
-        the pages would have arrived anyway.
-        """
+        """Time the guest waited on faults for its remote working set
+        (:func:`guest.postcopy_fault_stall_s`)."""
         if self.postcopy_started_s is None or self._postcopy_bytes_s <= 0:
             return 0.0
-        pull_s = self._postcopy_remote_ws / self._postcopy_bytes_s
-        touched = min(self._postcopy_remote_ws,
-                      self._postcopy_guest_bytes_s * pull_s)
-        faults = math.ceil(touched / model.PAGE_SIZE_BYTES)
-        return min(pull_s, faults * FAULT_LATENCY_S)
+        return guest.postcopy_fault_stall_s(
+            self._postcopy_remote_ws, self._postcopy_touched_remote_bytes(),
+            self._postcopy_bytes_s, page_size_bytes=model.PAGE_SIZE_BYTES)
 
     @property
     def longest_pause_s(self) -> float:
-        """The longest time the guest made no progress at all."""
-        downtime_s = (self.downtime_ms or 0.0) / MS_PER_S
+        """The longest time the guest made no progress at all
+        (:func:`guest.longest_stop_s`): the downtime, a post-copy stall,
+        or one stop of the throttle at the highest throttle it ran under
+        (0.99 s at 99 %)."""
         stall = self.postcopy_stall_s
-        if stall <= 0:
-            return downtime_s
-        if self._postcopy_guest_bytes_s >= self._postcopy_bytes_s:
-            # Blocked on one missing page after another: one long pause.
-            return downtime_s + stall
-        return max(downtime_s, FAULT_LATENCY_S)
+        return guest.longest_stop_s(
+            (self.downtime_ms or 0.0) / MS_PER_S, postcopy_stall_s=stall,
+            stalled_in_one=stall > 0 and self._postcopy_outpaces_link(),
+            throttle_pct=self.max_throttle_pct)
 
     # -- what libvirt reports -----------------------------------------------
 
@@ -536,7 +608,8 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
 class RunResult:
     """How one simulated migration ended under one policy."""
 
-    outcome: str  # completed, aborted or running (out of time)
+    # completed, aborted, or unfinished (still running at the horizon)
+    outcome: str
     total_s: float
     downtime_ms: float | None
     iterations: int
@@ -588,10 +661,15 @@ def drive(migration: Migration, decider: ctl.DecisionMaker,
     return result_of(migration, actions)
 
 
+UNFINISHED = 'unfinished'
+
+
 def result_of(migration: Migration, actions: list[str]) -> RunResult:
-    """What a finished (or timed-out) job leaves behind."""
+    """What a finished job, or one still running at the horizon
+    (``unfinished``: neither completed nor aborted), leaves behind."""
+    outcome = UNFINISHED if migration.running else migration.outcome
     return RunResult(
-        outcome=migration.outcome, total_s=migration.ended_at_s,
+        outcome=outcome, total_s=migration.ended_at_s,
         downtime_ms=migration.downtime_ms,
         iterations=migration.iteration,
         data_sent_bytes=migration.processed_bytes,

@@ -24,6 +24,7 @@ stall + throttle × time), in seconds.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from nova_livemig_ext.convergence import estimator
@@ -34,6 +35,11 @@ PCT = 100.0
 # sleeps pct / (100 - pct) of it; QEMU throttles at most 99 %.
 THROTTLE_SLICE_S = 0.010
 MAX_THROTTLE_PCT = 99
+# After the switch to post-copy, a guest touching a page still on the
+# source waits for one round trip and the page (an assumption: 0.5 ms on a
+# LAN), one page at a time.
+FAULT_LATENCY_S = 0.0005
+PAGE_SIZE_BYTES = 4096
 
 Measure = tuple[str, float | int | str | None]
 
@@ -121,6 +127,48 @@ def throttle_stop_s(throttle_pct: int | None) -> float:
         return 0.0
     pct = min(throttle_pct, MAX_THROTTLE_PCT)
     return pct / (PCT - pct) * THROTTLE_SLICE_S
+
+
+def postcopy_fault_stall_s(remote_bytes: float, touched_remote_bytes: float,
+                           bandwidth_bytes_s: float, *,
+                           page_size_bytes: int = PAGE_SIZE_BYTES,
+                           fault_latency_s: float = FAULT_LATENCY_S) -> float:
+    """Time a guest waits on page faults after the switch to post-copy.
+
+    ``remote_bytes`` is its working set still on the source at the switch;
+    ``touched_remote_bytes`` the distinct pages of it the guest touches
+    during post-copy before they arrive anyway.  Each such page costs one
+    fault latency, but the guest never waits longer than the link takes
+    to bring all of ``remote_bytes``: one that wants its pages faster
+    than that waits for all of them.
+    """
+    if remote_bytes <= 0 or bandwidth_bytes_s <= 0:
+        return 0.0
+    pull_s = remote_bytes / bandwidth_bytes_s
+    touched = min(max(touched_remote_bytes, 0.0), remote_bytes)
+    faults = math.ceil(touched / page_size_bytes)
+    return min(pull_s, faults * fault_latency_s)
+
+
+def longest_stop_s(downtime_s: float, *, postcopy_stall_s: float = 0.0,
+                   stalled_in_one: bool = False,
+                   throttle_pct: int | None = None,
+                   fault_latency_s: float = FAULT_LATENCY_S) -> float:
+    """The longest the guest could not run at all.
+
+    The switchover's ``downtime_s``; after post-copy, for a guest that
+    needs its pages faster than they arrive (``stalled_in_one``), that
+    and its whole fault stall in one piece, otherwise a single fault; and
+    one stop of QEMU's throttle at the highest ``throttle_pct`` it ran
+    under (:func:`throttle_stop_s`), whichever is longest.
+    """
+    longest = max(downtime_s, 0.0)
+    if postcopy_stall_s > 0:
+        if stalled_in_one:
+            longest += postcopy_stall_s
+        else:
+            longest = max(longest, min(fault_latency_s, postcopy_stall_s))
+    return max(longest, throttle_stop_s(throttle_pct))
 
 
 def with_throttle_stops(cost: GuestCost,

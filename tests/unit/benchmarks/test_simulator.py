@@ -162,11 +162,12 @@ class TestDrive(testtools.TestCase):
         self.assertAlmostEqual(60, result.total_s, delta=1)
         self.assertIn('abort', result.actions[-1])
 
-    def test_running_at_the_horizon(self):
+    def test_unfinished_at_the_horizon_is_not_aborted(self):
         config = ctl.ControllerConfig(ladder=(), deadline_s=10_000)
         m = sim.Migration(workload(ratio=2.0, ws=0.5), sim.JobSettings())
         result = sim.drive(m, ctl.Controller(config), 0.5, 100)
-        self.assertEqual('running', result.outcome)
+        self.assertEqual(sim.UNFINISHED, result.outcome)
+        self.assertEqual('unfinished', result.outcome)
         self.assertFalse(result.completed)
 
     def test_job_stats_parse(self):
@@ -261,6 +262,54 @@ class TestGuestBehaviour(testtools.TestCase):
         # A quiet one waits a fault latency per page it touches.
         self.assertLess(quiet.postcopy_stall_s, 0.1)
         self.assertLess(quiet.longest_pause_s, 0.1)
+
+    def test_a_bursty_guest_switched_in_a_quiet_window_still_stalls(self):
+        # Bursts of 4 x the mean for a quarter of every 20 s: the switch
+        # falls in the quiet part, but the guest writes during post-copy.
+        def switched(burst_period_s):
+            w = workload(memory=8 * GIB, ratio=0.5, ws=0.5,
+                         burst_period_s=burst_period_s, burst_duty=0.25)
+            m = sim.Migration(w, sim.JobSettings(postcopy=True))
+            m.advance(8.0)
+            if burst_period_s:
+                self.assertEqual(0.0, w.dirty_bytes_s(m.now_s))
+            m.start_postcopy()
+            m.advance(600)
+            self.assertEqual('completed', m.phase)
+            self.assertGreater(m.postcopy_s, 30)
+            return m
+        bursty, steady = switched(20.0), switched(0.0)
+        self.assertGreater(bursty.postcopy_stall_s, 1.0)
+        # The same mean rate costs about the same, quiet switch or not.
+        self.assertAlmostEqual(steady.postcopy_stall_s,
+                               bursty.postcopy_stall_s,
+                               delta=0.25 * steady.postcopy_stall_s)
+
+    def test_pages_arriving_anyway_cost_no_fault(self):
+        # A slow guest touches few pages before the background copy
+        # brings them: it waits less than a fault for each page it writes.
+        m = sim.Migration(workload(memory=4 * GIB, ratio=0.005, ws=1.0),
+                          sim.JobSettings(postcopy=True))
+        m.advance(1.0)
+        m.start_postcopy()
+        m.advance(600)
+        written = 0.005 * B * m.postcopy_s
+        faults_if_all_remote = written / 4096 * sim.FAULT_LATENCY_S
+        self.assertGreater(m.postcopy_stall_s, 0.2 * faults_if_all_remote)
+        self.assertLess(m.postcopy_stall_s, 0.7 * faults_if_all_remote)
+
+    def test_throttle_stops_set_the_longest_stop(self):
+        # CPU-bound at 5 x the link: QEMU's throttle climbs to 99 % and
+        # stops the vCPUs 0.99 s at a time, longer than the downtime.
+        m = sim.Migration(workload(ratio=5.0, ws=0.5),
+                          sim.JobSettings(auto_converge=True))
+        m.advance(900)
+        self.assertEqual('completed', m.phase)
+        self.assertEqual(sim.MAX_THROTTLE_PCT, m.max_throttle_pct)
+        self.assertLess(m.downtime_ms, 500)
+        self.assertAlmostEqual(0.99, m.longest_pause_s, places=3)
+        result = sim.result_of(m, [])
+        self.assertAlmostEqual(0.99, result.longest_pause_s, places=3)
 
     def test_bad_guests_are_refused(self):
         self.assertRaises(ValueError, workload, popularity='zipf')
