@@ -78,6 +78,47 @@ class TestNova(testtools.TestCase):
         self.assertFalse(d.config.postcopy_enabled)
         self.assertEqual(0.5, p.poll_s)
 
+    def test_first_step_at_the_first_poll_whatever_the_size(self):
+        # _live_migration_monitor polls every 0.5 s from the start and
+        # update_downtime sets the first step (50 ms) at the first poll
+        # that sees the job running, for a 2 GiB and a 1 TiB guest alike.
+        for gib in (2, 1024):
+            w = workload(gib, ratio=0.5, ws=0.01)
+            for name in ('nova34', 'nova34-postcopy'):
+                result, _ = run_policy(name, w, max_s=60)
+                self.assertEqual('0.5s set_downtime 50ms', result.actions[0],
+                                 f'{name} {gib} GiB')
+                self.assertEqual(0.5, policies.by_name(name).poll_for(w))
+
+    def test_skipping_idle_polls_decides_as_polling_every_half_second(self):
+        # NovaMonitor skips the polls at which Nova would do nothing; the
+        # decisions and their instants are those of a 0.5 s poll loop.
+        for w in (workload(2, ratio=0.5, ws=0.5),
+                  workload(3, ratio=2.0, ws=0.2),
+                  workload(2, ratio=0.9, ws=1.0, burst_period_s=20.0)):
+            for name in ('nova34', 'nova34-postcopy'):
+                policy = policies.by_name(name)
+                sparse = policy.decider(w, 0.5)
+                dense = upstream.UpstreamController(sparse.config)
+                runs = [sim.drive(sim.Migration(w, policy.settings(w)), d,
+                                  0.5, 4000) for d in (sparse, dense)]
+                self.assertEqual(runs[1].actions, runs[0].actions, name)
+                self.assertEqual(runs[1].outcome, runs[0].outcome, name)
+                self.assertAlmostEqual(runs[1].total_s, runs[0].total_s,
+                                       delta=0.01 * runs[1].total_s)
+
+    def test_next_poll_lands_on_the_half_second_grid(self):
+        m = policies.NovaMonitor(upstream.UpstreamConfig(data_gib=4))
+        m.start(0.0)
+        self.assertEqual(0.5, m.next_poll_s(5.0))
+        m.observe(sample(GIB), 0.5)
+        # The next step starts after 300 s: Nova sets it at 300.5 s.
+        self.assertAlmostEqual(300.0, m.next_poll_s(5.0))
+        m.observe(sample(GIB), 300.0)
+        self.assertAlmostEqual(0.5, m.next_poll_s(5.0))
+        decisions = m.observe(sample(GIB), 300.5)
+        self.assertEqual([95], [d.downtime_ms for d in decisions])
+
     def test_nova_aborts_after_800_s_per_gib(self):
         result, _ = run_policy('nova34', workload(1, ratio=2.0))
         self.assertEqual('aborted', result.outcome)
@@ -173,9 +214,49 @@ class TestOVirt(testtools.TestCase):
         self.assertEqual('completed', result.outcome)
         self.assertTrue(any('start_postcopy' in a for a in result.actions))
 
-    def test_max_time_per_gib(self):
+    def test_no_time_limit_of_its_own(self):
+        # migration_max_time_per_gib_mem belonged to VDSM's legacy path,
+        # removed in 4.40: while no new iteration moves the schedule on,
+        # nothing aborts a schedule migration, however long it runs.
         o = policies.OVirt(4 * GIB, policies.OVIRT_MINIMAL_DOWNTIME)
-        self.assertEqual(256, o.max_time_s)
+        self.assertFalse(hasattr(o, 'max_time_s'))
+        o.start(0.0)
+        for t in range(10, 5000, 10):
+            decisions = o.observe(sample(GIB, iteration=2), float(t))
+            self.assertNotIn(ctl.Action.ABORT,
+                             [d.action for d in decisions])
+
+    def test_first_poll_after_one_interval_sets_the_initial_iteration(self):
+        o = policies.OVirt(4 * GIB, policies.OVIRT_MINIMAL_DOWNTIME)
+        o.start(0.0)
+        # Nothing before the first 10 s wait is over.
+        self.assertEqual((), o.observe(sample(GIB, iteration=1), 0.0))
+        self.assertIsNone(o.initial_iteration)
+        self.assertEqual((), o.observe(sample(GIB, iteration=6), 10.0))
+        self.assertEqual(6, o.initial_iteration)
+        # Seven iterations later: one item (150 ms) per poll, not three.
+        decisions = o.observe(sample(GIB, iteration=13), 20.0)
+        self.assertEqual([150], [d.downtime_ms for d in decisions])
+        decisions = o.observe(sample(GIB, iteration=14), 30.0)
+        self.assertEqual([200], [d.downtime_ms for d in decisions])
+
+    def test_vdsm_up_to_4_30_13_counted_polls_whose_remaining_grew(self):
+        o = policies.OVirt(4 * GIB, policies.OVIRT_MINIMAL_DOWNTIME,
+                           stall_count=policies.OVIRT_STALL_REMAINING_GREW)
+        o.start(0.0)
+        seen = []
+        for t, remaining in ((10, 900), (20, 800), (30, 850), (40, 700),
+                             (50, 750), (60, 760)):
+            seen += [d.downtime_ms for d in o.observe(
+                sample(remaining, iteration=t), float(t))]
+        # Grew at 30, 50 and 60 s: stalling 1, 2, 3.
+        self.assertEqual([150, 200], seen)
+        variant = policies.ovirt_counting(
+            'ovirt-suspend-workload', policies.OVIRT_STALL_REMAINING_GREW)
+        self.assertEqual(policies.OVIRT_STALL_REMAINING_GREW,
+                         variant.decider(workload(), 10.0).stall_count)
+        self.assertRaises(ValueError, policies.OVirt, GIB, (),
+                          stall_count='lowmark')
 
 
 class TestProxmox(testtools.TestCase):
@@ -249,6 +330,17 @@ class TestBaselines(testtools.TestCase):
 
 
 class TestOurs(testtools.TestCase):
+
+    def test_ours_with_changes_only_what_it_is_told(self):
+        p = policies.ours_with('ours', completion_timeout_max_s=3600)
+        d = p.decider(workload(4), 0.5)
+        shipped = policies.by_name('ours').decider(workload(4), 0.5)
+        self.assertEqual(3600, d.config.deadline_s)
+        self.assertEqual(shipped.config.ladder, d.config.ladder)
+        self.assertEqual('ours', p.name)
+        self.assertIn('completion_timeout_max_s = 3600', p.source)
+        self.assertEqual(14400, policies.shipped_policy()
+                         .completion_timeout_max_s)
 
     def test_as_shipped_runs_the_default_policy(self):
         d = policies.by_name('ours').decider(workload(4), 0.5)
