@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks import policies
 from benchmarks import simulator as sim
 from nova_livemig_ext.convergence import controller as ctl
+from nova_livemig_ext.convergence import guest
 from nova_livemig_ext.convergence import samples
 
 TRACES_DIR = os.path.join(os.path.dirname(__file__), '..', 'tests',
@@ -265,13 +266,19 @@ def report() -> dict[str, Any]:
     if not traces:
         return {'table': 'No traces recorded.', 'note': '', 'rows': []}
     (sync_s, capacity, error), comparisons = held_out(traces)
+    top = max((int(e['stats'].get('auto_converge_throttle') or 0)
+               for t in traces.values() for e in t['trace']), default=0)
     note = (f'Fitted on {", ".join(FIT_TRACES)} only: bitmap sync '
             f'{sync_s * 1000:.0f} ms, guest top write rate '
             f'{capacity / MB:.0f} MB/s (fit error {error:.2f}); the other '
             f'traces are held out. The longest guest pause is the guest\'s '
             f'own heartbeat gap (10 Hz heartbeats, irregular under '
-            f'TCG) against the simulated downtime or post-copy fault '
-            f'stall.')
+            f'TCG) against the simulated longest stop: the downtime, a '
+            f'post-copy fault stall or one stop of the throttle (at '
+            f'{top} %, the highest throttle of the traces, '
+            f'{guest.throttle_stop_s(top):.2f} s; a guest task that needs '
+            f'more than one slice of CPU, like the heartbeat, waits '
+            f'several stops).')
     return {'table': table(comparisons), 'note': note,
             'fitted': {'sync_base_s': sync_s, 'write_capacity_bytes_s':
                        capacity, 'fit_error': error},

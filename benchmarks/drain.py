@@ -5,11 +5,14 @@ Each platform starts as many migrations at once as its defaults allow
 running migrations share the link fairly (water-filling: a job held below
 its share by its own cap, a bandwidth limit or its streams, leaves the rest
 to the others).  A guest whose migration is aborted stays on the host, so
-the host is never empty.
+the host is never empty.  Guests still migrating, or still waiting their
+turn, when the drain's horizon ends it are counted apart: unfinished at the
+horizon, not aborted.
 
 The drain advances in steps of ``STEP_S`` (1 s): shares are recomputed and
 each job is polled at its own interval, rounded up to whole steps (Nova,
-KubeVirt and ours poll every second here instead of every 0.4-0.5 s).
+KubeVirt and ours poll every second here instead of every 0.4-0.5 s; Nova
+skips the polls at which it would do nothing, ``NovaMonitor.next_poll_s``).
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def run_drain(policy: policies.Policy, case: workloads.DrainCase,
             finished.append((slot, sim.result_of(slot.migration, [])))
     moved = [(s, r) for s, r in finished if r.completed]
     left = len(case.guests) - len(moved)
+    aborted = sum(1 for _, r in finished if r.outcome == 'aborted')
     empty_s = (max(s.started_s + r.total_s for s, r in moved)
                if not left and moved else None)
     lower = case.lower_bound_s
@@ -109,6 +113,8 @@ def run_drain(policy: policies.Policy, case: workloads.DrainCase,
         'empty_ratio': (None if empty_s is None
                         else round(empty_s / lower, 3)),
         'guests_left': left,
+        'guests_aborted': aborted,
+        'guests_unfinished': left - aborted,
         'work_lost_s': round(sum(metrics.work_lost_s(r)
                                  for _, r in finished), 2),
         'longest_pause_s': round(max((r.longest_pause_s

@@ -142,7 +142,7 @@ def _f(value: float | None, digits: int = 1, unit: str = "") -> str:
     if value is None:
         return "-"
     if value == float("inf"):
-        return "unfinished"
+        return "not completed"
     return f"{value:.{digits}f}{unit}"
 
 
@@ -212,10 +212,10 @@ def markdown(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]],
         f"The guest checked its memory page by page: intact after {intact} of {len(rows)} "
         "runs (a damaged guest counts as not completed).",
         "",
-        "## Per policy (unfinished runs counted, never dropped)",
+        "## Per policy (runs that did not complete counted, never dropped)",
         "",
         "Each cell lists the workloads in order (" + " / ".join(
-            name for name, _ in WORKLOADS_MB_S) + "); an unfinished run has no time "
+            name for name, _ in WORKLOADS_MB_S) + "); a run that did not complete has no time "
         "ratio and counts as infinitely slow in the median of `lab-results.json` "
         "(`summary`, computed by `benchmarks.metrics.summarise` as for the simulator).",
         "",
@@ -228,7 +228,7 @@ def markdown(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]],
 
         def each(key: str, digits: int = 2) -> str:
             return " / ".join(
-                "unfinished" if key == "time_ratio" and r[key] is None
+                "not completed" if key == "time_ratio" and r[key] is None
                 else _f(r[key], digits) for r in mine)
         lines.append(
             f"| {s['policy']} | {s['completed']} of {s['runs']} | {s['within_slo']} of "

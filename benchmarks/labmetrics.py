@@ -6,7 +6,8 @@ guest's heartbeats (host time, relative to the start of the job), the
 monitor's decisions and report, and libvirt's completed-job statistics.
 Output is a row with the keys of :func:`benchmarks.metrics.run_metrics`, so
 :func:`benchmarks.metrics.summarise` summarises lab runs exactly as it does
-simulated ones (unfinished runs stay in every median as infinitely slow).
+simulated ones (runs that did not complete stay in every median as
+infinitely slow).
 
 Where each guest cost comes from:
 

@@ -4,9 +4,12 @@ Per run:
 
 * ``completed`` and ``within_slo`` (completed in at most the workload's
   SLO, ``SLO_FACTOR`` x the lower bound + ``SLO_SLACK_S``);
-* ``time_ratio``: total time / (non-zero memory / bandwidth); unfinished
-  runs (aborted, or still running at the horizon) have an infinite ratio,
-  so they stay in every median and percentile instead of being dropped;
+* ``outcome``: ``completed``, ``aborted`` (the policy gave up and the guest
+  stayed on the source) or ``unfinished`` (still copying when the
+  benchmark's horizon ended the run: neither completed nor aborted);
+* ``time_ratio``: total time / (non-zero memory / bandwidth); runs that did
+  not complete (aborted or unfinished) have an infinite ratio, so they stay
+  in every median and percentile instead of being dropped;
 * ``work_lost_s``: guest work lost = downtime + post-copy fault stall +
   the vCPU time the throttle took from a guest that needed it (all of the
   throttle for a CPU-bound writer, only what cuts into a paced writer's
@@ -38,6 +41,9 @@ SLO_FACTOR = 2.0
 SLO_SLACK_S = 60.0
 FLOOR_WORK_LOST_S = SWITCHOVER_OVERHEAD_MS / 1000.0
 INF = math.inf
+COMPLETED = 'completed'
+ABORTED = 'aborted'
+UNFINISHED = sim.UNFINISHED
 
 
 def lower_bound_s(workload: sim.Workload) -> float:
@@ -55,7 +61,8 @@ def work_lost_s(result: sim.RunResult) -> float:
 
 def run_metrics(workload: sim.Workload,
                 result: sim.RunResult) -> dict[str, Any]:
-    """The per-run numbers (ratios ``None`` where the run is unfinished)."""
+    """The per-run numbers (ratios ``None`` where the run did not
+    complete)."""
     lower = lower_bound_s(workload)
     done = result.completed
     return {
@@ -81,7 +88,7 @@ def run_metrics(workload: sim.Workload,
 
 
 def ratio_value(row: dict[str, Any]) -> float:
-    """The time ratio with unfinished runs as infinity."""
+    """The time ratio with runs that did not complete as infinity."""
     value = row['time_ratio']
     return INF if value is None else float(value)
 
@@ -100,18 +107,28 @@ def median(values: Iterable[float]) -> float | None:
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One policy over a set of workloads (unfinished runs included)."""
+    """One policy over a set of workloads (runs that did not complete
+    included)."""
     n = len(rows)
     ratios = [ratio_value(r) for r in rows]
     lost = [r['work_lost_s'] for r in rows]
     return {
         'runs': n,
         'completed': sum(1 for r in rows if r['completed']),
+        'aborted': sum(1 for r in rows if r.get('outcome') == ABORTED),
+        'unfinished': sum(1 for r in rows
+                          if r.get('outcome') == UNFINISHED),
         'within_slo': sum(1 for r in rows if r['within_slo']),
         'median_time_ratio': median(ratios),
         'p90_time_ratio': quantile(ratios, 0.9),
         'median_work_lost_s': median(lost),
         'p90_work_lost_s': quantile(lost, 0.9),
+        'max_work_lost_s': max(lost, default=None),
+        # An aborted run keeps the throttle it paid: the largest loss of
+        # the runs that completed may be smaller.
+        'max_work_lost_completed_s': max(
+            (r['work_lost_s'] for r in rows if r['completed']),
+            default=None),
         'max_longest_pause_s': max((r['longest_pause_s'] for r in rows),
                                    default=None),
         'p90_longest_pause_s': quantile((r['longest_pause_s']
@@ -150,19 +167,28 @@ def head_to_head(mine: dict[str, dict[str, Any]],
                                  - b['postcopy_stall_s'], 3)})
         elif diff < -tolerance_s:
             better.append({'case': key, 'saved_s': round(-diff, 3)})
-    only_mine = sum(1 for k in mine if k in theirs and mine[k]['completed']
-                    and not theirs[k]['completed'])
-    only_theirs = sum(1 for k in mine if k in theirs
-                      and theirs[k]['completed']
-                      and not mine[k]['completed'])
+    only_mine = [k for k in mine if k in theirs and mine[k]['completed']
+                 and not theirs[k]['completed']]
+    only_theirs = [k for k in mine if k in theirs
+                   and theirs[k]['completed'] and not mine[k]['completed']]
     slower = sum(1 for k in both
                  if mine[k]['total_s'] > 1.05 * theirs[k]['total_s'])
     faster = sum(1 for k in both
                  if mine[k]['total_s'] * 1.05 < theirs[k]['total_s'])
     return {
         'both_completed': len(both), 'worse': worse, 'better': better,
-        'only_ours_completed': only_mine, 'only_theirs_completed':
-        only_theirs, 'slower_5pct': slower, 'faster_5pct': faster,
+        'only_ours_completed': len(only_mine),
+        # How the other side ended where only one completed.
+        'only_ours_theirs_aborted': sum(
+            1 for k in only_mine if theirs[k].get('outcome') == ABORTED),
+        'only_ours_theirs_unfinished': sum(
+            1 for k in only_mine if theirs[k].get('outcome') == UNFINISHED),
+        'only_theirs_completed': len(only_theirs),
+        'only_theirs_ours_aborted': sum(
+            1 for k in only_theirs if mine[k].get('outcome') == ABORTED),
+        'only_theirs_ours_unfinished': sum(
+            1 for k in only_theirs if mine[k].get('outcome') == UNFINISHED),
+        'slower_5pct': slower, 'faster_5pct': faster,
         'max_saved_s': max((b['saved_s'] for b in better), default=0.0),
         'max_extra_s': max((w['extra_s'] for w in worse), default=0.0),
     }

@@ -20,7 +20,12 @@ memory log-uniform, 0 to 80 % zero pages):
   cannot fill the link and only multifd channels can.
 
 Every host moves one stream at most ``STREAM_LIMIT_BYTES_S`` (an
-assumption: a CPU-bound QEMU migration thread without TLS, about 10 Gbit/s).
+assumption: a CPU-bound QEMU migration thread without TLS, about 10 Gbit/s;
+``cases(stream_limit_bytes_s=...)`` and ``benchmarks/variants.py`` change
+it).
+
+The seed's own case (``seed_cases``): the 32 GiB guest over 1 Gbit/s the
+project's README starts from, written at 0 to 2 x the link.
 
 Host drains: 2 to 20 guests from the first four families leave one host
 over a shared link, each platform running as many at once as its defaults
@@ -73,7 +78,8 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
 
 def draw(rng: random.Random, family: str, index: int,
          link_gbit_s: float | None = None,
-         memory_gib: tuple[float, float] = (1, 256)) -> Case:
+         memory_gib: tuple[float, float] = (1, 256),
+         stream_limit_bytes_s: float | None = STREAM_LIMIT_BYTES_S) -> Case:
     """One workload of ``family`` from ``rng``."""
     if family not in FAMILIES:
         raise ValueError(f'unknown family {family!r}')
@@ -109,17 +115,47 @@ def draw(rng: random.Random, family: str, index: int,
     workload = sim.Workload(
         memory_bytes=memory, bandwidth_bytes_s=bandwidth,
         dirty_rate_bytes_s=dirty, working_set_bytes=ws,
-        touched_fraction=touched, stream_limit_bytes_s=STREAM_LIMIT_BYTES_S,
+        touched_fraction=touched, stream_limit_bytes_s=stream_limit_bytes_s,
         name=key, **kwargs)  # type: ignore[arg-type]
     return Case(key, family, link_gbit_s, workload)
 
 
 def cases(per_family: int = PER_FAMILY, seed: int = SEED,
-          families: tuple[str, ...] = FAMILIES) -> list[Case]:
+          families: tuple[str, ...] = FAMILIES,
+          stream_limit_bytes_s: float | None = STREAM_LIMIT_BYTES_S
+          ) -> list[Case]:
     """The benchmark's workloads: ``per_family`` of each family."""
     rng = random.Random(seed)
-    return [draw(rng, family, i) for family in families
-            for i in range(per_family)]
+    return [draw(rng, family, i, stream_limit_bytes_s=stream_limit_bytes_s)
+            for family in families for i in range(per_family)]
+
+
+SEED_FAMILY = 'seed'
+SEED_MEMORY_GIB = 32
+SEED_LINK_GBIT_S = 1
+# Write rates as multiples of the link's page payload.
+SEED_DIRTY_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0)
+
+
+def seed_cases(stream_limit_bytes_s: float | None = STREAM_LIMIT_BYTES_S
+               ) -> list[Case]:
+    """32 GiB over 1 Gbit/s (about 110 MiB/s) at 0 to 2 x the link.
+
+    A CPU-bound guest sweeping all of its memory (the working set the
+    planner assumes when none is given), every page non-zero.
+    """
+    memory = SEED_MEMORY_GIB * GIB
+    bandwidth = link_bytes_s(SEED_LINK_GBIT_S)
+    out = []
+    for fraction in SEED_DIRTY_FRACTIONS:
+        key = (f'{SEED_FAMILY}/{SEED_MEMORY_GIB}GiB/{SEED_LINK_GBIT_S}Gbit/'
+               f'x{fraction:g}')
+        out.append(Case(key, SEED_FAMILY, SEED_LINK_GBIT_S, sim.Workload(
+            memory_bytes=memory, bandwidth_bytes_s=bandwidth,
+            dirty_rate_bytes_s=fraction * bandwidth,
+            working_set_bytes=memory,
+            stream_limit_bytes_s=stream_limit_bytes_s, name=key)))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,11 +42,15 @@ class TestRunMetrics(testtools.TestCase):
                                places=3)
         self.assertAlmostEqual(1.0, row['sent_ratio'])
 
-    def test_unfinished_runs_have_no_ratio_and_miss_the_slo(self):
-        row = metrics.run_metrics(workload(), result('aborted', 5.0, None))
-        self.assertIsNone(row['time_ratio'])
-        self.assertFalse(row['within_slo'])
-        self.assertEqual(math.inf, metrics.ratio_value(row))
+    def test_runs_that_did_not_complete_have_no_ratio_nor_slo(self):
+        for outcome in ('aborted', 'unfinished'):
+            row = metrics.run_metrics(workload(),
+                                      result(outcome, 5.0, None))
+            self.assertEqual(outcome, row['outcome'])
+            self.assertFalse(row['completed'])
+            self.assertIsNone(row['time_ratio'])
+            self.assertFalse(row['within_slo'])
+            self.assertEqual(math.inf, metrics.ratio_value(row))
         slow = metrics.run_metrics(workload(), result(total_s=1000.0))
         self.assertTrue(slow['completed'])
         self.assertFalse(slow['within_slo'])
@@ -54,11 +58,12 @@ class TestRunMetrics(testtools.TestCase):
 
 class TestSummaries(testtools.TestCase):
 
-    def rows(self, ratios):
+    def rows(self, ratios, outcome='aborted'):
         out = []
         for i, ratio in enumerate(ratios):
             done = ratio is not None
             out.append({'completed': done, 'within_slo': done,
+                        'outcome': 'completed' if done else outcome,
                         'time_ratio': ratio, 'work_lost_s': float(i),
                         'longest_pause_s': 0.1, 'postcopy_s': 0.0,
                         'sent_ratio': 1.0})
@@ -73,6 +78,15 @@ class TestSummaries(testtools.TestCase):
         self.assertEqual(2.0, s['median_time_ratio'])
         self.assertEqual(math.inf, s['p90_time_ratio'])
 
+    def test_aborted_and_unfinished_are_counted_apart(self):
+        rows = (self.rows([1.0, None]) + self.rows([None, None],
+                                                   outcome='unfinished'))
+        s = metrics.summarise(rows)
+        self.assertEqual((1, 1, 2), (s['completed'], s['aborted'],
+                                     s['unfinished']))
+        self.assertEqual(1.0, s['max_work_lost_s'])
+        self.assertEqual(0.0, s['max_work_lost_completed_s'])
+
     def test_quantile(self):
         self.assertIsNone(metrics.quantile([], 0.5))
         self.assertEqual(90, metrics.quantile(range(1, 101), 0.9))
@@ -80,8 +94,9 @@ class TestSummaries(testtools.TestCase):
 
     def test_head_to_head_explains_each_loss(self):
         def row(lost, downtime_ms, throttle, stall=0.0, done=True,
-                total=10.0):
+                total=10.0, outcome='aborted'):
             return {'completed': done, 'work_lost_s': lost,
+                    'outcome': 'completed' if done else outcome,
                     'downtime_ms': downtime_ms, 'throttle_lost_s': throttle,
                     'postcopy_stall_s': stall, 'total_s': total}
         mine = {'a': row(5.0, 300, 4.7), 'b': row(0.2, 200, 0.0),
@@ -95,5 +110,12 @@ class TestSummaries(testtools.TestCase):
         self.assertAlmostEqual(4.7, h['worse'][0]['throttle_s'])
         self.assertEqual(['b'], [b['case'] for b in h['better']])
         self.assertEqual(1, h['only_ours_completed'])
+        self.assertEqual(1, h['only_ours_theirs_aborted'])
+        self.assertEqual(0, h['only_ours_theirs_unfinished'])
         self.assertEqual(1, h['faster_5pct'])
+        theirs['c'] = row(1.0, 300, 0.7, done=False, outcome='unfinished')
+        h = metrics.head_to_head(mine, theirs)
+        self.assertEqual((1, 0, 1), (h['only_ours_completed'],
+                                     h['only_ours_theirs_aborted'],
+                                     h['only_ours_theirs_unfinished']))
         self.assertAlmostEqual(4.7, h['max_extra_s'])

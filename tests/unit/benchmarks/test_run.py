@@ -1,7 +1,7 @@
 """Tests for benchmarks.run: polling, the report and the README section."""
 
 import os
-import tempfile
+import re
 
 import testtools
 
@@ -9,6 +9,25 @@ from benchmarks import policies
 from benchmarks import run
 from benchmarks import simulator as sim
 from benchmarks import workloads
+
+README_FACTS = {
+    '10',        # nice -n 10 in the commands; QEMU 10; a 10 ms slice
+    '1', '100',  # iteration 1; p / (100 - p)
+    '0.5',       # Nova's poll
+    '34', '34.0.0', '4.40', '4.50',  # releases
+    '32',        # the seed's guest, 32 GiB over 1 Gbit/s
+}
+
+
+def run_row(**kw):
+    row = {'outcome': 'completed', 'completed': True, 'within_slo': True,
+           'total_s': 300.0, 'lower_bound_s': 298.8, 'time_ratio': 1.004,
+           'downtime_ms': 30.0, 'throttle_lost_s': 0.0,
+           'postcopy_stall_s': 0.0, 'work_lost_s': 0.03,
+           'longest_pause_s': 0.03, 'postcopy_s': 0.0, 'sent_ratio': 1.0,
+           'iterations': 3, 'max_throttle_pct': 0}
+    row.update(kw)
+    return row
 
 
 class TestRun(testtools.TestCase):
@@ -34,21 +53,47 @@ class TestRun(testtools.TestCase):
             self.assertIn(key, row)
         self.assertEqual('steady', row['family'])
 
-    def test_readme_section_is_replaced_not_appended(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, 'README.md')
-            with open(path, 'w') as f:
-                f.write(f'# x\n\n{run.LOSE_START}\nold\n{run.LOSE_END}\n'
-                        'tail\n')
-            run.update_readme('- first', path)
-            run.update_readme('- second', path)
-            with open(path) as f:
-                text = f.read()
-        self.assertIn('- second', text)
-        self.assertNotIn('- first', text)
-        self.assertNotIn('old', text)
-        self.assertEqual(1, text.count(run.LOSE_START))
-        self.assertTrue(text.endswith('tail\n'))
+    def test_the_readme_copies_no_result(self):
+        # Every figure lives in results.md, which the run writes; the
+        # README links to it.  Numbers outside code blocks may only be
+        # facts the benchmark starts from (releases, the seed's guest,
+        # the sources' own constants), never results.
+        with open(os.path.join(run.HERE, 'README.md')) as f:
+            text = f.read()
+        prose = re.sub(r'```.*?```', '', text, flags=re.S)
+        numbers = set(re.findall(r'(?<![\w.])\d+(?:\.\d+)*', prose))
+        self.assertLessEqual(numbers, README_FACTS)
+        self.assertIn('(results.md)', text)
+        self.assertNotIn('where-we-lose:start', text)
+
+    def test_seed_table_has_every_policy_and_rate(self):
+        rows = [dict(run_row(), policy=p.name, case=c.key,
+                     family=c.family)
+                for c in workloads.seed_cases() for p in policies.POLICIES]
+        lines = run.seed_table(rows)
+        self.assertEqual(2 + len(rows), len(lines))
+        self.assertIn('| x0.25 (29) | nova34 | completed |', lines[2 + 13])
+        rows[0]['outcome'] = 'unfinished'
+        self.assertIn('unfinished at the horizon', run.seed_table(rows)[2])
+
+    def test_novas_unfinished_runs_are_not_called_aborted(self):
+        rows = [run_row(policy='nova34', case='a', outcome='aborted',
+                        completed=False),
+                run_row(policy='nova34', case='b', outcome='unfinished',
+                        completed=False),
+                run_row(policy='nova34', case='c', outcome='unfinished',
+                        completed=False),
+                run_row(policy='nova34', case='d')]
+        memory = {'a': 4 * sim.GIB, 'b': 8 * sim.GIB, 'c': 64 * sim.GIB,
+                  'd': 64 * sim.GIB}
+        text = run._nova_not_completed(rows, memory)[0]
+        self.assertIn('nova34 did not complete 3', text)
+        self.assertIn('aborted 1', text)
+        self.assertIn('unfinished at the horizon 2', text)
+        # 800 s/GiB of 64 GiB falls after the 4 h horizon, of 8 GiB not.
+        self.assertIn('For 1 of the unfinished', text)
+        self.assertIn('then abort', text)
+        self.assertIn('above 18 GiB', text)
 
     def test_same_runs(self):
         a = {'x': {'outcome': 'completed', 'total_s': 100.0,

@@ -61,6 +61,29 @@ class TestWorkloads(testtools.TestCase):
             self.assertEqual(workloads.STREAM_LIMIT_BYTES_S,
                              c.workload.stream_limit_bytes_s)
 
+    def test_the_stream_limit_is_a_parameter(self):
+        slow = workloads.cases(2, stream_limit_bytes_s=0.3e9)
+        base = workloads.cases(2)
+        self.assertEqual([c.key for c in base], [c.key for c in slow])
+        self.assertTrue(all(c.workload.stream_limit_bytes_s == 0.3e9
+                            for c in slow))
+
+    def test_the_seeds_case(self):
+        seeds = workloads.seed_cases()
+        self.assertEqual(len(workloads.SEED_DIRTY_FRACTIONS), len(seeds))
+        link = workloads.link_bytes_s(1)
+        # 1 Gbit/s carries about 110 MiB/s of pages.
+        self.assertAlmostEqual(110, link / sim.MIB, delta=1)
+        for c, fraction in zip(seeds, workloads.SEED_DIRTY_FRACTIONS):
+            w = c.workload
+            self.assertEqual(32 * GIB, w.memory_bytes)
+            self.assertEqual(w.memory_bytes, w.working_set_bytes)
+            self.assertEqual(1.0, w.touched_fraction)
+            self.assertAlmostEqual(fraction * link, w.dirty_rate_bytes_s)
+            self.assertEqual(workloads.SEED_FAMILY, c.family)
+        self.assertEqual((0.0, 2.0), (workloads.SEED_DIRTY_FRACTIONS[0],
+                                      workloads.SEED_DIRTY_FRACTIONS[-1]))
+
     def test_drains(self):
         d = workloads.drain_cases(((3, 10),))[0]
         self.assertEqual(3, len(d.guests))
