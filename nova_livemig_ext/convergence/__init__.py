@@ -5,7 +5,9 @@ Nothing in this package imports libvirt, Nova or oslo, or reads a clock:
 * :mod:`.samples` turns a libvirt jobStats dict into a typed sample;
 * :mod:`.estimator` tracks bandwidth, dirty rate and working set and
   predicts downtime and completion from the pre-copy model;
-* :mod:`.controller` detects stalls and climbs the escalation ladder;
+* :mod:`.controller` detects stalls and climbs the escalation ladder, one
+  rule a file (:mod:`.stall`, :mod:`.link`, :mod:`.deadline`,
+  :mod:`.ladder`, :mod:`.pricing`, :mod:`.rungs`);
 * :mod:`.upstream` makes the decisions Nova 34 makes, for comparison;
 * :mod:`.model` simulates pre-copy for the tests.
 """

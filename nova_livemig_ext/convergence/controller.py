@@ -1,34 +1,32 @@
-"""Stall detection and the escalation ladder: (state, sample) -> decisions.
+"""The controller's step: each sample through the rules, the state kept.
 
 The controller reads one :class:`~.samples.JobSample` at a time and answers
 two questions: is pre-copy going to finish in time, and if not, what is the
 next thing to try?  It never touches libvirt; it returns frozen
-:class:`Decision` values with the reason and the numbers behind them, and
-the monitor applies them.
+:class:`~.decision.Decision` values with the reason and the numbers behind
+them, and the monitor applies them.
 
-Stall detection
----------------
-When pre-copy needs help (a working-set plateau, a quiet window, a deadline
-it will miss): :mod:`.stall`; when the link itself stalls: :mod:`.link`.
+This file runs the rules in their order at every sample
+(:func:`precopy_step`), folds in what the monitor could apply
+(:func:`acknowledge`), and keeps the state for the monitor
+(:class:`Controller`).  Each rule lives in the file named for it:
 
-The ladder
-----------
-When to climb, and to which rung: :mod:`.ladder`.  Each rung's rules:
-
-* ``downtime``: :mod:`.rungs.downtime`.
-* ``auto_converge``: :mod:`.rungs.auto_converge`.
-* ``postcopy``: :mod:`.rungs.postcopy`.
-* ``pause``: :mod:`.rungs.pause`.
-* ``abort``: :mod:`.rungs.abort`.
-
-What each rung costs the guest, and the ranking: :mod:`.pricing`.
-
-The deadline
-------------
-How the deadline is set and grows: :mod:`.deadline`.
-
-The deadline always ends pre-copy (:mod:`.rungs.abort`); after a forced
-switchover its timeout applies (:mod:`.rungs.switchover`).
+* :mod:`.stall`: when pre-copy needs help (a working-set plateau, a quiet
+  window, a deadline it will miss);
+* :mod:`.link`: the migrations sharing the link, this job's share, and a
+  network stall, which holds every escalation;
+* :mod:`.deadline`: the link-derived deadline and how it grows;
+* :mod:`.ladder`: whether the rung last entered had its chance, and which
+  rung comes next;
+* :mod:`.pricing`: what each rung costs the guest, and the ranking;
+* :mod:`.rungs`: each rung's own rules (``downtime``, ``auto_converge``,
+  ``postcopy``, ``pause``, ``abort`` with what the deadline does to
+  pre-copy), and :mod:`.rungs.switchover` for the moment of a forced
+  switchover and its timeout;
+* :mod:`.force_complete`: the operator's request to finish now;
+* :mod:`.decision`, :mod:`.config`, :mod:`.state` and :mod:`.reasons`: what
+  they all share (decisions, the config, the state, and the words and
+  figures of a reason).
 """
 
 from __future__ import annotations
@@ -40,58 +38,59 @@ from nova_livemig_ext.convergence import estimator
 from nova_livemig_ext.convergence import guest
 from nova_livemig_ext.convergence import samples
 from nova_livemig_ext.convergence.config import ControllerConfig
-from nova_livemig_ext.convergence.config import DEFAULT_LADDER
-from nova_livemig_ext.convergence.config import RUNGS
-from nova_livemig_ext.convergence.config import RUNG_ABORT
 from nova_livemig_ext.convergence.config import RUNG_AUTO_CONVERGE
-from nova_livemig_ext.convergence.config import RUNG_DOWNTIME
 from nova_livemig_ext.convergence.config import RUNG_PAUSE
 from nova_livemig_ext.convergence.config import RUNG_POSTCOPY
 from nova_livemig_ext.convergence.deadline import current_deadline_s
 from nova_livemig_ext.convergence.deadline import deadline_passed
-from nova_livemig_ext.convergence.deadline import link_deadline_s
-from nova_livemig_ext.convergence.deadline import migration_deadline_s
 from nova_livemig_ext.convergence.deadline import predicted_in_time_s
 from nova_livemig_ext.convergence.deadline import time_left_s
 from nova_livemig_ext.convergence.deadline import update_deadline
 from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
-from nova_livemig_ext.convergence.decision import DecisionMaker
-from nova_livemig_ext.convergence.decision import Measure
 from nova_livemig_ext.convergence.force_complete import force_complete
 from nova_livemig_ext.convergence.ladder import escalate
 from nova_livemig_ext.convergence.ladder import rung_had_its_chance
-from nova_livemig_ext.convergence.link import link_is_slow
 from nova_livemig_ext.convergence.link import set_link_shares
 from nova_livemig_ext.convergence.link import track_link_capacity
 from nova_livemig_ext.convergence.link import track_network
-from nova_livemig_ext.convergence.pricing import rank_rungs
 from nova_livemig_ext.convergence.reasons import decide
 from nova_livemig_ext.convergence.reasons import mib
 from nova_livemig_ext.convergence.reasons import note_once
 from nova_livemig_ext.convergence.reasons import rounded
 from nova_livemig_ext.convergence.rungs.abort import at_deadline
-from nova_livemig_ext.convergence.rungs.auto_converge import throttle_effect
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_hopeless
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_verdict
 from nova_livemig_ext.convergence.rungs.auto_converge import track_throttle_baseline
-from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
 from nova_livemig_ext.convergence.rungs.pause import maybe_pause
-from nova_livemig_ext.convergence.rungs.pause import pause_should_wait
 from nova_livemig_ext.convergence.rungs.postcopy import maybe_switch_to_postcopy
 from nova_livemig_ext.convergence.rungs.switchover import after_forced_switchover
-from nova_livemig_ext.convergence.stall import TriggerKind
 from nova_livemig_ext.convergence.stall import escalation_trigger
-from nova_livemig_ext.convergence.stall import plateau_trigger
 from nova_livemig_ext.convergence.stall import track_stall
-from nova_livemig_ext.convergence.stall import window_trigger
 from nova_livemig_ext.convergence.state import ControllerState
 from nova_livemig_ext.convergence.state import Phase
 from nova_livemig_ext.convergence.state import Step
 from nova_livemig_ext.convergence.state import elapsed_s
 
-# What the monitor, the planner, the lab, the benchmarks and the tests take
-# from here; each name lives in the module whose rule it is.
+# Handed on: the monitor, the planner, the lab, the benchmarks and the tests
+# have always taken these from the controller.
+from nova_livemig_ext.convergence.config import DEFAULT_LADDER
+from nova_livemig_ext.convergence.config import RUNGS
+from nova_livemig_ext.convergence.config import RUNG_ABORT
+from nova_livemig_ext.convergence.config import RUNG_DOWNTIME
+from nova_livemig_ext.convergence.deadline import link_deadline_s
+from nova_livemig_ext.convergence.deadline import migration_deadline_s
+from nova_livemig_ext.convergence.decision import DecisionMaker
+from nova_livemig_ext.convergence.decision import Measure
+from nova_livemig_ext.convergence.link import link_is_slow
+from nova_livemig_ext.convergence.pricing import rank_rungs
+from nova_livemig_ext.convergence.rungs.auto_converge import throttle_effect
+from nova_livemig_ext.convergence.rungs.downtime import downtime_steps_ms
+from nova_livemig_ext.convergence.rungs.pause import pause_should_wait
+from nova_livemig_ext.convergence.stall import TriggerKind
+from nova_livemig_ext.convergence.stall import plateau_trigger
+from nova_livemig_ext.convergence.stall import window_trigger
+
 __all__ = [
     'Action',
     'Controller',
@@ -129,11 +128,6 @@ __all__ = [
     'window_trigger',
 ]
 
-
-# ---------------------------------------------------------------------------
-# The step function.
-# ---------------------------------------------------------------------------
-
 # Tries at setting the initial downtime limit before leaving QEMU's own.
 INITIAL_DOWNTIME_ATTEMPTS = 3
 
@@ -164,6 +158,9 @@ def initial_downtime(config: ControllerConfig, state: ControllerState,
 
 def precopy_step(config: ControllerConfig, state: ControllerState,
                  now_s: float) -> Step:
+    """One sample in pre-copy: learn from it, then act on the first rule
+    that applies (the deadline, a switchover waiting for its moment, a
+    link going bad, the ladder)."""
     state, first = initial_downtime(config, state, now_s)
     state = track_link_capacity(config, state, now_s)
     state = track_throttle_baseline(state)
