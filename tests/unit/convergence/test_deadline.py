@@ -242,6 +242,14 @@ class TestSharedLink(testtools.TestCase):
 
 class TestJobDeadline(testtools.TestCase):
 
+    def test_deadline(self):
+        for memory_gib, per_gib_s, cap_s, expected in [
+                (4, 120, 3600, 480), (64, 120, 3600, 3600),
+                (0.5, 120, 3600, 60), (16, 800, 1e9, 12800)]:
+            self.assertEqual(expected, c.migration_deadline_s(
+                memory_gib, per_gib_s, cap_s))
+        self.assertRaises(ValueError, c.migration_deadline_s, 0, 1, 1)
+
     def test_per_gib_is_a_cap_only_when_set(self):
         policy = livemig_policy.MigrationPolicy()
         unset = policy.replace(completion_timeout_s_per_gib=0)
