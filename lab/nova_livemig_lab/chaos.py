@@ -668,8 +668,13 @@ def _run_recover(config: LabConfig, run: ChaosRun, conf: Path, work: Path,
     run.recover_claim = recover_claim(run.recover_rc, text)
 
 
-def run_one(config: LabConfig, plan: Plan, force_resume: bool = False) -> ChaosRun:
-    """One run (the caller holds the lab lock): boot, migrate, fault, judge."""
+def run_one(config: LabConfig, plan: Plan, force_resume: bool = False,
+            migrate_timeout_s: float = MIGRATE_TIMEOUT_S) -> ChaosRun:
+    """One run (the caller holds the lab lock): boot, migrate, fault, judge.
+
+    A ``migrate`` still running after ``migrate_timeout_s`` has hung: it is
+    killed, and recover runs.
+    """
     run = ChaosRun(plan.index, plan.seed, plan.fault, plan.phase, plan.moment())
     if plan.fault == LINK_DOWN:
         run.moment += f", link down {plan.link_down_s:.1f} s"
@@ -696,7 +701,8 @@ def run_one(config: LabConfig, plan: Plan, force_resume: bool = False) -> ChaosR
                                         stdout=out, stderr=subprocess.STDOUT)
             injector = Injector(config, plan, name, t0, proc)
             injector.start()
-            _follow(config, run, injector, proc, guest, work, conf, report, t0, force_resume)
+            _follow(config, run, injector, proc, guest, work, conf, report, t0, force_resume,
+                    migrate_timeout_s)
         except Exception as exc:  # a broken harness, not a verdict on the product
             run.result = HARNESS_ERROR
             run.error = f"{type(exc).__name__}: {exc}"
@@ -725,10 +731,10 @@ def _restore(config: LabConfig) -> None:
 
 def _follow(config: LabConfig, run: ChaosRun, injector: Injector,
             proc: subprocess.Popen[bytes], guest: lab_guest.Guest, work: Path, conf: Path,
-            report: Path, t0: float, force_resume: bool) -> None:
+            report: Path, t0: float, force_resume: bool, migrate_timeout_s: float) -> None:
     """From the start of ``migrate`` to the verdict."""
     try:
-        run.migrate_rc = proc.wait(MIGRATE_TIMEOUT_S)
+        run.migrate_rc = proc.wait(migrate_timeout_s)
     except subprocess.TimeoutExpired:
         run.migrate_hung = True
         run.at_hang = snapshot(config, run.guest)
@@ -872,7 +878,7 @@ def _truth(run: ChaosRun) -> tuple[bool, list[str]]:
 def run(config: LabConfig, runs: int, seed: int, faults: Sequence[str] = FAULTS,
         phases: Sequence[str] = PHASES, cover: bool = False,
         max_link_down_s: float = LINK_DOWN_S[1], hold_lock: bool = True,
-        force_resume: bool = False,
+        force_resume: bool = False, migrate_timeout_s: float = MIGRATE_TIMEOUT_S,
         on_run: Callable[[ChaosRun], None] | None = None) -> list[ChaosRun]:
     """``runs`` runs of ``seed``, each under the lab lock (unless the caller holds it)."""
     system.quiet_libvirt()
@@ -882,7 +888,7 @@ def run(config: LabConfig, runs: int, seed: int, faults: Sequence[str] = FAULTS,
         asked = time.monotonic()
         with _maybe_lock(config, hold_lock):
             lock_wait_s = time.monotonic() - asked
-            result = run_one(config, plan, force_resume)
+            result = run_one(config, plan, force_resume, migrate_timeout_s)
         result.lock_wait_s = round(lock_wait_s, 1)
         done.append(result)
         if on_run is not None:
