@@ -704,6 +704,11 @@ Possible values:
 * False (default): honour what image properties may change; log and
   ignore the rest.
 * True: log and ignore them all.
+
+Related options:
+
+* ``ladder``, ``completion_timeout_s_per_gib``, ``max_downtime_ms``: what an
+  image can never take away or shorten.
 """),
     cfg.IntOpt('image_deadline_floor_s',
                default=300,

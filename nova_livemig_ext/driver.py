@@ -785,8 +785,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
     def _livemig_settle_postcopy(self, monitor, report, instance, dest,
                                  policy):
         planned = self.livemig_calls.get(instance.uuid)
-        resume = (planned.resume_postcopy if planned is not None
-                  else PlannedDomain(monitor.domain, None).resume_postcopy)
+        resume = livemig_postcopy.bounded(
+            planned.resume_postcopy if planned is not None
+            else PlannedDomain(monitor.domain, None).resume_postcopy,
+            livemig_postcopy.RESUME_CALL_TIMEOUT_S,
+            livemig_monitor.daemon_thread)
         # nova-compute talks to its own libvirtd only: the destination's
         # view reaches it as the source's post-copy state (libvirt marks the
         # source POSTCOPY_FAILED when its peer connection breaks).
@@ -1185,7 +1188,9 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
 
         # This host's libvirt stands for the destination's here.
         settled = livemig_postcopy.settle(
-            views, planned.resume_postcopy, time.monotonic, time.sleep,
+            views, livemig_postcopy.bounded(
+                planned.resume_postcopy, livemig_postcopy.RESUME_CALL_TIMEOUT_S,
+                livemig_monitor.daemon_thread), time.monotonic, time.sleep,
             timeout_s, errors.is_libvirt_error, log=log,
             hazard=livemig_postcopy.resume_hazard(
                 livemig_postcopy.libvirt_version_of(domain),

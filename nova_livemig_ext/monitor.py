@@ -855,7 +855,16 @@ def resume_postcopy_call(domain: MigratableDomain, dest_uri: str,
     def resume() -> None:
         domain.migrateToURI3(dest_uri, dict(params),
                              flags | postcopy.VIR_MIGRATE_POSTCOPY_RESUME)
-    return resume
+    return postcopy.bounded(resume, postcopy.RESUME_CALL_TIMEOUT_S,
+                            daemon_thread)
+
+
+def daemon_thread(target: Callable[[], None]) -> Any:
+    """A real OS thread (even under eventlet) that never holds the process."""
+    thread = native.threading_module().Thread(
+        target=target, name='livemig-resume', daemon=True)
+    thread.start()
+    return thread
 
 
 def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,

@@ -62,6 +62,10 @@ RESUME_NEVER = 'never'
 RESUME_CHOICES = (RESUME_AUTO, RESUME_PATCHED, RESUME_NEVER)
 
 DEFAULT_POLL_INTERVAL_S = 1.0
+# A resume that has not returned by then is counted as failed and the wait
+# goes on: seen in the lab, a destination QEMU deadlocked while loading the
+# device state keeps the call blocked in libvirt for good.
+RESUME_CALL_TIMEOUT_S = 60.0
 FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 30.0
 
@@ -245,6 +249,40 @@ def libvirt_version_of(domain: Any | None) -> int | None:
         return None
 
 
+class ResumeTimedOut(Exception):
+    """A resume call that did not return in time (it may still be blocked)."""
+
+
+def bounded(call: Callable[[], None], timeout_s: float,
+            start_thread: Callable[[Callable[[], None]], Any]) -> Callable[[], None]:
+    """``call`` run in its own thread, given up on after ``timeout_s``.
+
+    libvirt calls block their thread; one that never returns must not stop
+    the loop that watches both halves. ``start_thread(target)`` starts a
+    daemon thread running ``target`` and returns an object with
+    ``join(timeout)`` and ``is_alive()``.
+    """
+    def run() -> None:
+        outcome: list[BaseException | None] = []
+
+        def target() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to the caller
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        thread = start_thread(target)
+        thread.join(timeout_s)
+        if thread.is_alive() or not outcome:
+            raise ResumeTimedOut('the resume call did not return within %.0f s '
+                                 '(still blocked in libvirt)' % timeout_s)
+        if outcome[0] is not None:
+            raise outcome[0]
+    return run
+
+
 def retry_delays_s(first_s: float = FIRST_RETRY_S,
                    max_s: float = MAX_RETRY_S) -> Callable[[int], float]:
     """Backoff between resume attempts: doubling from ``first_s``."""
@@ -307,7 +345,7 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
             try:
                 resume()
             except Exception as exc:
-                if not is_libvirt_error(exc):
+                if not (is_libvirt_error(exc) or isinstance(exc, ResumeTimedOut)):
                     raise
                 last_error = str(exc)
                 delay_s = retry_delay_s(attempts)

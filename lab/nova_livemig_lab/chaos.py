@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,18 +155,22 @@ class Plan:
 
 def plan_run(seed: int, index: int, faults: Sequence[str] = FAULTS,
              phases: Sequence[str] = PHASES, cover: bool = False,
-             max_link_down_s: float = LINK_DOWN_S[1]) -> Plan:
+             max_link_down_s: float = LINK_DOWN_S[1],
+             exclude: Collection[tuple[str, str]] = ()) -> Plan:
     """The run ``index`` of ``seed``: the same plan whenever it is asked for.
 
     With ``cover`` the fault and phase go round every pair of ``faults``
     x ``phases`` in an order shuffled by the seed (so that N pairs are all
-    met in N runs); the moments are still drawn per run.
+    met in N runs); the moments are still drawn per run. ``exclude`` names
+    (fault, phase) pairs never drawn.
     """
     rng = random.Random(f"{seed}-{index}")
     fault = rng.choice(list(faults))
     phase = rng.choice(list(phases))
+    while (fault, phase) in exclude:
+        fault, phase = rng.choice(list(faults)), rng.choice(list(phases))
     if cover:
-        pairs = list(itertools.product(faults, phases))
+        pairs = [pair for pair in itertools.product(faults, phases) if pair not in exclude]
         random.Random(f"{seed}-cover").shuffle(pairs)
         fault, phase = pairs[index % len(pairs)]
     link_down_s = rng.uniform(LINK_DOWN_S[0], max(LINK_DOWN_S[0], max_link_down_s))
@@ -879,12 +883,13 @@ def run(config: LabConfig, runs: int, seed: int, faults: Sequence[str] = FAULTS,
         phases: Sequence[str] = PHASES, cover: bool = False,
         max_link_down_s: float = LINK_DOWN_S[1], hold_lock: bool = True,
         force_resume: bool = False, migrate_timeout_s: float = MIGRATE_TIMEOUT_S,
-        on_run: Callable[[ChaosRun], None] | None = None) -> list[ChaosRun]:
+        on_run: Callable[[ChaosRun], None] | None = None,
+        exclude: Collection[tuple[str, str]] = ()) -> list[ChaosRun]:
     """``runs`` runs of ``seed``, each under the lab lock (unless the caller holds it)."""
     system.quiet_libvirt()
     done = []
     for index in range(runs):
-        plan = plan_run(seed, index, faults, phases, cover, max_link_down_s)
+        plan = plan_run(seed, index, faults, phases, cover, max_link_down_s, exclude)
         asked = time.monotonic()
         with _maybe_lock(config, hold_lock):
             lock_wait_s = time.monotonic() - asked
@@ -988,6 +993,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw only from these faults (repeatable)")
     parser.add_argument("--phase", action="append", choices=PHASES, default=None,
                         help="draw only from these phases (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FAULT:PHASE",
+                        help="never draw this pair (repeatable)")
     parser.add_argument("--max-link-down", type=float, default=LINK_DOWN_S[1],
                         help=f"longest link cut, s (default {LINK_DOWN_S[1]:.0f})")
     parser.add_argument("--table-from", type=Path, default=None, metavar="JSON",
@@ -1011,6 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     again += ["--cover"] if args.cover else []
     again += [word for fault in args.fault or () for word in ("--fault", fault)]
     again += [word for phase in args.phase or () for word in ("--phase", phase)]
+    again += [word for pair in args.exclude for word in ("--exclude", pair)]
     if args.max_link_down != LINK_DOWN_S[1]:
         again += ["--max-link-down", f"{args.max_link_down:g}"]
     print(f"chaos seed {seed}; again with: python -m nova_livemig_lab.chaos "
@@ -1020,7 +1028,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = run(cfg, args.runs, seed, tuple(args.fault or FAULTS),
                    tuple(args.phase or PHASES), args.cover, args.max_link_down,
-                   on_run=lambda r: print(r.line(), flush=True))
+                   on_run=lambda r: print(r.line(), flush=True),
+                   exclude=tuple(tuple(pair.split(":", 1)) for pair in args.exclude))
     except LabError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 1

@@ -130,6 +130,11 @@ def _cmd_compare(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
     return 0 if all(r.guest_intact for r in rows) else 1
 
 
+def _cmd_chaos(cfg: lab_config.LabConfig, args: argparse.Namespace) -> int:
+    from nova_livemig_lab import chaos
+    return chaos.main([*args.chaos_args, "--state-dir", str(cfg.state_dir)])
+
+
 COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespace], int]]] = {
     "setup": ("install packages, fetch the guest kernel, build the initramfs", _cmd_setup),
     "start": ("start the shaped link and both libvirt hosts", _cmd_start),
@@ -147,6 +152,8 @@ COMMANDS: dict[str, tuple[str, Callable[[lab_config.LabConfig, argparse.Namespac
              _cmd_demo),
     "compare": ("move one workload under the shipped defaults and each remedy alone "
                 "(the lab must be started)", _cmd_compare),
+    "chaos": ("random faults at random moments of real migrations (the lab must be "
+              "started; arguments as python -m nova_livemig_lab.chaos)", _cmd_chaos),
 }
 
 
@@ -202,7 +209,16 @@ def _add_arguments(name: str, command: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    words = list(sys.argv[1:] if argv is None else argv)
+    chaos_args: list[str] = []
+    if "chaos" in words:
+        # Everything after "chaos" is the chaos command's own (its options
+        # start with "--", which argparse would take for ours).
+        at = words.index("chaos")
+        words, chaos_args = words[:at + 1], words[at + 1:]
+    args = build_parser().parse_args(words)
+    if args.command == "chaos":
+        args.chaos_args = chaos_args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -241,6 +241,16 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
               'are; no resume was tried because %s'
               % (args.timeout, settled.resume_withheld), file=err)
         return EXIT_NOT_RECOVERED
+    last = settled.last_error or ''
+    if 'did not return' in last or 'actively monitored' in last:
+        # libvirt is stuck inside a call of its own, not on the network.
+        print('not recovered within %.0f s: both halves were left as they '
+              'are; libvirt did not let the migration be resumed (%s). The '
+              'destination QEMU may be stuck loading the guest\'s state: '
+              'see "A stream broken at the switch" in the troubleshooting '
+              'guide before touching either half' % (args.timeout, last),
+              file=err)
+        return EXIT_NOT_RECOVERED
     print('not recovered within %.0f s: both halves were left as they are; '
           'fix the migration network and run recover again'
           % args.timeout, file=err)

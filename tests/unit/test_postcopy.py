@@ -306,3 +306,46 @@ class SettleTest(testtools.TestCase):
             self.assertRaises(ValueError, p.settle, lambda: None,
                               lambda: None, clock, clock.sleep, bad,
                               is_error)
+
+
+class BoundedResumeTest(testtools.TestCase):
+    """A resume call that never returns cannot stop the watch."""
+
+    def start(self, target):
+        from nova_livemig_ext import monitor
+        return monitor.daemon_thread(target)
+
+    def test_a_call_that_returns_is_passed_through(self):
+        calls = []
+        p.bounded(lambda: calls.append(1), 5.0, self.start)()
+        self.assertEqual([1], calls)
+
+    def test_its_error_is_raised_as_it_was(self):
+        def refused():
+            raise Error('QEMU reports migration is still running')
+        e = self.assertRaises(Error, p.bounded(refused, 5.0, self.start))
+        self.assertIn('still running', str(e))
+
+    def test_a_blocked_call_is_given_up_on(self):
+        import threading
+        held = threading.Event()
+        self.addCleanup(held.set)
+        e = self.assertRaises(p.ResumeTimedOut,
+                              p.bounded(lambda: held.wait(30), 0.2, self.start))
+        self.assertIn('did not return within 0 s', str(e))
+
+    def test_settle_goes_on_after_a_resume_that_timed_out(self):
+        # Seen in the lab: a destination QEMU deadlocked at the switch kept
+        # the resume call blocked; the watch must still end, both halves
+        # kept, with the reason.
+        clock = Clock()
+
+        def resume():
+            raise p.ResumeTimedOut('the resume call did not return within 60 s')
+        settled = p.settle(lambda: (SRC_FAILED, p.UNREACHABLE), resume, clock,
+                           clock.sleep, 30.0, is_error, poll_interval_s=1.0,
+                           retry_delay_s=p.retry_delays_s(2.0, 8.0))
+        self.assertIs(p.Where.BROKEN, settled.where)
+        self.assertTrue(settled.needs_operator)
+        self.assertGreater(settled.resume_attempts, 1)
+        self.assertIn('did not return', settled.last_error)
