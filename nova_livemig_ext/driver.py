@@ -684,6 +684,10 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                     # stream, seen through Nova's API): the operator's
                     # request is what says it was cancelled.
                     outcome = livemig_monitor.Outcome.CANCELLED
+                    LOG.info('Live migration cancelled at the operator\'s '
+                             'request (libvirt ended the job with: %s); the '
+                             'guest stays on this host', error,
+                             instance=instance)
                 elif error is not None and outcome is not (
                         livemig_monitor.Outcome.COMPLETED):
                     if monitor.errors.aborted(error):

@@ -143,6 +143,16 @@ class AbortTest(MonitorTestBase):
 class AbortEndsInBrokenPipeTest(AbortTest):
     """libvirt may end an aborted job with another error (seen for real)."""
 
+    def test_operator_abort_leaves_the_server_on_src(self):
+        super().test_operator_abort_leaves_the_server_on_src()
+        log = self.stdlog.logger.output
+        # Logged as what it is: the operator's abort, libvirt's words beside.
+        self.assertIn("cancelled at the operator's request (libvirt ended "
+                      "the job with: operation failed: job 'migration out' "
+                      "failed: Unable to write to socket: Broken pipe)", log)
+        self.assertIn('nova-livemig-ext: live migration cancelled', log)
+        self.assertNotIn('Live migration failed: ', log)
+
     def migrate_script(self, domain, params):
         self.job.precopy(400, 112, 1)
         self.job.wait_for(['abortJob'])
