@@ -30,7 +30,7 @@ import testtools.content
 from nova_livemig_ext import monitor, native, postcopy
 from nova_livemig_ext.cmd import main as cmd_main
 from nova_livemig_ext.cmd import recover
-from nova_livemig_lab import controlled, demo, hosts, measure, network
+from nova_livemig_lab import chaos, controlled, demo, hosts, measure, network
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_lab.config import HostSpec, LabConfig
 from tests.e2e import base
@@ -49,19 +49,8 @@ RECOVERY_TIMEOUT_S = 20
 SETTLE_S = 6.0
 
 
-def source_state(host: HostSpec, name: str) -> tuple[int, int] | None:
-    import libvirt
-    try:
-        conn = libvirt.open(host.uri)
-    except libvirt.libvirtError:
-        return None
-    try:
-        state = conn.lookupByName(name).state()
-        return int(state[0]), int(state[1])
-    except libvirt.libvirtError:
-        return None
-    finally:
-        conn.close()
+# (state, reason) of a domain on a lab host, None when absent or unreachable.
+source_state = chaos.domain_state
 
 
 def libvirt_version(host: HostSpec) -> int:
