@@ -33,6 +33,16 @@ HEARTBEAT_RE = re.compile(
 # Console words that mean the guest broke, whatever the heartbeats say.
 FATAL_MARKERS = ("Kernel panic", "BUG:", "Oops", "general protection fault", "BAD page",
                  "dirtier exited", "FATAL")
+# The kernel's report of a vCPU that could not run for a long while (a
+# post-copy fault stall, a long stop): the cost the guest paid, which the
+# heartbeat gap measures, not damage to it.
+STALL_WARNINGS = ("soft lockup",)
+
+
+def is_fatal(text: str) -> bool:
+    """Whether a console line says the guest was damaged (not merely stalled)."""
+    return (any(marker in text for marker in FATAL_MARKERS)
+            and not any(stall in text for stall in STALL_WARNINGS))
 
 
 PATTERNS = ("steady", "bursty", "growing", "random")

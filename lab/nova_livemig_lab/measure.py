@@ -305,8 +305,7 @@ def assess_integrity(lines: Sequence[lab_guest.ConsoleLine],
     after = [hb for hb in heartbeats if hb.host == host and hb.host_time_s >= since_s]
     span_s = after[-1].host_time_s - after[0].host_time_s if len(after) > 1 else 0.0
     bad_pages = max((hb.bad_pages for hb in heartbeats), default=0)
-    fatal = tuple(line.text for line in lines
-                  if any(marker in line.text for marker in lab_guest.FATAL_MARKERS))
+    fatal = tuple(line.text for line in lines if lab_guest.is_fatal(line.text))
     reasons = []
     if len(after) < MIN_HEARTBEATS_PER_S * settle_s:
         reasons.append(f"only {len(after)} heartbeats on host {host} in the {settle_s:.0f} s "

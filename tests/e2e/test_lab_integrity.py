@@ -48,6 +48,18 @@ class TestIntegrityRules(testtools.TestCase):
         self.assertFalse(report.ok)
         self.assertIn("BUG:", report.fatal_lines[0])
 
+    def test_a_soft_lockup_report_is_a_stall_not_damage(self) -> None:
+        # Seen in CI after a 35 s post-copy outage: the guest kernel's
+        # watchdog complains that the vCPU did not run; pages were intact.
+        beats = _beats("a", 0.0, 50) + _beats("b", 10.0, 80, first_seq=50)
+        lines = _lines(beats, ("[   68.1] watchdog: BUG: soft lockup - CPU#0 stuck for "
+                               "33s! [dirtier:83]",))
+        report = measure.assess_integrity(lines, beats, "b", 10.0, 6.0)
+        self.assertTrue(report.ok, report.reasons)
+        lines = _lines(beats, ("[   68.1] watchdog: BUG: soft lockup - CPU#0 stuck for "
+                               "33s! [dirtier:83]", "[   69.0] Kernel panic - not syncing"))
+        self.assertFalse(measure.assess_integrity(lines, beats, "b", 10.0, 6.0).ok)
+
     def test_silent_destination_fails(self) -> None:
         beats = _beats("a", 0.0, 50)
         report = measure.assess_integrity(_lines(beats), beats, "b", 10.0, 6.0)

@@ -133,7 +133,7 @@ class ConsoleWatch:
                 if match is not None:
                     seq, bad = int(match.group(1)), int(match.group(2))
                     self._beats.setdefault(seq, Beat(now_s, seq, bad, text))
-                elif any(marker in text for marker in lab_guest.FATAL_MARKERS):
+                elif lab_guest.is_fatal(text):
                     self._fatal.append(text)
 
     def beats(self) -> list[Beat]:
