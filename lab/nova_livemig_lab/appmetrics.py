@@ -173,18 +173,19 @@ def _scheduled_writer(beats: Sequence[Beat], base_from: Beat, base_to: Beat, fir
     achieved = (base_to.written_bytes - base_from.written_bytes) / base_due
     # Integrated heartbeat by heartbeat: each interval loses the share of
     # its time the writer's schedule was not met (none while it rests).
-    lost_s = 0.0
+    lost_s = due_total = 0.0
     previous = first
     for beat in beats:
         if first.host_time_s < beat.host_time_s <= last.host_time_s:
             span_s = beat.host_time_s - previous.host_time_s
             due = write_rate(beat.guest_ms) * achieved * span_s
+            due_total += due
             if due > 0:
                 done = beat.written_bytes - previous.written_bytes
                 lost_s += span_s * max(0.0, 1.0 - done / due)
             previous = beat
     window_s = last.host_time_s - first.host_time_s
-    per_s = _due(beats, first, last, write_rate) * achieved / window_s if window_s > 0 else 0.0
+    per_s = due_total / window_s if window_s > 0 else 0.0
     return AppCost("writer", round(window_s, 3), per_s, lost_s)
 
 
