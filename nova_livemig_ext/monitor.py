@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from nova_livemig_ext import native
 from nova_livemig_ext import postcopy
+from nova_livemig_ext import standin
 from nova_livemig_ext.convergence import controller as ctl
 from nova_livemig_ext.convergence import estimator
 from nova_livemig_ext.convergence import guest as guest_cost
@@ -871,7 +872,8 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                     resume: Callable[[], None],
                     dest_domain: Callable[[], Any | None] | None,
                     timeout_s: float,
-                    postcopy_resume: str = postcopy.RESUME_AUTO
+                    postcopy_resume: str = postcopy.RESUME_AUTO,
+                    give_back_address: str | None = None
                     ) -> MigrationReport:
     """After a failure in post-copy: complete on the destination, or keep
     both halves and say so (NEEDS_RECOVERY). Never resumes the source.
@@ -910,9 +912,24 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
         '%(timeout).0f s',
         {'error': report.error, 'timeout': timeout_s,
          'action': 'resuming' if hazard is None else 'waiting'})
+
+    def give_back(dest: postcopy.HostView) -> None:
+        assert give_back_address is not None
+        steps = standin.give_back_domain(
+            monitor.domain, standin.state_of(dest.state, dest.reason),
+            give_back_address)
+        for step in steps:
+            monitor.log.info('Live migration: give-back: %(step)s',
+                             {'step': step})
+
     settled = postcopy.settle(views, resume, monitor.clock, monitor.sleep,
                               timeout_s, monitor.errors.is_libvirt_error,
-                              log=monitor.log, hazard=hazard)
+                              log=monitor.log, hazard=hazard,
+                              # Only with the destination in view: its
+                              # state is the proof that it never ran.
+                              give_back=give_back
+                              if give_back_address is not None
+                              and dest_domain is not None else None)
     # The migration lasted until it settled: the guest on the destination
     # waited for its missing pages through the whole recovery.
     report = dataclasses.replace(report, recovery=settled,
@@ -921,7 +938,11 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
     if settled.completed:
         return monitor.finish(report, Outcome.COMPLETED)
     if settled.where is postcopy.Where.NOT_SWITCHED:
-        return monitor.finish(report, Outcome.FAILED, error=report.error)
+        error = report.error
+        if settled.given_back:
+            error = ('%s; the destination failed before it ran the guest, '
+                     'which was given back to the source' % error)
+        return monitor.finish(report, Outcome.FAILED, error=error)
     return monitor.finish(report, Outcome.NEEDS_RECOVERY, error=report.error)
 
 
@@ -932,7 +953,8 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
                   | None = None,
                   dest_domain: Callable[[], Any | None] | None = None,
                   recovery_timeout_s: float = 1800.0,
-                  postcopy_resume: str = postcopy.RESUME_AUTO
+                  postcopy_resume: str = postcopy.RESUME_AUTO,
+                  give_back_address: str | None = None
                   ) -> MigrationReport:
     """Start ``migrateToURI3`` in a thread and watch it to the end.
 
@@ -940,7 +962,9 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
     the destination they carry the right downtime) once the job completed.
     ``dest_domain`` opens the guest's domain on the destination (None when
     it cannot be reached): after a failure in post-copy both halves are
-    watched while the migration is resumed.
+    watched while the migration is resumed; with ``give_back_address`` a
+    destination that failed before it ran the guest gives it back to the
+    source (see :mod:`nova_livemig_ext.standin`).
     """
     done = native.threading_module().Event()
     failure: list[BaseException] = []
@@ -983,7 +1007,8 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
         settled = settle_postcopy(
             monitor, report,
             resume_postcopy_call(domain, dest_uri, params, flags),
-            dest_domain, recovery_timeout_s, postcopy_resume)
+            dest_domain, recovery_timeout_s, postcopy_resume,
+            give_back_address)
         if done.is_set():
             thread.join()
         return settled
@@ -1009,7 +1034,8 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
         return settle_postcopy(
             monitor, report,
             resume_postcopy_call(domain, dest_uri, params, flags),
-            dest_domain, recovery_timeout_s, postcopy_resume)
+            dest_domain, recovery_timeout_s, postcopy_resume,
+            give_back_address)
     if not failure:
         # The monitor crashed but the migration call returned: it completed.
         return monitor.finish(report, Outcome.COMPLETED)

@@ -4,7 +4,9 @@ Once QEMU switched a migration to post-copy, the guest runs on the
 destination while part of its memory is still on the source. Neither half
 can run alone, so there are only two ways out: the migration completes on
 the destination, or it is resumed until it does. Nothing here ever destroys,
-resumes or aborts either half.
+resumes or aborts either half. One case has a third way out: a destination
+that failed to load the guest at the switch and never ran it leaves the whole
+guest on the source, which :mod:`nova_livemig_ext.standin` can run again.
 
 libvirt's view and QEMU's differ while post-copy is in trouble: libvirt marks
 the domain ``POSTCOPY_FAILED`` as soon as its own connection between the two
@@ -42,6 +44,7 @@ VIR_DOMAIN_RUNNING_POSTCOPY_FAILED = 11
 VIR_DOMAIN_PAUSED_POSTCOPY = 12
 VIR_DOMAIN_PAUSED_POSTCOPY_FAILED = 13
 VIR_DOMAIN_SHUTOFF_MIGRATED = 4
+VIR_DOMAIN_SHUTOFF_FAILED = 6
 VIR_MIGRATE_POSTCOPY_RESUME = 1 << 19
 
 # libvirt releases whose destination daemon crashes on every
@@ -104,6 +107,7 @@ REASON_NAMES: dict[tuple[int, int], str] = {
     (VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
         'post-copy failed',
     (VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_MIGRATED): 'migrated',
+    (VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FAILED): 'failed',
 }
 
 
@@ -120,6 +124,10 @@ class Where(enum.Enum):
     NOT_SWITCHED = 'not switched'
     # The source half died after the switch: the guest cannot be completed.
     SOURCE_LOST = 'source lost'
+    # The destination failed to load the guest's state at the switch and
+    # was shut off before it ran the guest: the source holds all of it but
+    # QEMU will not run it again by itself (see nova_livemig_ext.standin).
+    DEST_FAILED = 'destination failed before running'
     # Neither host can be read.
     UNKNOWN = 'unknown'
 
@@ -155,6 +163,13 @@ def judge(source: HostView, dest: HostView) -> Where:
             # libvirt never runs the source again after a switch: it still
             # holds the whole guest, whatever the destination shows.
             return Where.NOT_SWITCHED
+        if (_is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+                                            VIR_DOMAIN_PAUSED_POSTCOPY))
+                and _is(dest, VIR_DOMAIN_SHUTOFF,
+                        (VIR_DOMAIN_SHUTOFF_FAILED,))):
+            # libvirt shuts an incoming domain off as failed only before it
+            # reached post-copy; one that ran is kept for a resume.
+            return Where.DEST_FAILED
         if _is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,)):
             return Where.BROKEN
         if _is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY,)):
@@ -201,6 +216,10 @@ class Settled:
     source: HostView
     dest: HostView
     resume_withheld: str | None = None
+    # The source runs the guest again after the destination failed before
+    # running it (see nova_livemig_ext.standin); why not, when it was tried.
+    given_back: bool = False
+    give_back_error: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -298,7 +317,8 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
            log: logging.Logger | logging.LoggerAdapter[Any] = LOG,
            poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
            retry_delay_s: Callable[[int], float] = retry_delays_s(),
-           hazard: str | None = None) -> Settled:
+           hazard: str | None = None,
+           give_back: Callable[[HostView], None] | None = None) -> Settled:
     """Watch a post-copy migration until it completes, or give up.
 
     ``views()`` reads both halves; ``resume()`` repeats the migration with
@@ -308,6 +328,11 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     source half was lost, or whose switch never happened, ends at once.
     With a ``hazard`` (see :func:`resume_hazard`) no resume is tried: the
     loop only waits for QEMU's stream to heal, then leaves both halves.
+
+    A destination that failed before it ran the guest (``DEST_FAILED``)
+    cannot be resumed into; ``give_back(dest)``, when given, is tried once
+    to run the guest on the source again (it raises when it refuses or
+    fails; the halves are then left as they are).
     """
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise ValueError('timeout_s must be a positive number')
@@ -319,6 +344,8 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     next_try_s = started_s
     last_where: Where | None = None
     warned = False
+    given_back = False
+    give_back_error: str | None = None
     while True:
         source, dest = views()
         where = judge(source, dest)
@@ -332,7 +359,26 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
             last_where = where
         if where in (Where.COMPLETED, Where.NOT_SWITCHED, Where.SOURCE_LOST):
             return Settled(where, now_s - started_s, attempts, resumed,
-                           last_error, source, dest, hazard)
+                           last_error, source, dest, hazard, given_back,
+                           give_back_error)
+        if (where is Where.DEST_FAILED and give_back is not None
+                and not given_back and give_back_error is None):
+            log.warning('Live migration: the destination failed to load the '
+                        'guest at the switch to post-copy and never ran it; '
+                        'giving the guest back to the source, which holds '
+                        'all of it')
+            try:
+                give_back(dest)
+            except Exception as exc:
+                give_back_error = str(exc) or type(exc).__name__
+                log.error('Live migration: the guest could not be given back '
+                          'to the source: %(error)s; both halves are left as '
+                          'they are', {'error': give_back_error})
+            else:
+                given_back = True
+                log.warning('Live migration: the source runs the guest again '
+                            '(the migration failed; no memory was lost)')
+                continue
         if where is Where.POSTCOPY:
             trouble_since_s = now_s
         elif where is Where.BROKEN and hazard is not None:
@@ -362,5 +408,6 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
                 continue
         if clock() - trouble_since_s >= timeout_s:
             return Settled(where, clock() - started_s, attempts, resumed,
-                           last_error, source, dest, hazard)
+                           last_error, source, dest, hazard, given_back,
+                           give_back_error)
         sleep(poll_interval_s)

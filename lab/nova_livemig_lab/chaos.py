@@ -417,7 +417,18 @@ def _command(config: LabConfig, name: str, conf: Path) -> list[str]:
             "--from", config.host_a.uri,
             "--to", measure.destination_uri(b, measure.flags_from_names(["PEER2PEER"])),
             "--dest-connect", b.uri, "--migrate-uri", b.migration_uri,
-            "--listen-address", b.link_address, "--config-file", str(conf)]
+            "--listen-address", b.link_address, "--config-file", str(conf),
+            # The lab's QEMU lives in host a's network namespace, the command
+            # in the root one: the stand-in listens on a socket file instead
+            # of the loopback address a compute host would use.
+            "--give-back-address", "unix:" + str(standin_dir(config))]
+
+
+def standin_dir(config: LabConfig) -> Path:
+    """Where a give-back's stand-in destination makes its socket."""
+    path = config.state_dir / "standin"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 def migrate_argv(config: LabConfig, name: str, conf: Path, report: Path) -> list[str]:
@@ -456,7 +467,8 @@ def recover_claim(rc: int | None, text: str) -> str | None:
         if ("recovered: the guest runs on the destination" in text
                 or "nothing to recover: the migration completed" in text):
             return "b"
-        if "the source holds the whole guest" in text:
+        if ("the source holds the whole guest" in text
+                or "recovered: the source runs the guest again" in text):
             return "a"
         return None
     if rc == 1:

@@ -21,6 +21,7 @@ from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
 from nova_livemig_ext import safefile
+from nova_livemig_ext import standin
 from nova_livemig_ext.convergence import guest as livemig_guest
 
 EXIT_NOT_COMPLETED = 1
@@ -255,7 +256,8 @@ def _migrate(args: argparse.Namespace, libvirt: Any,
         dom, args.dest, params, plan.flags, monitor,
         fetch_completed_stats=completed_stats, dest_domain=dest_domain,
         recovery_timeout_s=float(policy.postcopy_recovery_timeout_s),
-        postcopy_resume=policy.postcopy_resume)
+        postcopy_resume=policy.postcopy_resume,
+        give_back_address=args.give_back_address)
     # What the guest paid, counted by the monitor from every sample it read
     # (every ending of run_migration goes through MigrationMonitor.finish).
     assert report.guest is not None
@@ -339,6 +341,13 @@ def register(sub: Any) -> None:
                    'e.g. tcp://192.0.2.2 (VIR_MIGRATE_PARAM_URI)')
     p.add_argument('--listen-address', help='address the destination QEMU '
                    'listens on (VIR_MIGRATE_PARAM_LISTEN_ADDRESS)')
+    p.add_argument('--give-back-address', type=standin.address_arg,
+                   default=standin.DEFAULT_ADDRESS,
+                   help='where a stand-in destination listens when a '
+                   'destination that failed before it ran the guest hands '
+                   'the guest back to the source: tcp:HOST (default '
+                   'tcp:127.0.0.1, as the source QEMU sees it), '
+                   'unix:/DIRECTORY, or off')
     p.add_argument('--json', help='write the report to this file')
     p.add_argument('--quiet', action='store_true',
                    help='no progress lines, only the report')

@@ -25,6 +25,7 @@ from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
 from nova_livemig_ext import planner
 from nova_livemig_ext import postcopy
+from nova_livemig_ext import standin
 
 EXIT_COMPLETED = 0
 EXIT_NOT_RECOVERED = 1
@@ -197,6 +198,8 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
         print('cannot tell where %r is: neither host answers about it'
               % args.domain, file=err)
         return EXIT_NOT_RECOVERED
+    if where is postcopy.Where.DEST_FAILED:
+        return give_back(libvirt, src, args, dest, out, err)
 
     params: dict[str, Any] = {}
     if args.migrate_uri:
@@ -257,6 +260,44 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
     return EXIT_NOT_RECOVERED
 
 
+def give_back(libvirt: Any, src: Any, args: argparse.Namespace,
+              dest: postcopy.HostView, out: TextIO, err: TextIO) -> int:
+    """The destination failed before it ran the guest: no resume can reach
+    it, and the source holds the whole guest. Run it there again."""
+    if args.give_back_address is None:
+        print('not recovered: the destination failed to load the guest at '
+              'the switch and never ran it; the source holds the whole '
+              'guest, and --give-back-address off forbids running it there '
+              'again. Both halves were left as they are.', file=err)
+        return EXIT_NOT_RECOVERED
+    print('the destination failed to load the guest at the switch and never '
+          'ran it: giving the guest back to the source (a stand-in '
+          'destination on %s)' % args.give_back_address, file=out, flush=True)
+    dom = _lookup(libvirt, src, args.domain)
+    try:
+        if dom is None:
+            raise standin.StandInError('no domain %r on the source any more'
+                                       % args.domain)
+        for step in standin.give_back_domain(
+                dom, standin.state_of(dest.state, dest.reason),
+                args.give_back_address):
+            print('give-back: %s' % step, file=out, flush=True)
+    except standin.Refused as exc:
+        print('not given back: %s. Both halves were left as they are.' % exc,
+              file=err)
+        return EXIT_NOT_RECOVERED
+    except (standin.StandInError, libvirt.libvirtError) as exc:
+        print('not given back: %s. The source was left post-copy paused, as '
+              'before; run recover again.' % exc, file=err)
+        return EXIT_NOT_RECOVERED
+    print('recovered: the source runs the guest again (the migration '
+          'failed; no memory was lost). libvirt on the source still lists '
+          'the failed migration job: see "A destination that failed at the '
+          'switch" in the troubleshooting guide before migrating it again',
+          file=out)
+    return EXIT_COMPLETED
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         'recover', help='complete a post-copy migration that broke: resume '
@@ -282,6 +323,13 @@ def register(sub: Any) -> None:
                    help='resume even on a libvirt release known to crash '
                    'the destination on a post-copy resume (for builds that '
                    'carry the fix under the same version)')
+    p.add_argument('--give-back-address', type=standin.address_arg,
+                   default=standin.DEFAULT_ADDRESS,
+                   help='where a stand-in destination listens when a '
+                   'destination that failed before it ran the guest hands '
+                   'the guest back to the source: tcp:HOST (default '
+                   'tcp:127.0.0.1, as the source QEMU sees it), '
+                   'unix:/DIRECTORY, or off')
     p.add_argument('--timeout', type=positive_seconds, default=600.0,
                    help='give up resuming after this many seconds without '
                    'progress (default 600)')

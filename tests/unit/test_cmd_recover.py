@@ -106,3 +106,63 @@ class RecoverTest(testtools.TestCase):
             self.assertEqual(expected, resume, text)
             self.assertTrue(flags & recover.livemig_flags.FLAG_VALUES[
                 'VIR_MIGRATE_POSTCOPY'])
+
+
+class GiveBackTest(testtools.TestCase):
+    """recover when the destination failed before it ran the guest."""
+
+    class LibvirtError(Exception):
+        pass
+
+    def setUp(self):
+        super().setUp()
+        self.libvirt = type('libvirt', (), {'libvirtError': self.LibvirtError})
+        self.dom = object()
+        self.src = type('Conn', (), {'lookupByName': lambda _, name: self.dom})()
+        self.dest = recover.postcopy.HostView(True, True, 5, 6)
+        self.calls = []
+
+    def run_give_back(self, address='tcp:127.0.0.1', result=None):
+        def fake(dom, dest_state, addr):
+            self.calls.append((dom, dest_state, addr))
+            if isinstance(result, Exception):
+                raise result
+            return result or ['resume acknowledged']
+        self.useFixture(fixtures.MockPatchObject(
+            recover.standin, 'give_back_domain', fake))
+        args = type('Args', (), {'domain': 'g', 'give_back_address': address})
+        out, err = io.StringIO(), io.StringIO()
+        rc = recover.give_back(self.libvirt, self.src, args, self.dest, out,
+                               err)
+        return rc, out.getvalue(), err.getvalue()
+
+    def test_given_back(self):
+        rc, out, err = self.run_give_back()
+        self.assertEqual(recover.EXIT_COMPLETED, rc)
+        self.assertEqual([(self.dom, (5, 6), 'tcp:127.0.0.1')], self.calls)
+        self.assertIn('give-back: resume acknowledged', out)
+        self.assertIn('the source runs the guest again', out)
+        self.assertEqual('', err)
+
+    def test_off_leaves_both_halves(self):
+        rc, _, err = self.run_give_back(address=None)
+        self.assertEqual(recover.EXIT_NOT_RECOVERED, rc)
+        self.assertEqual([], self.calls)
+        self.assertIn('--give-back-address off', err)
+
+    def test_refused_says_why(self):
+        rc, _, err = self.run_give_back(result=recover.standin.Refused(
+            'the destination asked the source for 2 page(s)'))
+        self.assertEqual(recover.EXIT_NOT_RECOVERED, rc)
+        self.assertIn('not given back: the destination asked', err)
+
+    def test_failed_exchange_leaves_the_source_paused(self):
+        rc, _, err = self.run_give_back(result=recover.standin.StandInError(
+            'the source did not connect within 60 s'))
+        self.assertEqual(recover.EXIT_NOT_RECOVERED, rc)
+        self.assertIn('left post-copy paused', err)
+
+    def test_bad_address_is_refused_by_the_parser(self):
+        for bad in ('127.0.0.1', 'unix:relative/dir', 'fd:3', ''):
+            self.assertRaises(Exception, recover.standin.address_arg, bad)
+        self.assertIsNone(recover.standin.address_arg('off'))

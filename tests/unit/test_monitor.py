@@ -596,6 +596,54 @@ class TestPostcopyFailures(MonitorTestCase):
         self.assertEqual(m.Outcome.COMPLETED, report.outcome)
         self.assertEqual(m.EndedBy.MONITOR_CRASHED, report.ended_by)
 
+    def test_destination_failed_before_running_gives_the_guest_back(self):
+        # Seen in the lab: a stream reset within 0.05 s of the switch; B's
+        # QEMU failed to load the device state and libvirt shut it off as
+        # failed, A stayed post-copy paused with the whole guest.
+        class Dest:
+            def state(self, flags=0):
+                return [m.postcopy.VIR_DOMAIN_SHUTOFF,
+                        m.postcopy.VIR_DOMAIN_SHUTOFF_FAILED]
+
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        given = []
+
+        def give_back_domain(dom, dest_state, address):
+            given.append((dom, dest_state, address))
+            dom.switched = False  # QEMU runs it again: libvirt says running
+            return ['resume acknowledged']
+
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain', give_back_domain))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, dest_domain=Dest,
+                                 recovery_timeout_s=60.0,
+                                 give_back_address='tcp:127.0.0.1')
+        self.assertEqual([(domain, (5, 6), 'tcp:127.0.0.1')], given)
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertTrue(report.recovery.given_back)
+        self.assertIn('given back to the source', report.error)
+        self.assertEqual([], [c for c in domain.calls
+                              if c[0] == 'resume-migration'])
+        self.assertIn('give-back: resume acknowledged', self.logger.output)
+
+    def test_without_the_destination_in_view_nothing_is_given_back(self):
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain',
+            side_effect=AssertionError('no give-back without the proof')))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, recovery_timeout_s=20.0,
+                                 give_back_address='tcp:127.0.0.1')
+        self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
+        self.assertFalse(report.recovery.given_back)
+
     def test_failure_before_the_switch_took_is_a_plain_failure(self):
         # migrateStartPostCopy was asked for but the source still runs the
         # whole guest: the ordinary failure path, the source resumed.

@@ -24,6 +24,7 @@ DST_FAILED = view(RUN, p.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED)
 DST_PAUSED_FAILED = view(PAUSED, p.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
 DST_MIGRATED = view(RUN, 2)
 DST_INCOMING = view(PAUSED, 2)
+DST_LOAD_FAILED = view(OFF, p.VIR_DOMAIN_SHUTOFF_FAILED)
 
 
 class JudgeTest(testtools.TestCase):
@@ -55,6 +56,14 @@ class JudgeTest(testtools.TestCase):
         (p.UNREACHABLE, p.UNREACHABLE, p.Where.UNKNOWN),
         (p.UNREACHABLE, p.ABSENT, p.Where.UNKNOWN),
         (p.ABSENT, p.ABSENT, p.Where.UNKNOWN),
+        # The destination failed to load the guest at the switch.
+        (SRC_FAILED, DST_LOAD_FAILED, p.Where.DEST_FAILED),
+        (SRC_POSTCOPY, DST_LOAD_FAILED, p.Where.DEST_FAILED),
+        # Shut off for any other reason: it may have run the guest.
+        (SRC_FAILED, view(OFF, 3), p.Where.BROKEN),
+        (SRC_FAILED, view(OFF, 2), p.Where.BROKEN),
+        # A source that runs again holds the whole guest in any case.
+        (SRC_RUNNING, DST_LOAD_FAILED, p.Where.NOT_SWITCHED),
     ]
 
     def test_table(self):
@@ -170,7 +179,7 @@ class ResumeHazardTest(testtools.TestCase):
 class SettleTest(testtools.TestCase):
 
     def run_settle(self, script, resume_answers=(), timeout_s=60.0,
-                   hazard=None):
+                   hazard=None, give_back=None):
         """``script``: (source, dest) per read; the last one repeats."""
         clock = Clock()
         reads = []
@@ -194,8 +203,48 @@ class SettleTest(testtools.TestCase):
         settled = p.settle(views, resume, clock, clock.sleep, timeout_s,
                            is_error, poll_interval_s=1.0,
                            retry_delay_s=p.retry_delays_s(2.0, 8.0),
-                           hazard=hazard)
+                           hazard=hazard, give_back=give_back)
         return settled, resumes, clock
+
+    def test_destination_failed_before_running_gives_the_guest_back(self):
+        given = []
+        script = [(SRC_FAILED, DST_LOAD_FAILED)]
+
+        def give_back(dest):
+            given.append(dest)
+            script[:] = [(view(RUN, p.VIR_DOMAIN_RUNNING_POSTCOPY),
+                          DST_LOAD_FAILED)]
+
+        settled, resumes, _ = self.run_settle(script, give_back=give_back)
+        self.assertEqual([DST_LOAD_FAILED], given)
+        self.assertEqual([], resumes)
+        self.assertEqual(p.Where.NOT_SWITCHED, settled.where)
+        self.assertTrue(settled.given_back)
+        self.assertFalse(settled.needs_operator)
+
+    def test_give_back_that_fails_is_tried_once_and_leaves_both_halves(self):
+        calls = []
+
+        def give_back(dest):
+            calls.append(dest)
+            raise RuntimeError('the source did not connect within 60 s')
+
+        settled, resumes, _ = self.run_settle(
+            [(SRC_FAILED, DST_LOAD_FAILED)], timeout_s=20.0,
+            give_back=give_back)
+        self.assertEqual(1, len(calls))
+        # Nothing listens for a resume on a destination that failed.
+        self.assertEqual([], resumes)
+        self.assertEqual(p.Where.DEST_FAILED, settled.where)
+        self.assertTrue(settled.needs_operator)
+        self.assertIn('did not connect', settled.give_back_error)
+
+    def test_without_give_back_a_failed_destination_is_left_alone(self):
+        settled, resumes, _ = self.run_settle(
+            [(SRC_FAILED, DST_LOAD_FAILED)], timeout_s=10.0)
+        self.assertEqual([], resumes)
+        self.assertEqual(p.Where.DEST_FAILED, settled.where)
+        self.assertFalse(settled.given_back)
 
     def test_healthy_post_copy_completes_without_a_resume(self):
         script = [(SRC_POSTCOPY, DST_POSTCOPY)] * 3 + [
