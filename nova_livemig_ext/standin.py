@@ -98,11 +98,16 @@ class Refused(Exception):
 
 
 def refusal(dest_state: tuple[int, int] | None,
-            source_migration: Mapping[str, Any]) -> str | None:
+            source_migration: Mapping[str, Any],
+            operator_says_never_ran: bool = False) -> str | None:
     """Why the source must not run the guest again, or None when it may.
 
     ``dest_state`` is the destination domain's ``(state, reason)`` (None: no
     domain); ``source_migration`` is the source QEMU's ``query-migrate``.
+    ``operator_says_never_ran``: the operator read the destination QEMU's
+    log ("error while loading state" and no "postcopy": its loader failed
+    before the guest ran) and vouches for it; any destination that runs no
+    QEMU will do.
     """
     status = source_migration.get('status')
     if status != 'postcopy-paused':
@@ -112,6 +117,11 @@ def refusal(dest_state: tuple[int, int] | None,
     if requests != 0:
         return ('the destination asked the source for %s page(s) after '
                 'the switch: it ran the guest' % requests)
+    if operator_says_never_ran:
+        if dest_state is not None and dest_state[0] != VIR_DOMAIN_SHUTOFF:
+            return ('the destination domain still runs a QEMU (state %s, '
+                    'reason %s)' % tuple(dest_state))
+        return None
     if dest_state is None:
         return ('the destination has no domain for the guest: it cannot be '
                 'told whether it ever ran it')
@@ -332,7 +342,8 @@ def give_back(qmp: Callable[[str], str], hmp: Callable[[str], str],
               address: str = 'tcp:127.0.0.1',
               timeout_s: float = DEFAULT_TIMEOUT_S,
               clock: Callable[[], float] = time.monotonic,
-              sleep: Callable[[float], None] = time.sleep) -> list[str]:
+              sleep: Callable[[float], None] = time.sleep,
+              operator_says_never_ran: bool = False) -> list[str]:
     """Run the guest on the source again; see the module's docstring.
 
     ``qmp``/``hmp`` send one command to the source QEMU's monitor and return
@@ -341,7 +352,7 @@ def give_back(qmp: Callable[[str], str], hmp: Callable[[str], str],
     exchange fails (the source is then left postcopy-paused, as before).
     """
     migration = _qmp_return(qmp, 'query-migrate')
-    reason = refusal(dest_state, migration)
+    reason = refusal(dest_state, migration, operator_says_never_ran)
     if reason is not None:
         raise Refused(reason)
     blocks = ramblocks(hmp('info ramblock'))
@@ -411,7 +422,8 @@ def state_of(state: int | None,
 
 def give_back_domain(domain: Any, dest_state: tuple[int, int] | None,
                      address: str = DEFAULT_ADDRESS,
-                     timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
+                     timeout_s: float = DEFAULT_TIMEOUT_S,
+                     operator_says_never_ran: bool = False) -> list[str]:
     """:func:`give_back` for a libvirt domain on the source.
 
     Talks to its QEMU through libvirt's monitor pass-through
@@ -427,4 +439,5 @@ def give_back_domain(domain: Any, dest_state: tuple[int, int] | None,
         return str(libvirt_qemu.qemuMonitorCommand(
             domain, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP))
 
-    return give_back(qmp, hmp, dest_state, address, timeout_s)
+    return give_back(qmp, hmp, dest_state, address, timeout_s,
+                     operator_says_never_ran=operator_says_never_ran)

@@ -198,7 +198,10 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
         print('cannot tell where %r is: neither host answers about it'
               % args.domain, file=err)
         return EXIT_NOT_RECOVERED
-    if where is postcopy.Where.DEST_FAILED:
+    if where is postcopy.Where.DEST_FAILED or (
+            args.destination_never_ran and where is postcopy.Where.BROKEN
+            and dest.reachable and (not dest.present
+                                    or dest.state == postcopy.VIR_DOMAIN_SHUTOFF)):
         return give_back(libvirt, src, args, dest, out, err)
 
     params: dict[str, Any] = {}
@@ -254,6 +257,17 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
               'guide before touching either half' % (args.timeout, last),
               file=err)
         return EXIT_NOT_RECOVERED
+    if (settled.dest.present
+            and settled.dest.state == postcopy.VIR_DOMAIN_SHUTOFF):
+        print('not recovered within %.0f s: both halves were left as they '
+              'are; the destination runs no QEMU for the guest (%s), so '
+              'nothing can be resumed there. If the destination\'s QEMU log '
+              '(/var/log/libvirt/qemu/%s.log there) ends with "error while '
+              'loading state" and never says "postcopy", its loader failed '
+              'before the guest ran: run recover again with '
+              '--destination-never-ran to give the guest back to the source'
+              % (args.timeout, settled.dest, args.domain), file=err)
+        return EXIT_NOT_RECOVERED
     print('not recovered within %.0f s: both halves were left as they are; '
           'fix the migration network and run recover again'
           % args.timeout, file=err)
@@ -280,7 +294,8 @@ def give_back(libvirt: Any, src: Any, args: argparse.Namespace,
                                        % args.domain)
         for step in standin.give_back_domain(
                 dom, standin.state_of(dest.state, dest.reason),
-                args.give_back_address):
+                args.give_back_address,
+                operator_says_never_ran=args.destination_never_ran):
             print('give-back: %s' % step, file=out, flush=True)
     except standin.Refused as exc:
         print('not given back: %s. Both halves were left as they are.' % exc,
@@ -330,6 +345,13 @@ def register(sub: Any) -> None:
                    'the guest back to the source: tcp:HOST (default '
                    'tcp:127.0.0.1, as the source QEMU sees it), '
                    'unix:/DIRECTORY, or off')
+    p.add_argument('--destination-never-ran', action='store_true',
+                   help='the destination QEMU is gone and its log says its '
+                   'loader failed ("error while loading state", and no '
+                   '"postcopy"): give the '
+                   'guest back to the source although libvirt shut the '
+                   'destination off for another reason than "failed" (the '
+                   'source must still show no page request)')
     p.add_argument('--timeout', type=positive_seconds, default=600.0,
                    help='give up resuming after this many seconds without '
                    'progress (default 600)')

@@ -122,15 +122,17 @@ class GiveBackTest(testtools.TestCase):
         self.dest = recover.postcopy.HostView(True, True, 5, 6)
         self.calls = []
 
-    def run_give_back(self, address='tcp:127.0.0.1', result=None):
-        def fake(dom, dest_state, addr):
-            self.calls.append((dom, dest_state, addr))
+    def run_give_back(self, address='tcp:127.0.0.1', result=None,
+                      never_ran=False):
+        def fake(dom, dest_state, addr, operator_says_never_ran):
+            self.calls.append((dom, dest_state, addr, operator_says_never_ran))
             if isinstance(result, Exception):
                 raise result
             return result or ['resume acknowledged']
         self.useFixture(fixtures.MockPatchObject(
             recover.standin, 'give_back_domain', fake))
-        args = type('Args', (), {'domain': 'g', 'give_back_address': address})
+        args = type('Args', (), {'domain': 'g', 'give_back_address': address,
+                                 'destination_never_ran': never_ran})
         out, err = io.StringIO(), io.StringIO()
         rc = recover.give_back(self.libvirt, self.src, args, self.dest, out,
                                err)
@@ -139,10 +141,18 @@ class GiveBackTest(testtools.TestCase):
     def test_given_back(self):
         rc, out, err = self.run_give_back()
         self.assertEqual(recover.EXIT_COMPLETED, rc)
-        self.assertEqual([(self.dom, (5, 6), 'tcp:127.0.0.1')], self.calls)
+        self.assertEqual([(self.dom, (5, 6), 'tcp:127.0.0.1', False)],
+                         self.calls)
         self.assertIn('give-back: resume acknowledged', out)
         self.assertIn('the source runs the guest again', out)
         self.assertEqual('', err)
+
+    def test_the_operators_word_is_passed_on(self):
+        self.dest = recover.postcopy.HostView(True, True, 5, 3)
+        rc, _, _ = self.run_give_back(never_ran=True)
+        self.assertEqual(recover.EXIT_COMPLETED, rc)
+        self.assertEqual([(self.dom, (5, 3), 'tcp:127.0.0.1', True)],
+                         self.calls)
 
     def test_off_leaves_both_halves(self):
         rc, _, err = self.run_give_back(address=None)

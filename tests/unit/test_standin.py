@@ -109,6 +109,16 @@ class RefusalTest(testtools.TestCase):
             reason = s.refusal(state, PAUSED_MIGRATION)
             self.assertIn('may have run the guest', reason, state)
 
+    def test_operator_vouches_for_a_destination_that_runs_no_qemu(self):
+        for state in ((5, 3), (5, 2), None):
+            self.assertIsNone(s.refusal(state, PAUSED_MIGRATION, True), state)
+        self.assertIn('still runs a QEMU',
+                      s.refusal((1, 11), PAUSED_MIGRATION, True))
+        # The source's own evidence still counts.
+        self.assertIn('asked the source', s.refusal(
+            (5, 3), {'status': 'postcopy-paused',
+                     'ram': {'postcopy-requests': 1}}, True))
+
     def test_no_destination_domain_is_refused(self):
         self.assertIn('no domain', s.refusal(None, PAUSED_MIGRATION))
 
