@@ -41,6 +41,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import random
 import shlex
 import signal
@@ -896,12 +897,19 @@ def run(config: LabConfig, runs: int, seed: int, faults: Sequence[str] = FAULTS,
         max_link_down_s: float = LINK_DOWN_S[1], hold_lock: bool = True,
         force_resume: bool = False, migrate_timeout_s: float = MIGRATE_TIMEOUT_S,
         on_run: Callable[[ChaosRun], None] | None = None,
-        exclude: Collection[tuple[str, str]] = ()) -> list[ChaosRun]:
-    """``runs`` runs of ``seed``, each under the lab lock (unless the caller holds it)."""
+        exclude: Collection[tuple[str, str]] = (),
+        after_switch_s: float | None = None) -> list[ChaosRun]:
+    """``runs`` runs of ``seed``, each under the lab lock (unless the caller holds it).
+
+    ``after_switch_s`` pins the moment of switchover and early post-copy
+    faults instead of drawing it.
+    """
     system.quiet_libvirt()
     done = []
     for index in range(runs):
         plan = plan_run(seed, index, faults, phases, cover, max_link_down_s, exclude)
+        if after_switch_s is not None and plan.phase in (SWITCHOVER, EARLY_POSTCOPY):
+            plan = dataclasses.replace(plan, after_switch_s=after_switch_s)
         asked = time.monotonic()
         with _maybe_lock(config, hold_lock):
             lock_wait_s = time.monotonic() - asked
@@ -1009,6 +1017,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="never draw this pair (repeatable)")
     parser.add_argument("--max-link-down", type=float, default=LINK_DOWN_S[1],
                         help=f"longest link cut, s (default {LINK_DOWN_S[1]:.0f})")
+    parser.add_argument("--after-switch", type=float, default=None, metavar="SECONDS",
+                        help="pin the moment of switchover and early post-copy faults, "
+                             "in seconds after the source shows paused for post-copy")
     parser.add_argument("--table-from", type=Path, default=None, metavar="JSON",
                         help="only print the table of runs saved with --json")
     parser.add_argument("--state-dir", type=Path, default=None, help="the lab's state")
@@ -1033,6 +1044,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     again += [word for pair in args.exclude for word in ("--exclude", pair)]
     if args.max_link_down != LINK_DOWN_S[1]:
         again += ["--max-link-down", f"{args.max_link_down:g}"]
+    if args.after_switch is not None:
+        if not (math.isfinite(args.after_switch) and 0 <= args.after_switch <= 10):
+            print("chaos: --after-switch must be 0 to 10 seconds", file=sys.stderr)
+            return 2
+        again += ["--after-switch", f"{args.after_switch:g}"]
     print(f"chaos seed {seed}; again with: python -m nova_livemig_lab.chaos "
           f"{shlex.join(again)}", flush=True)
     cfg = lab_config.load_config(args.state_dir)
@@ -1041,7 +1057,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = run(cfg, args.runs, seed, tuple(args.fault or FAULTS),
                    tuple(args.phase or PHASES), args.cover, args.max_link_down,
                    on_run=lambda r: print(r.line(), flush=True),
-                   exclude=tuple(tuple(pair.split(":", 1)) for pair in args.exclude))
+                   exclude=tuple(tuple(pair.split(":", 1)) for pair in args.exclude),
+                   after_switch_s=args.after_switch)
     except LabError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 1
