@@ -89,6 +89,16 @@ def address_arg(text: str) -> str | None:
         'expected tcp:HOST, unix:/DIRECTORY or off, not %r' % text)
 
 
+def add_address_argument(parser: Any) -> None:
+    """``--give-back-address``, as ``migrate`` and ``recover`` take it."""
+    parser.add_argument(
+        '--give-back-address', type=address_arg, default=DEFAULT_ADDRESS,
+        help='where a stand-in destination listens when a destination that '
+        'failed before it ran the guest hands the guest back to the source: '
+        'tcp:HOST (default tcp:127.0.0.1, as the source QEMU sees it), '
+        'unix:/DIRECTORY, or off')
+
+
 class StandInError(Exception):
     """The stand-in destination could not complete the exchange."""
 

@@ -341,13 +341,7 @@ def register(sub: Any) -> None:
                    'e.g. tcp://192.0.2.2 (VIR_MIGRATE_PARAM_URI)')
     p.add_argument('--listen-address', help='address the destination QEMU '
                    'listens on (VIR_MIGRATE_PARAM_LISTEN_ADDRESS)')
-    p.add_argument('--give-back-address', type=standin.address_arg,
-                   default=standin.DEFAULT_ADDRESS,
-                   help='where a stand-in destination listens when a '
-                   'destination that failed before it ran the guest hands '
-                   'the guest back to the source: tcp:HOST (default '
-                   'tcp:127.0.0.1, as the source QEMU sees it), '
-                   'unix:/DIRECTORY, or off')
+    standin.add_address_argument(p)
     p.add_argument('--json', help='write the report to this file')
     p.add_argument('--quiet', action='store_true',
                    help='no progress lines, only the report')

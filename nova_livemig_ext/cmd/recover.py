@@ -338,13 +338,7 @@ def register(sub: Any) -> None:
                    help='resume even on a libvirt release known to crash '
                    'the destination on a post-copy resume (for builds that '
                    'carry the fix under the same version)')
-    p.add_argument('--give-back-address', type=standin.address_arg,
-                   default=standin.DEFAULT_ADDRESS,
-                   help='where a stand-in destination listens when a '
-                   'destination that failed before it ran the guest hands '
-                   'the guest back to the source: tcp:HOST (default '
-                   'tcp:127.0.0.1, as the source QEMU sees it), '
-                   'unix:/DIRECTORY, or off')
+    standin.add_address_argument(p)
     p.add_argument('--destination-never-ran', action='store_true',
                    help='the destination QEMU is gone and its log says its '
                    'loader failed ("error while loading state", and no '
