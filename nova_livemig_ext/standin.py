@@ -3,8 +3,8 @@
 The switch to post-copy sends the guest's device state to the destination in
 one package; the destination loads it and only then starts the vCPUs. When
 the stream breaks while that package is in flight (seen in the lab with a
-connection reset within about 0.05 s of the switch), QEMU 10.0's destination
-fails to load it and exits, and libvirt shuts its domain off as *failed*. The
+connection reset 0.03 s after the switch), QEMU 10.0's destination fails to
+load it and libvirt shuts its domain off as *failed*. The
 source QEMU has already counted the migration as post-copy: it pauses it
 (``postcopy-paused``) and refuses both ``migrate_cancel`` ("Postcopy migration
 in progress, cannot cancel.") and ``cont`` ("Migration is not finalized
@@ -25,7 +25,8 @@ served by this module on a local socket, that:
 The source then marks the migration failed and, as after any failed
 migration of a running guest, re-activates its disks and runs the guest. No
 page leaves the host, and nothing of the guest's memory is discarded: the
-source never released a page (libvirt does not set ``release-ram``).
+source never released a page (libvirt does not set ``release-ram``, and the
+give-back is refused when it is on).
 
 This is only safe when the destination never ran the guest; otherwise the
 source's copy is older than what the guest already did. It is refused unless
@@ -365,6 +366,9 @@ def give_back(qmp: Callable[[str], str], hmp: Callable[[str], str],
     reason = refusal(dest_state, migration, operator_says_never_ran)
     if reason is not None:
         raise Refused(reason)
+    if released_pages(_qmp_value(qmp, 'query-migrate-capabilities')):
+        raise Refused('the source released the pages it had sent '
+                      '(release-ram): its copy of the guest is not whole')
     blocks = ramblocks(hmp('info ramblock'))
     listener = Listener(address)
     result: dict[str, Any] = {}
@@ -412,13 +416,29 @@ def give_back(qmp: Callable[[str], str], hmp: Callable[[str], str],
         listener.close()
 
 
-def _qmp_return(qmp: Callable[[str], str], command: str) -> dict[str, Any]:
+def released_pages(capabilities: Any) -> bool:
+    """Whether ``query-migrate-capabilities`` has ``release-ram`` on (the
+    source then frees each page once sent in post-copy). Unreadable counts
+    as on."""
+    if not isinstance(capabilities, list):
+        return True
+    return any(not isinstance(cap, dict)
+               or (cap.get('capability') == 'release-ram'
+                   and cap.get('state') is not False)
+               for cap in capabilities)
+
+
+def _qmp_value(qmp: Callable[[str], str], command: str) -> Any:
     reply = json.loads(qmp(json.dumps({'execute': command})))
     if 'error' in reply:
         raise StandInError('%s: %s' % (command, reply['error'].get('desc')))
-    value = reply.get('return')
+    return reply.get('return')
+
+
+def _qmp_return(qmp: Callable[[str], str], command: str) -> dict[str, Any]:
+    value = _qmp_value(qmp, command)
     if not isinstance(value, dict):
-        raise StandInError('%s: unexpected reply %r' % (command, reply))
+        raise StandInError('%s: unexpected reply %r' % (command, value))
     return value
 
 

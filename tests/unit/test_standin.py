@@ -230,8 +230,11 @@ class ListenerTest(testtools.TestCase):
 class FakeMonitor:
     """The source QEMU's monitor: replies, and a source that dials the URI."""
 
-    def __init__(self, migration=PAUSED_MIGRATION, migrate_error=None):
+    def __init__(self, migration=PAUSED_MIGRATION, migrate_error=None,
+                 capabilities=(('postcopy-ram', True), ('release-ram', False))):
         self.migration = dict(migration)
+        self.capabilities = [{'capability': name, 'state': on}
+                             for name, on in capabilities]
         self.migrate_error = migrate_error
         self.running = False
         self.sent = []
@@ -242,6 +245,8 @@ class FakeMonitor:
         self.sent.append(cmd['execute'])
         if cmd['execute'] == 'query-migrate':
             return json.dumps({'return': self.migration})
+        if cmd['execute'] == 'query-migrate-capabilities':
+            return json.dumps({'return': self.capabilities})
         if cmd['execute'] == 'query-status':
             return json.dumps({'return': {
                 'running': self.running,
@@ -287,6 +292,23 @@ class GiveBackTest(testtools.TestCase):
         self.assertRaises(s.Refused, s.give_back, mon.qmp, mon.hmp, (5, 3),
                           timeout_s=5)
         self.assertEqual(['query-migrate'], mon.sent)
+
+    def test_a_source_that_released_its_pages_is_refused(self):
+        mon = FakeMonitor(capabilities=(('release-ram', True),))
+        self.assertRaisesRegex(s.Refused, 'release-ram', s.give_back,
+                               mon.qmp, mon.hmp, DEST_FAILED, timeout_s=5)
+        self.assertNotIn('migrate', mon.sent)
+
+    def test_released_pages_reading(self):
+        self.assertFalse(s.released_pages([]))
+        self.assertFalse(s.released_pages(
+            [{'capability': 'release-ram', 'state': False}]))
+        self.assertTrue(s.released_pages(
+            [{'capability': 'release-ram', 'state': True}]))
+        # Unreadable counts as released: never guess in the guest's favour.
+        for odd in (None, {}, ['release-ram'],
+                    [{'capability': 'release-ram'}]):
+            self.assertTrue(s.released_pages(odd), odd)
 
     def test_source_refusing_the_resume_is_an_error(self):
         mon = FakeMonitor(migrate_error='There is a migration in progress')
