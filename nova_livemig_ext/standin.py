@@ -28,6 +28,12 @@ page leaves the host, and nothing of the guest's memory is discarded: the
 source never released a page (libvirt does not set ``release-ram``, and the
 give-back is refused when it is on).
 
+The exchange was run against QEMU 10.0.2 (Debian bookworm-backports) in the
+project's lab; the messages it uses have kept their numbers since post-copy
+recovery came in QEMU 3.0 (new ones are only ever appended). A QEMU that
+fails the migration back to the source by itself in this case leaves no
+``postcopy-paused`` source, and nothing here runs.
+
 This is only safe when the destination never ran the guest; otherwise the
 source's copy is older than what the guest already did. It is refused unless
 all of these hold (:func:`refusal`):
