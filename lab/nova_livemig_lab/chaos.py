@@ -220,6 +220,7 @@ class ChaosRun:
     reported_upper_bound: bool | None = None
     reported_total_s: float | None = None
     reported_recovery_waited_s: float | None = None
+    migrate_recovery_where: str | None = None
     pause_underreported: bool = False
     where_at_migrate_end: str = ""
     needed_recover: bool = False
@@ -449,10 +450,14 @@ def recover_argv(config: LabConfig, name: str, conf: Path, force_resume: bool) -
     return argv
 
 
-def migrate_claim(outcome: str | None, rc: int | None) -> str | None:
+def migrate_claim(outcome: str | None, rc: int | None,
+                  recovery_where: str | None = None) -> str | None:
     """Where migrate's report says the guest is (see :func:`where`)."""
     if outcome == "completed":
         return "b"
+    if outcome == "needs recovery" and recovery_where == "destination failed before running":
+        # The source's paused half holds the whole guest; B has none of it.
+        return "a-half"
     if outcome == "needs recovery":
         return "both"
     if outcome in ("aborted", "failed", "cancelled"):
@@ -785,8 +790,10 @@ def _follow(config: LabConfig, run: ChaosRun, injector: Injector,
         run.reported_upper_bound = cost.get("upper_bound")
         run.reported_total_s = data.get("total_s")
         run.reported_recovery_waited_s = (data.get("recovery") or {}).get("waited_s")
+        run.migrate_recovery_where = (data.get("recovery") or {}).get("where")
     if not run.migrate_killed and not run.migrate_hung:
-        run.migrate_claim = migrate_claim(run.migrate_outcome, run.migrate_rc)
+        run.migrate_claim = migrate_claim(run.migrate_outcome, run.migrate_rc,
+                                          run.migrate_recovery_where)
     if (run.migrate_killed or run.migrate_hung or run.migrate_outcome == "needs recovery"
             or not _wait_settled(config, run.guest, time.monotonic() + SETTLE_WAIT_S)):
         _run_recover(config, run, conf, work, t0, force_resume)

@@ -20,6 +20,7 @@ from nova_livemig_ext import hostfacts
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import policy as livemig_policy
+from nova_livemig_ext import postcopy
 from nova_livemig_ext import safefile
 from nova_livemig_ext import standin
 from nova_livemig_ext.convergence import guest as livemig_guest
@@ -91,7 +92,9 @@ def report_dict(report: livemig_monitor.MigrationReport,
             'waited_s': round(report.recovery.waited_s, 1),
             'resume_attempts': report.recovery.resume_attempts,
             'resumed': report.recovery.resumed,
-            'last_error': report.recovery.last_error},
+            'last_error': report.recovery.last_error,
+            'given_back': report.recovery.given_back,
+            'give_back_error': report.recovery.give_back_error},
         'source_resumed': report.source_resumed,
         'decisions': [
             {'at_s': a.decision.at_s, 'action': a.decision.action.value,
@@ -132,7 +135,17 @@ def print_report(report: livemig_monitor.MigrationReport,
         print('post-copy:   %s after %.1f s of trouble, %d resume attempt(s)'
               % (recovery.where.value, recovery.waited_s,
                  recovery.resume_attempts), file=out)
-    if report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
+    if (report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY
+            and recovery is not None
+            and recovery.where is postcopy.Where.DEST_FAILED):
+        print('the destination failed before it ran the guest: the source '
+              'holds the whole guest, paused%s. Run nova-livemig-ext recover '
+              'with the same --from, --to and options to give it back to '
+              'the source' % (
+                  '' if recovery.give_back_error is None
+                  else ' (giving it back failed: %s)'
+                  % recovery.give_back_error), file=out)
+    elif report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
         print('both halves of the guest were kept: run nova-livemig-ext '
               'recover with the same --from, --to and options once the '
               'migration network works', file=out)

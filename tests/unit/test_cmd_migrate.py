@@ -147,6 +147,26 @@ class GuestViewTest(testtools.TestCase):
         self.assertEqual(7.5, data['guest']['longest_unavailable_s'])
         self.assertTrue(data['guest']['upper_bound'])
 
+    def test_a_destination_that_failed_before_running_is_no_half(self):
+        # Seen in the lab with --give-back-address off: "both halves kept"
+        # was untrue, the source held the whole guest.
+        from nova_livemig_ext import postcopy
+        view = postcopy.HostView(True, True, 3, 13)
+        settled = postcopy.Settled(
+            postcopy.Where.DEST_FAILED, 120.0, 0, False, None, view, view,
+            give_back_error=None)
+        report = _report(outcome=monitor.Outcome.NEEDS_RECOVERY,
+                         switched_to_postcopy=True, recovery=settled)
+        out = io.StringIO()
+        migrate.print_report(report, out, monitor.guest_view(report, 0.0))
+        self.assertIn('the source holds the whole guest, paused',
+                      out.getvalue())
+        self.assertNotIn('both halves', out.getvalue())
+        data = migrate.report_dict(report, None)
+        self.assertEqual('destination failed before running',
+                         data['recovery']['where'])
+        self.assertFalse(data['recovery']['given_back'])
+
     def test_failed_switch_is_not_a_switch(self):
         report = _report(
             paused_by_monitor=False,

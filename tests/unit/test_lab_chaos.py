@@ -36,3 +36,16 @@ class ChaosCommandsTest(testtools.TestCase):
     def test_pinned_moment_is_checked(self):
         rc = chaos.main(['--after-switch', 'nan', '--runs', '1', '--seed', '1'])
         self.assertEqual(2, rc)
+
+
+class ClaimsTest(testtools.TestCase):
+
+    def test_migrate_leaving_a_failed_destination_places_the_whole_guest_on_a(self):
+        self.assertEqual('a-half', chaos.migrate_claim(
+            'needs recovery', 1, 'destination failed before running'))
+        self.assertEqual('both', chaos.migrate_claim('needs recovery', 1,
+                                                     'broken'))
+        self.assertEqual('both', chaos.migrate_claim('needs recovery', 1))
+        # Given back: migrate reports a failure, the guest runs on a.
+        self.assertEqual('a', chaos.migrate_claim('failed', 1,
+                                                  'not switched'))
