@@ -6,9 +6,10 @@ the stream breaks while that package is in flight (seen in the lab with a
 connection reset 0.03 s after the switch), QEMU 10.0's destination fails to
 load it and libvirt shuts its domain off as *failed*. The
 source QEMU has already counted the migration as post-copy: it pauses it
-(``postcopy-paused``) and refuses both ``migrate_cancel`` ("Postcopy migration
-in progress, cannot cancel.") and ``cont`` ("Migration is not finalized
-yet"). Its guest is whole (memory and device state; the destination never ran
+(``postcopy-paused``), refuses ``migrate_cancel`` ("Postcopy migration in
+progress, cannot cancel.", seen in the lab) and stays in run state
+``finish-migrate``, where ``cont`` is refused ("Migration is not finalized
+yet", in QEMU's code). Its guest is whole (memory and device state; the destination never ran
 it), but nothing in libvirt or QEMU's interface runs it again, and a resume
 has nowhere to go: the guest would be lost.
 
