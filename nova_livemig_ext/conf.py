@@ -672,6 +672,40 @@ Related options:
 * ``postcopy_recovery_timeout_s``: how long resumes are tried (or, when they
   are withheld, how long the monitor waits) before asking for an operator.
 """),
+    cfg.BoolOpt('postcopy_give_back',
+                default=True,
+                help="""
+Give the guest back to the source when the destination failed to load it at
+the switch to post-copy and never ran it.
+
+If the migration stream breaks within a fraction of a second of the switch,
+the destination's QEMU may fail while loading the device state and exit;
+libvirt then shuts the incoming domain off as *failed*. The source QEMU still
+holds every page of the guest but stays paused in post-copy: QEMU refuses to
+cancel the migration or to run it. With this option the source's
+nova-compute reads the destination's libvirt (read-only, over the migration
+URI); only when it says *shut off (failed)*, the source QEMU has served no
+page to the destination and QEMU does not discard sent pages
+(``release-ram`` off), the source QEMU is resumed into a stand-in
+destination on this host's loopback address, which reports every page as
+received and then ends the migration with an error. The source then runs the
+guest again, the migration is rolled back in Nova (instance ERROR with a
+fault, as for any failed migration on Nova 32.2 and later) and nothing of the
+guest is lost. libvirt on the source keeps the failed migration job until
+the guest is hard rebooted: until then it refuses a new migration.
+
+Possible values:
+
+* ``True`` (default): give the guest back when all of the above is proven.
+* ``False``: keep both halves; the migration waits
+  ``postcopy_recovery_timeout_s`` and is then left to the operator
+  (``nova-livemig-ext recover`` gives the guest back by hand).
+
+Related options:
+
+* ``postcopy_recovery_timeout_s``: how long a broken post-copy is resumed or
+  waited for before the operator is asked.
+"""),
     finite_float_opt('poll_interval_s',
                      default=0.5,
                      min=0.1,

@@ -37,9 +37,11 @@ from nova_livemig_ext import instance_policy
 from nova_livemig_ext import job as livemig_job
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import novacompat
+from nova_livemig_ext import peer as livemig_peer
 from nova_livemig_ext import policy as livemig_policy
 from nova_livemig_ext import postcopy as livemig_postcopy
 from nova_livemig_ext import records as livemig_records
+from nova_livemig_ext import standin as livemig_standin
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -65,6 +67,14 @@ NOVA_READY_WAIT_S = 600.0
 # How long one look at another host's libvirt may take (connect, lookup,
 # state) before that host counts as out of reach.
 PEER_PROBE_S = 10.0
+# After a give-back (see nova_livemig_ext.standin and [livemig_ext]
+# postcopy_give_back): what the operator must know and do.
+GIVEN_BACK_TEXT = (
+    'The destination %(dest)s failed to load the guest at the switch to '
+    'post-copy and never ran it; the guest was given back to %(source)s, '
+    'which runs it with all of its memory. libvirt on %(source)s keeps the '
+    'failed migration job until the guest is hard rebooted (openstack server '
+    'reboot --hard): until then it refuses to migrate the guest again.')
 
 # What a tenant reads in the instance fault (``GET /servers/{id}``): no host,
 # URI or command; admins get those in the fault's details and the log.
@@ -91,6 +101,20 @@ POSTCOPY_REASONS = {
         livemig_postcopy.VIR_DOMAIN_PAUSED_POSTCOPY,
         livemig_postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED),
 }
+
+
+def _peer_thread(target):
+    """A thread for reading a peer's libvirt through Nova's Host.
+
+    Nova's connections go through eventlet's thread pool when nova-compute
+    runs under eventlet: from a native thread they never return. A thread of
+    the (possibly patched) threading module is a green thread there and a
+    native one in Nova's native threading mode.
+    """
+    thread = threading.Thread(target=target, name='livemig-peer',
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 class PostcopyRecoveryNeeded(exception.NovaException):
@@ -741,6 +765,12 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                                migration_status='failed')
             else:
                 forget = True
+                given_back = (report.recovery is not None
+                              and report.recovery.given_back)
+                if given_back:
+                    LOG.warning('nova-livemig-ext: %s', GIVEN_BACK_TEXT
+                                % {'source': instance.host, 'dest': dest},
+                                instance=instance)
                 recover_method(context, instance, dest, migrate_data)
                 if error is not None and nova_surfaces_errors:
                     # As Nova's own driver on this release: its
@@ -750,8 +780,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                     self._livemig_add_fault(
                         context, instance, FAILED_FAULT,
                         'Live migration from %s to %s failed: %s. It was '
-                        'rolled back: the guest runs on %s.'
-                        % (instance.host, dest, error, instance.host))
+                        'rolled back: the guest runs on %s.%s'
+                        % (instance.host, dest, error, instance.host,
+                           ' ' + GIVEN_BACK_TEXT % {'source': instance.host,
+                                                    'dest': dest}
+                           if given_back else ''))
                     raise error
             forget = True
         except Exception:
@@ -794,13 +827,35 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             else PlannedDomain(monitor.domain, None).resume_postcopy,
             livemig_postcopy.RESUME_CALL_TIMEOUT_S,
             livemig_monitor.daemon_thread)
-        # nova-compute talks to its own libvirtd only: the destination's
-        # view reaches it as the source's post-copy state (libvirt marks the
-        # source POSTCOPY_FAILED when its peer connection breaks).
-        return livemig_monitor.settle_postcopy(
-            monitor, report, resume, None,
-            float(policy.postcopy_recovery_timeout_s),
-            policy.postcopy_resume)
+        # The destination's libvirt is read too (read-only, each read
+        # bounded): only its word that it shut the guest off as failed lets
+        # the source run the guest again. Unreachable, it changes nothing:
+        # libvirt marks the source POSTCOPY_FAILED when its peer connection
+        # breaks.
+        peer = self._livemig_dest_peer(instance, dest, planned)
+        try:
+            return livemig_monitor.settle_postcopy(
+                monitor, report, resume, None,
+                float(policy.postcopy_recovery_timeout_s),
+                policy.postcopy_resume,
+                give_back_address=(livemig_standin.DEFAULT_ADDRESS
+                                   if policy.postcopy_give_back else None),
+                dest_peer=peer)
+        finally:
+            peer.close()
+
+    def _livemig_dest_peer(self, instance, dest, planned):
+        """The guest on the destination's libvirt, each read bounded."""
+        errors = livemig_monitor.ErrorClassifier((_libvirt().libvirtError,))
+        call = planned.call if planned is not None else None
+
+        def open_connection():
+            uri = call[0] if call else self._live_migration_uri(dest)
+            return self._host._connect(uri, True)
+
+        return livemig_peer.BoundedPeer(
+            open_connection, instance.uuid, errors.is_libvirt_error,
+            errors.domain_gone, _peer_thread)
 
     def _livemig_recover_command(self, instance, dest, call):
         """The command that resumes this migration by hand on this host,
@@ -843,7 +898,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         details = (
             'Post-copy live migration from %(source)s to %(dest)s could not '
             'be completed within %(timeout)d s (%(attempts)d resume '
-            'attempts, source %(view)s, last error: %(error)s). Both halves '
+            'attempts, source %(view)s, destination %(dest_view)s, last '
+            'error: %(error)s). Both halves '
             'of the guest are kept; nothing was rolled back. Resume it on '
             '%(source)s with: %(command)s, then restart nova-compute there '
             'to finish it in Nova. %(unlock)s'
@@ -851,6 +907,7 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                'timeout': policy.postcopy_recovery_timeout_s,
                'attempts': recovery.resume_attempts if recovery else 0,
                'view': recovery.source if recovery else '-',
+               'dest_view': recovery.dest if recovery else '-',
                'error': error, 'command': command,
                'unlock': self._livemig_unlock_text(instance)})
         LOG.error('nova-livemig-ext: %s', details, instance=instance)
@@ -1039,44 +1096,22 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         """What another host's libvirt, at ``uri``, says of the guest.
 
         Never required: a host that cannot be reached (or answer within
-        ``PEER_PROBE_S``) is UNREACHABLE. Read-only, touches nothing.
+        ``PEER_PROBE_S`` per call) is UNREACHABLE. Read-only, touches
+        nothing.
         """
         errors = livemig_monitor.ErrorClassifier((_libvirt().libvirtError,))
-        found = {}
-
-        def probe():
-            conn = None
-            try:
-                conn = self._host._connect(uri, True)
-                try:
-                    domain = conn.lookupByUUIDString(instance.uuid)
-                except Exception as e:
-                    if errors.is_libvirt_error(e) and errors.domain_gone(e):
-                        found['view'] = livemig_postcopy.ABSENT
-                        return
-                    raise
-                found['view'] = livemig_postcopy.read_view(
-                    domain, errors.is_libvirt_error, errors.domain_gone)
-            except Exception as e:
-                found['error'] = e
-            finally:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except Exception:
-                        LOG.debug('nova-livemig-ext: closing %s failed', uri)
-
-        worker = threading.Thread(target=probe, daemon=True,
-                                  name='livemig-peer-probe')
-        worker.start()
-        worker.join(PEER_PROBE_S)
-        view = found.get('view')
-        if view is None:
+        peer = livemig_peer.BoundedPeer(
+            lambda: self._host._connect(uri, True), instance.uuid,
+            errors.is_libvirt_error, errors.domain_gone,
+            _peer_thread, timeout_s=PEER_PROBE_S)
+        try:
+            view = peer.view()
+        finally:
+            peer.close()
+        if not view.reachable:
             LOG.info('nova-livemig-ext: the libvirt at %(uri)s cannot be '
-                     'read (%(why)s)', {'uri': uri, 'why': found.get(
-                         'error', 'no answer within %d s' % PEER_PROBE_S)},
+                     'read (%(why)s)', {'uri': uri, 'why': peer.last_error},
                      instance=instance)
-            return livemig_postcopy.UNREACHABLE
         return view
 
     def _livemig_dest_view(self, instance, dest, record):

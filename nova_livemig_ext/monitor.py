@@ -873,14 +873,18 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                     dest_domain: Callable[[], Any | None] | None,
                     timeout_s: float,
                     postcopy_resume: str = postcopy.RESUME_AUTO,
-                    give_back_address: str | None = None
+                    give_back_address: str | None = None,
+                    dest_peer: Any | None = None
                     ) -> MigrationReport:
     """After a failure in post-copy: complete on the destination, or keep
     both halves and say so (NEEDS_RECOVERY). Never resumes the source.
 
     ``postcopy_resume`` is ``[livemig_ext] postcopy_resume``: whether a
     resume may be sent to the destination's libvirt (see
-    :func:`postcopy.resume_hazard`)."""
+    :func:`postcopy.resume_hazard`). The destination is read through
+    ``dest_domain`` (a callable opening its domain) or ``dest_peer`` (a
+    :class:`nova_livemig_ext.peer.BoundedPeer`); with neither it is not in
+    view, and nothing is ever given back."""
     dest_cache: list[Any | None] = []
 
     def views() -> tuple[postcopy.HostView, postcopy.HostView]:
@@ -888,7 +892,9 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                                     monitor.errors.is_libvirt_error,
                                     monitor.errors.domain_gone)
         dest = postcopy.UNREACHABLE
-        if dest_domain is not None:
+        if dest_peer is not None:
+            dest = dest_peer.view()
+        elif dest_domain is not None:
             if not dest_cache or dest_cache[0] is None:
                 dest_cache[:] = [dest_domain()]
             dest = postcopy.read_view(dest_cache[0],
@@ -900,8 +906,12 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
 
     # The destination's libvirt when it can be reached, else the source's
     # (hosts of one cloud run one release).
-    dest_version = (postcopy.libvirt_version_of(dest_domain())
-                    if dest_domain is not None else None)
+    if dest_peer is not None:
+        dest_version = dest_peer.libvirt_version()
+    elif dest_domain is not None:
+        dest_version = postcopy.libvirt_version_of(dest_domain())
+    else:
+        dest_version = None
     hazard = postcopy.resume_hazard(
         dest_version if dest_version is not None
         else postcopy.libvirt_version_of(monitor.domain), postcopy_resume)
@@ -929,7 +939,8 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                               # state is the proof that it never ran.
                               give_back=give_back
                               if give_back_address is not None
-                              and dest_domain is not None else None)
+                              and (dest_domain is not None
+                                   or dest_peer is not None) else None)
     # The migration lasted until it settled: the guest on the destination
     # waited for its missing pages through the whole recovery.
     report = dataclasses.replace(report, recovery=settled,
@@ -954,14 +965,16 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
                   dest_domain: Callable[[], Any | None] | None = None,
                   recovery_timeout_s: float = 1800.0,
                   postcopy_resume: str = postcopy.RESUME_AUTO,
-                  give_back_address: str | None = None
+                  give_back_address: str | None = None,
+                  dest_peer: Any | None = None
                   ) -> MigrationReport:
     """Start ``migrateToURI3`` in a thread and watch it to the end.
 
     ``fetch_completed_stats`` reads libvirt's completed-job statistics (on
     the destination they carry the right downtime) once the job completed.
     ``dest_domain`` opens the guest's domain on the destination (None when
-    it cannot be reached): after a failure in post-copy both halves are
+    it cannot be reached), or ``dest_peer`` reads it (see
+    :func:`settle_postcopy`): after a failure in post-copy both halves are
     watched while the migration is resumed; with ``give_back_address`` a
     destination that failed before it ran the guest gives it back to the
     source (see :mod:`nova_livemig_ext.standin`).
@@ -1008,7 +1021,7 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
             monitor, report,
             resume_postcopy_call(domain, dest_uri, params, flags),
             dest_domain, recovery_timeout_s, postcopy_resume,
-            give_back_address)
+            give_back_address, dest_peer)
         if done.is_set():
             thread.join()
         return settled
@@ -1035,7 +1048,7 @@ def run_migration(domain: MigratableDomain, dest_uri: str,
             monitor, report,
             resume_postcopy_call(domain, dest_uri, params, flags),
             dest_domain, recovery_timeout_s, postcopy_resume,
-            give_back_address)
+            give_back_address, dest_peer)
     if not failure:
         # The monitor crashed but the migration call returned: it completed.
         return monitor.finish(report, Outcome.COMPLETED)

@@ -15,6 +15,7 @@ import fixtures
 from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 
+from nova_livemig_ext import driver as livemig_driver
 from nova_livemig_ext import postcopy
 from tests.functional import test_monitor_in_nova as base
 
@@ -137,6 +138,109 @@ class RecoveryTimeoutTest(PostcopyTestBase):
         log = self.stdlog.logger.output
         self.assertIn('could not be completed within 10 s', log)
         self.assertIn('No route to host', log)
+
+
+class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
+    """The destination failed to load the guest at the switch (seen in the
+    lab for a stream reset within 0.05 s of it): libvirt shut it off as
+    failed and the source holds the whole guest, post-copy paused. The
+    source's nova-compute reads that from the destination's libvirt, gives
+    the guest back to the source and Nova rolls the migration back."""
+
+    LIVEMIG_OPTS = dict(POSTCOPY_OPTS, postcopy_recovery_timeout_s=30)
+
+    def setUp(self):
+        super().setUp()
+        test = self
+        real_connect = livemig_driver.libvirt_driver.host.Host._connect
+        self.dest_opens = []
+        self.given = []
+
+        def connect(host, uri, read_only):
+            if uri == 'qemu+tcp://dest/system':
+                test.dest_opens.append(read_only)
+                return test.dest.driver._host.get_connection()
+            return real_connect(host, uri, read_only)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.host.Host._connect', connect))
+
+        def give_back_domain(domain, dest_state, address):
+            # What QEMU does once the stand-in ended the resumed migration:
+            # libvirt shows the source running again.
+            self.given.append((domain.UUIDString(), dest_state, address))
+            domain._state = fakelibvirt.VIR_DOMAIN_RUNNING
+            domain.livemig_reason = postcopy.VIR_DOMAIN_RUNNING_POSTCOPY
+            return ['resume acknowledged', 'source QEMU: failed']
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.standin.give_back_domain', give_back_domain))
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['migrateStartPostCopy'])
+        self.arrive_on_dest(params)
+        dest = self.dest.driver._host.get_connection().lookupByUUIDString(
+            self.server_uuid(params))
+        dest._state = fakelibvirt.VIR_DOMAIN_SHUTOFF
+        dest.livemig_reason = postcopy.VIR_DOMAIN_SHUTOFF_FAILED
+        domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
+        domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
+        self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_NONE}
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError, POSTCOPY_PHASE_FAILED,
+            error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+
+    def resume_script(self, domain, params):
+        raise AssertionError('nothing can be resumed into a destination '
+                             'that is shut off')
+
+    def test_given_back_and_rolled_back_in_nova(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        self.wait_for_migration(server, 'error', timeout_s=60)
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertEqual([(server['id'], (5, 6), 'tcp:127.0.0.1')],
+                         self.given)
+        # Read-only, and only the destination's libvirt.
+        self.assertTrue(self.dest_opens)
+        self.assertTrue(all(self.dest_opens))
+        self.assertEqual([], self.resume_calls)
+        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual('Live migration failed', server['fault']['message'])
+        details = server['fault']['details']
+        self.assertIn('given back to src', details)
+        self.assertIn('openstack server reboot --hard', details)
+        # Not left to an operator: nothing to recover, nothing locked.
+        self.assertFalse(server['locked'])
+        src_dom = self.src.driver._host.get_connection().lookupByUUIDString(
+            server['id'])
+        self.assertEqual(fakelibvirt.VIR_DOMAIN_RUNNING, src_dom._state)
+        log = self.stdlog.logger.output
+        self.assertIn('giving the guest back to the source', log)
+        self.assertIn('give-back: resume acknowledged', log)
+        self.assertNotIn('needs operator recovery', log)
+
+
+class DestinationFailedGiveBackOffTest(DestinationFailedAtTheSwitchTest):
+    """``postcopy_give_back = False``: both halves kept for the operator."""
+
+    LIVEMIG_OPTS = dict(POSTCOPY_OPTS, postcopy_recovery_timeout_s=10,
+                        postcopy_give_back=False)
+
+    test_given_back_and_rolled_back_in_nova = None
+
+    def test_left_to_the_operator(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        self.wait_for_migration(server, 'error', timeout_s=60)
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertEqual([], self.given)
+        self.assertEqual('Live migration needs operator recovery',
+                         server['fault']['message'])
+        self.assertIn('destination shut off/failed',
+                      server['fault']['details'])
+        self.assertTrue(server['locked'])
 
 
 class SaveFailsAfterTheSwitchTest(PostcopyTestBase):

@@ -630,6 +630,68 @@ class TestPostcopyFailures(MonitorTestCase):
                               if c[0] == 'resume-migration'])
         self.assertIn('give-back: resume acknowledged', self.logger.output)
 
+    def test_a_bounded_peer_in_view_gives_the_guest_back(self):
+        # As nova-compute reads the destination: through a BoundedPeer.
+        class Peer:
+            closed = False
+
+            def view(self):
+                return m.postcopy.HostView(
+                    True, True, m.postcopy.VIR_DOMAIN_SHUTOFF,
+                    m.postcopy.VIR_DOMAIN_SHUTOFF_FAILED)
+
+            def libvirt_version(self):
+                return 11003000
+
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        given = []
+
+        def give_back_domain(dom, dest_state, address):
+            given.append((dest_state, address))
+            dom.switched = False
+            return []
+
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain', give_back_domain))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, recovery_timeout_s=60.0,
+                                 give_back_address='tcp:127.0.0.1',
+                                 dest_peer=Peer())
+        self.assertEqual([((5, 6), 'tcp:127.0.0.1')], given)
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertTrue(report.recovery.given_back)
+        # 11.3.0 by its number and postcopy_resume auto: no resume either.
+        self.assertIn('11.3.0', report.recovery.resume_withheld)
+
+    def test_a_peer_in_view_without_a_give_back_address_keeps_both(self):
+        class Peer:
+            def view(self):
+                return m.postcopy.HostView(
+                    True, True, m.postcopy.VIR_DOMAIN_SHUTOFF,
+                    m.postcopy.VIR_DOMAIN_SHUTOFF_FAILED)
+
+            def libvirt_version(self):
+                return None
+
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain',
+            side_effect=AssertionError('postcopy_give_back is off')))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, recovery_timeout_s=20.0,
+                                 dest_peer=Peer())
+        self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
+        self.assertEqual(m.postcopy.Where.DEST_FAILED, report.recovery.where)
+        # Nothing can be resumed into a destination that is shut off.
+        self.assertEqual([], [c for c in domain.calls
+                              if c[0] == 'resume-migration'])
+
     def test_without_the_destination_in_view_nothing_is_given_back(self):
         domain = PostcopyDomain([running(), running()],
                                 migrate_error=POSTCOPY_FAILED)

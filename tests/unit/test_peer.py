@@ -1,0 +1,155 @@
+"""Reading the guest on another host's libvirt, each call bounded."""
+
+import threading
+
+import testtools
+
+from nova_livemig_ext import peer
+from nova_livemig_ext import postcopy
+
+UUID = '6f1c1a52-3d0e-4c53-9b1e-2a7f4b0c9d11'
+NO_DOMAIN = 42
+
+
+class Error(Exception):
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = code
+
+
+def is_error(exc):
+    return isinstance(exc, Error)
+
+
+def gone(exc):
+    return getattr(exc, 'code', None) == NO_DOMAIN
+
+
+def start_thread(target):
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+class Domain:
+    def __init__(self, state=(5, 6), error=None, block=None):
+        self._state, self.error, self.block = state, error, block
+        self.reads = 0
+
+    def state(self):
+        self.reads += 1
+        if self.block is not None:
+            self.block.wait()
+        if self.error is not None:
+            raise self.error
+        return list(self._state)
+
+
+class Conn:
+    def __init__(self, domain=None, lookup_error=None, version=11003000):
+        self.domain, self.lookup_error, self.version = (domain, lookup_error,
+                                                        version)
+        self.closed = threading.Event()
+        self.lookups = []
+
+    def lookupByUUIDString(self, uuid):
+        self.lookups.append(uuid)
+        if self.lookup_error is not None:
+            raise self.lookup_error
+        return self.domain
+
+    def getLibVersion(self):
+        return self.version
+
+    def close(self):
+        self.closed.set()
+
+
+class BoundedPeerTest(testtools.TestCase):
+
+    def peer(self, open_connection, timeout_s=5.0):
+        return peer.BoundedPeer(open_connection, UUID, is_error, gone,
+                                start_thread, timeout_s=timeout_s)
+
+    def test_the_destination_shut_off_as_failed(self):
+        conn = Conn(Domain((postcopy.VIR_DOMAIN_SHUTOFF,
+                            postcopy.VIR_DOMAIN_SHUTOFF_FAILED)))
+        p = self.peer(lambda: conn)
+        self.assertEqual(postcopy.HostView(True, True, 5, 6), p.view())
+        self.assertEqual([UUID], conn.lookups)
+        # The connection and the domain are kept between reads.
+        p.view()
+        self.assertEqual([UUID], conn.lookups)
+        self.assertEqual(11003000, p.libvirt_version())
+        p.close()
+        self.assertTrue(conn.closed.wait(5))
+
+    def test_no_domain_on_the_peer(self):
+        conn = Conn(lookup_error=Error('Domain not found', NO_DOMAIN))
+        p = self.peer(lambda: conn)
+        self.assertEqual(postcopy.ABSENT, p.view())
+        self.assertIn('Domain not found', p.last_error)
+
+    def test_a_peer_that_cannot_be_reached(self):
+        def refuse():
+            raise Error('unable to connect: No route to host', 38)
+
+        p = self.peer(refuse)
+        self.assertEqual(postcopy.UNREACHABLE, p.view())
+        self.assertIn('No route to host', p.last_error)
+        self.assertIsNone(p.libvirt_version())
+
+    def test_a_fault_that_is_not_libvirt_is_only_unreachable(self):
+        def broken():
+            raise RuntimeError('unexpected')
+
+        p = self.peer(broken)
+        self.assertEqual(postcopy.UNREACHABLE, p.view())
+        self.assertEqual('unexpected', p.last_error)
+
+    def test_a_blocked_read_is_given_up_and_not_repeated(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        domain = Domain(block=release)
+        conn = Conn(domain)
+        opened = []
+
+        def open_connection():
+            opened.append(conn)
+            return conn
+
+        p = self.peer(open_connection, timeout_s=0.2)
+        self.assertEqual(postcopy.UNREACHABLE, p.view())
+        self.assertIn('no answer within', p.last_error)
+        # The connection that blocked is dropped (closed in the background).
+        self.assertTrue(conn.closed.wait(5))
+        # While the first read is still blocked, nothing else is sent.
+        self.assertEqual(postcopy.UNREACHABLE, p.view())
+        self.assertIn('still blocked', p.last_error)
+        self.assertEqual(1, domain.reads)
+        self.assertEqual(1, len(opened))
+        # Once it returns, the peer is read again on a new connection.
+        release.set()
+        domain.block = None
+        for _ in range(50):
+            view = p.view()
+            if view.reachable:
+                break
+            threading.Event().wait(0.05)
+        self.assertEqual(postcopy.HostView(True, True, 5, 6), view)
+        self.assertEqual(2, len(opened))
+
+    def test_an_error_reading_the_state_reconnects(self):
+        domain = Domain(error=Error('End of file while reading data', 38))
+        conn = Conn(domain)
+        opened = []
+
+        def open_connection():
+            opened.append(conn)
+            return conn
+
+        p = self.peer(open_connection)
+        self.assertEqual(postcopy.UNREACHABLE, p.view())
+        domain.error = None
+        self.assertEqual(postcopy.HostView(True, True, 5, 6), p.view())
+        self.assertEqual(2, len(opened))
