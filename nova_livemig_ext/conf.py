@@ -672,39 +672,78 @@ Related options:
 * ``postcopy_recovery_timeout_s``: how long resumes are tried (or, when they
   are withheld, how long the monitor waits) before asking for an operator.
 """),
-    cfg.BoolOpt('postcopy_give_back',
-                default=True,
-                help="""
+    cfg.StrOpt('postcopy_give_back_address',
+               default='tcp:127.0.0.1',
+               regex=r'^(off|tcp:[^\s]+|unix:/[^\s]*)$',
+               help="""
 Give the guest back to the source when the destination failed to load it at
-the switch to post-copy and never ran it.
+the switch to post-copy and never ran it; where the stand-in destination
+that does it listens, as the source's QEMU reaches it.
 
 If the migration stream breaks within a fraction of a second of the switch,
 the destination's QEMU may fail while loading the device state and exit;
 libvirt then shuts the incoming domain off as *failed*. The source QEMU still
 holds every page of the guest but stays paused in post-copy: QEMU refuses to
-cancel the migration or to run it. With this option the source's
-nova-compute reads the destination's libvirt (read-only, over the migration
-URI); only when it says *shut off (failed)*, the source QEMU has served no
-page to the destination and QEMU does not discard sent pages
-(``release-ram`` off), the source QEMU is resumed into a stand-in
-destination on this host's loopback address, which reports every page as
-received and then ends the migration with an error. The source then runs the
-guest again, the migration is rolled back in Nova (instance ERROR with a
-fault, as for any failed migration on Nova 32.2 and later) and nothing of the
-guest is lost. libvirt on the source keeps the failed migration job until
-the guest is hard rebooted: until then it refuses a new migration.
+cancel the migration or to run it. nova-compute reads the destination's
+libvirt (read-only, see ``destination_libvirt_uri``); only when it says
+*shut off (failed)*, the source QEMU has served no page to the destination
+and QEMU does not discard sent pages (``release-ram`` off), the source QEMU
+is resumed into a stand-in destination that nova-compute opens at this
+address, which reports every page as received and then ends the migration
+with an error. The source then runs the guest again, the migration is
+rolled back in Nova (instance ERROR with a fault, as for any failed
+migration on Nova 32.2 and later) and nothing of the guest is lost. libvirt
+on the source keeps the failed migration job until the guest is hard
+rebooted: until then it refuses a new migration.
 
 Possible values:
 
-* ``True`` (default): give the guest back when all of the above is proven.
-* ``False``: keep both halves; the migration waits
-  ``postcopy_recovery_timeout_s`` and is then left to the operator
+* ``tcp:HOST`` (default ``tcp:127.0.0.1``): a TCP port chosen at the time on
+  HOST, which the source's QEMU must reach (its own loopback when QEMU and
+  nova-compute share the host's network).
+* ``unix:/DIRECTORY``: a socket of its own in DIRECTORY, for a QEMU in
+  another network namespace that sees the same directory.
+* ``off``: never give a guest back; both halves are kept, the migration
+  waits ``postcopy_recovery_timeout_s`` and is then left to the operator
   (``nova-livemig-ext recover`` gives the guest back by hand).
 
 Related options:
 
+* ``destination_libvirt_uri``: where the destination's state is read.
 * ``postcopy_recovery_timeout_s``: how long a broken post-copy is resumed or
   waited for before the operator is asked.
+"""),
+    cfg.StrOpt('destination_libvirt_uri',
+               default=None,
+               regex=r'^[^%]*%s[^%]*$',
+               help="""
+The libvirt URI this nova-compute reads a destination's libvirt with, as a
+template: ``%s`` is replaced by the destination's host name as Nova knows
+it (for example ``qemu+tls://%s/system``).
+
+The destination is only read, never changed: after a failure in post-copy
+(whether it still holds the guest, or failed before running it, see
+``postcopy_give_back_address``) and when nova-compute restarts after an interrupted
+migration. Unset, it is the URI the migration itself was sent to (the
+source's libvirtd dials it), which nova-compute can reach wherever it runs
+in the same network as libvirtd. Set it where it cannot: nova-compute in
+another network namespace or container than libvirtd, or a migration
+network this process is not on. A destination that cannot be read is only
+"not in view": nothing is given back and recovery goes on from the source's
+view alone.
+
+Possible values:
+
+* Unset (default): the migration's own URI.
+* A libvirt URI with exactly one ``%s`` and no other ``%``.
+
+Related options:
+
+* ``postcopy_give_back_address``, ``postcopy_recovery_timeout_s``: what is
+  done with
+  what the destination says.
+* ``[libvirt] live_migration_uri``, ``live_migration_scheme``,
+  ``live_migration_inbound_addr``: Nova's, for the migration's own URI.
 """),
     finite_float_opt('poll_interval_s',
                      default=0.5,

@@ -68,7 +68,7 @@ NOVA_READY_WAIT_S = 600.0
 # state) before that host counts as out of reach.
 PEER_PROBE_S = 10.0
 # After a give-back (see nova_livemig_ext.standin and [livemig_ext]
-# postcopy_give_back): what the operator must know and do.
+# postcopy_give_back_address): what the operator must know and do.
 GIVEN_BACK_TEXT = (
     'The destination %(dest)s failed to load the guest at the switch to '
     'post-copy and never ran it; the guest was given back to %(source)s, '
@@ -838,8 +838,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                 monitor, report, resume, None,
                 float(policy.postcopy_recovery_timeout_s),
                 policy.postcopy_resume,
-                give_back_address=(livemig_standin.DEFAULT_ADDRESS
-                                   if policy.postcopy_give_back else None),
+                give_back_address=livemig_standin.address_or_none(
+                    policy.postcopy_give_back_address),
                 dest_peer=peer)
         finally:
             peer.close()
@@ -850,8 +850,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
         call = planned.call if planned is not None else None
 
         def open_connection():
-            uri = call[0] if call else self._live_migration_uri(dest)
-            return self._host._connect(uri, True)
+            return self._host._connect(self._livemig_dest_uri(dest, call),
+                                       True)
 
         return livemig_peer.BoundedPeer(
             open_connection, instance.uuid, errors.is_libvirt_error,
@@ -1114,11 +1114,18 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                      instance=instance)
         return view
 
+    def _livemig_dest_uri(self, dest, call):
+        """The URI this process reads the destination's libvirt with:
+        ``[livemig_ext] destination_libvirt_uri``, else the migration's."""
+        template = self.livemig_policy.destination_libvirt_uri
+        if template:
+            return template % dest
+        return call[0] if call else self._live_migration_uri(dest)
+
     def _livemig_dest_view(self, instance, dest, record):
         """The destination's view of the guest, when it can be had."""
-        call = record.get('call')
         try:
-            uri = call[0] if call else self._live_migration_uri(dest)
+            uri = self._livemig_dest_uri(dest, record.get('call'))
         except Exception as e:
             LOG.info('nova-livemig-ext: no URI for the destination\'s '
                      'libvirt: %s', e, instance=instance)

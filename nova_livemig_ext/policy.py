@@ -71,7 +71,8 @@ class MigrationPolicy:
     switchover_timeout_s: int = 60
     postcopy_recovery_timeout_s: int = 1800
     postcopy_resume: str = 'auto'
-    postcopy_give_back: bool = True
+    postcopy_give_back_address: str = 'tcp:127.0.0.1'
+    destination_libvirt_uri: str | None = None
     poll_interval_s: float = 0.5
     ignore_image_properties: bool = False
     image_deadline_floor_s: int = 300
@@ -387,7 +388,8 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         switchover_timeout_s=own.switchover_timeout_s,
         postcopy_recovery_timeout_s=own.postcopy_recovery_timeout_s,
         postcopy_resume=own.postcopy_resume,
-        postcopy_give_back=own.postcopy_give_back,
+        postcopy_give_back_address=own.postcopy_give_back_address,
+        destination_libvirt_uri=own.destination_libvirt_uri,
         poll_interval_s=own.poll_interval_s,
         ignore_image_properties=own.ignore_image_properties,
         image_deadline_floor_s=own.image_deadline_floor_s,

@@ -97,6 +97,14 @@ def address_arg(text: str) -> str | None:
         'expected tcp:HOST, unix:/DIRECTORY or off, not %r' % text)
 
 
+def address_or_none(text: str | None) -> str | None:
+    """``[livemig_ext] postcopy_give_back_address`` as :func:`give_back`
+    takes it: None for ``off`` (or unset)."""
+    if not text or text == 'off':
+        return None
+    return text
+
+
 def add_address_argument(parser: Any) -> None:
     """``--give-back-address``, as ``migrate`` and ``recover`` take it."""
     parser.add_argument(

@@ -148,6 +148,8 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
     the guest back to the source and Nova rolls the migration back."""
 
     LIVEMIG_OPTS = dict(POSTCOPY_OPTS, postcopy_recovery_timeout_s=30)
+    # Where the source's nova-compute reads the destination's libvirt.
+    DEST_READ_URI = 'qemu+tcp://dest/system'
 
     def setUp(self):
         super().setUp()
@@ -157,7 +159,7 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
         self.given = []
 
         def connect(host, uri, read_only):
-            if uri == 'qemu+tcp://dest/system':
+            if uri == self.DEST_READ_URI:
                 test.dest_opens.append(read_only)
                 return test.dest.driver._host.get_connection()
             return real_connect(host, uri, read_only)
@@ -222,11 +224,22 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
         self.assertNotIn('needs operator recovery', log)
 
 
+class DestinationReadThroughItsOwnUriTest(DestinationFailedAtTheSwitchTest):
+    """``destination_libvirt_uri``: nova-compute cannot reach the
+    migration's URI (another network namespace); it reads the destination
+    where the operator says."""
+
+    LIVEMIG_OPTS = dict(
+        POSTCOPY_OPTS, postcopy_recovery_timeout_s=30,
+        destination_libvirt_uri='qemu+unix:///system?socket=/run/peer/%s.sock')
+    DEST_READ_URI = 'qemu+unix:///system?socket=/run/peer/dest.sock'
+
+
 class DestinationFailedGiveBackOffTest(DestinationFailedAtTheSwitchTest):
-    """``postcopy_give_back = False``: both halves kept for the operator."""
+    """``postcopy_give_back_address = off``: both halves kept for the operator."""
 
     LIVEMIG_OPTS = dict(POSTCOPY_OPTS, postcopy_recovery_timeout_s=10,
-                        postcopy_give_back=False)
+                        postcopy_give_back_address='off')
 
     test_given_back_and_rolled_back_in_nova = None
 

@@ -244,3 +244,58 @@ class StrayOptionsTest(ConfTestCase):
             f.flush()
             conf(args=['--config-file', f.name], default_config_files=[])
             self.assertEqual([], livemig_conf.unknown_options(conf))
+
+
+class DestinationLibvirtUriTest(ConfTestCase):
+
+    def test_a_template_with_one_host_name(self):
+        conf, _ = self.load('[livemig_ext]\n'
+                            'destination_libvirt_uri = qemu+tls://%s/system\n')
+        self.assertEqual('qemu+tls://%s/system',
+                         conf.livemig_ext.destination_libvirt_uri)
+        self.assertEqual([], livemig_conf.invalid_values(conf))
+
+    def test_unset_by_default(self):
+        conf, _ = self.load('')
+        self.assertIsNone(conf.livemig_ext.destination_libvirt_uri)
+
+    def test_anything_else_is_refused_with_its_name(self):
+        for value in ('qemu+tls://dest/system', 'qemu+tls://%s/%s',
+                      'qemu+tls://%d/system', 'qemu+tls://%(host)s/system'):
+            conf, path = self.load('[livemig_ext]\n'
+                                   'destination_libvirt_uri = %s\n' % value)
+            self.assertRaises(ValueError, getattr, conf.livemig_ext,
+                              'destination_libvirt_uri')
+            [problem] = livemig_conf.invalid_values(conf)
+            self.assertIn('destination_libvirt_uri', problem)
+            self.assertIn(path, problem)
+
+
+class GiveBackAddressTest(ConfTestCase):
+
+    def test_default_is_the_hosts_loopback(self):
+        from nova_livemig_ext import standin
+        conf, _ = self.load('')
+        value = conf.livemig_ext.postcopy_give_back_address
+        self.assertEqual('tcp:127.0.0.1', value)
+        self.assertEqual('tcp:127.0.0.1', standin.address_or_none(value))
+
+    def test_a_directory_or_off(self):
+        from nova_livemig_ext import standin
+        for value, address in (('unix:/var/lib/nova/standin',
+                                'unix:/var/lib/nova/standin'),
+                               ('tcp:[::1]', 'tcp:[::1]'), ('off', None)):
+            conf, _ = self.load('[livemig_ext]\n'
+                                'postcopy_give_back_address = %s\n' % value)
+            self.assertEqual(address, standin.address_or_none(
+                conf.livemig_ext.postcopy_give_back_address))
+
+    def test_anything_else_is_refused_with_its_name(self):
+        for value in ('127.0.0.1', 'unix:relative/dir', 'tcp:', 'Off',
+                      'tcp:127.0.0.1 unix:/x'):
+            conf, path = self.load('[livemig_ext]\n'
+                                   'postcopy_give_back_address = %s\n' % value)
+            self.assertRaises(ValueError, getattr, conf.livemig_ext,
+                              'postcopy_give_back_address')
+            [problem] = livemig_conf.invalid_values(conf)
+            self.assertIn('postcopy_give_back_address', problem)

@@ -680,7 +680,7 @@ class TestPostcopyFailures(MonitorTestCase):
                                 migrate_error=POSTCOPY_FAILED)
         self.useFixture(fixtures.MockPatchObject(
             m.standin, 'give_back_domain',
-            side_effect=AssertionError('postcopy_give_back is off')))
+            side_effect=AssertionError('postcopy_give_back_address is off')))
         monitor = self.monitor(domain, ScriptedController(
             [[decision(A.START_POSTCOPY)]]))
         report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,

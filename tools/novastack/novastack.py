@@ -258,6 +258,19 @@ def parse_overrides(items: list[str], hosts: list[lab_config.HostSpec]
     return found
 
 
+def peer_socket_dir() -> Path:
+    """A directory naming each lab host's libvirt socket by its host name
+    (``<hostname>.sock``), for ``[livemig_ext] destination_libvirt_uri``."""
+    directory = RUN / "libvirt-by-host"
+    directory.mkdir(parents=True, exist_ok=True)
+    for host in LAB.hosts:
+        link = directory / f"{host.hostname}.sock"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(host.socket_path)
+    return directory
+
+
 def write_compute_conf(host: lab_config.HostSpec, driver: str, overrides: list[str],
                        plugin_vars: dict[str, str]) -> Path:
     """The compute's own file: libvirt host, paths, privsep, then the plugin's options,
@@ -291,6 +304,17 @@ def write_compute_conf(host: lab_config.HostSpec, driver: str, overrides: list[s
     # The devstack plugin's own post-config phase writes compute_driver (for
     # our driver) and the [livemig_ext] options into the compute's file.
     _devstack("post-config", path, enable_driver=(driver == "ext"), plugin_vars=plugin_vars)
+    if driver == "ext":
+        # nova-compute runs in the root network namespace, the lab's libvirtd
+        # in their own: the migration's URI (the peer's link address) is not
+        # reachable from here, the peer's socket is.
+        iniset(path, "livemig_ext", "destination_libvirt_uri",
+               f"qemu+unix:///system?socket={peer_socket_dir()}/%s.sock")
+        # The source's QEMU, in its host's namespace, dials a give-back's
+        # stand-in: not nova-compute's loopback, a directory both see.
+        standin = LAB.state_dir / "standin"
+        standin.mkdir(mode=0o700, parents=True, exist_ok=True)
+        iniset(path, "livemig_ext", "postcopy_give_back_address", f"unix:{standin}")
     if driver == "ext" and LAB.libvirt.resume_fixed:
         # Both lab hosts run the libvirt built with the post-copy resume fix
         # (tools/libvirt/build-libvirt.sh): an operator who checked says so.
