@@ -40,11 +40,20 @@ class PostcopyTestBase(base.MonitorTestBase):
             return self.resume_script(domain, params)
         return super()._migrate_stub(domain, destination, params, flags)
 
-    def switch_then_fail(self, domain, params):
-        """Pre-copy, the switch, then the stream breaks (as libvirt says)."""
+    def switch_then_fail(self, domain, params, dest_failed=False):
+        """Pre-copy, the switch, then the stream breaks (as libvirt says).
+
+        ``dest_failed``: the destination failed to load the guest at the
+        switch, and libvirt shut it off as failed.
+        """
         self.job.precopy(400, 112, 1)
         self.job.wait_for(['migrateStartPostCopy'])
         self.arrive_on_dest(params)
+        if dest_failed:
+            dest = self.dest.driver._host.get_connection().lookupByUUIDString(
+                self.server_uuid(params))
+            dest._state = fakelibvirt.VIR_DOMAIN_SHUTOFF
+            dest.livemig_reason = postcopy.VIR_DOMAIN_SHUTOFF_FAILED
         domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
         domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
         self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_NONE}
@@ -179,19 +188,7 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
             'nova_livemig_ext.standin.give_back_domain', give_back_domain))
 
     def migrate_script(self, domain, params):
-        self.job.precopy(400, 112, 1)
-        self.job.wait_for(['migrateStartPostCopy'])
-        self.arrive_on_dest(params)
-        dest = self.dest.driver._host.get_connection().lookupByUUIDString(
-            self.server_uuid(params))
-        dest._state = fakelibvirt.VIR_DOMAIN_SHUTOFF
-        dest.livemig_reason = postcopy.VIR_DOMAIN_SHUTOFF_FAILED
-        domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
-        domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
-        self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_NONE}
-        raise fakelibvirt.make_libvirtError(
-            fakelibvirt.libvirtError, POSTCOPY_PHASE_FAILED,
-            error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+        self.switch_then_fail(domain, params, dest_failed=True)
 
     def resume_script(self, domain, params):
         raise AssertionError('nothing can be resumed into a destination '
