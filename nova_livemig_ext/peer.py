@@ -13,7 +13,6 @@ while one is still blocked no other is started, and the view is
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +48,6 @@ class BoundedPeer:
         self._domain_gone = domain_gone
         self._start_thread = start_thread
         self._timeout_s = timeout_s
-        self._lock = threading.Lock()
         self._blocked: Any = None
         self._conn: Any = None
         self._domain: Any = None
@@ -58,10 +56,10 @@ class BoundedPeer:
     def _call(self, call: Callable[[], Any]) -> Any:
         """``call()`` in a thread; raises :class:`_Pending` after the
         timeout, or while an earlier call is still blocked."""
-        with self._lock:
-            if self._blocked is not None and self._blocked.is_alive():
-                raise _Pending('an earlier call to the peer is still blocked')
-            self._blocked = None
+        # Only the caller's thread reads and writes ``_blocked``.
+        if self._blocked is not None and self._blocked.is_alive():
+            raise _Pending('an earlier call to the peer is still blocked')
+        self._blocked = None
         outcome: list[Any] = []
 
         def target() -> None:
@@ -73,8 +71,7 @@ class BoundedPeer:
         thread = self._start_thread(target)
         thread.join(self._timeout_s)
         if thread.is_alive() or not outcome:
-            with self._lock:
-                self._blocked = thread
+            self._blocked = thread
             # A connection that blocked once is not trusted again.
             self._forget()
             raise _Pending('no answer within %.0f s' % self._timeout_s)
