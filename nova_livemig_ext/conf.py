@@ -696,6 +696,14 @@ migration on Nova 32.2 and later) and nothing of the guest is lost. libvirt
 on the source keeps the failed migration job until the guest is hard
 rebooted: until then it refuses a new migration.
 
+The same is done when the destination's QEMU stays alive but stuck while
+loading the device state: libvirt there still shows the incoming guest
+*paused (migrating)*, never post-copy, for 10 s while the source is
+paused in post-copy with no page served. nova-compute then first stops the
+destination's QEMU (libvirt's destroy, over a writable connection to the
+same URI) and gives the guest back only once the destination runs no QEMU
+for it.
+
 Possible values:
 
 * ``tcp:HOST`` (default ``tcp:127.0.0.1``): a TCP port chosen at the time on

@@ -828,10 +828,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             livemig_postcopy.RESUME_CALL_TIMEOUT_S,
             livemig_monitor.daemon_thread)
         # The destination's libvirt is read too (read-only, each read
-        # bounded): only its word that it shut the guest off as failed lets
-        # the source run the guest again. Unreachable, it changes nothing:
-        # libvirt marks the source POSTCOPY_FAILED when its peer connection
-        # breaks.
+        # bounded): only its word that it shut the guest off as failed, or
+        # that its QEMU never started the guest (that QEMU is then stopped
+        # first), lets the source run the guest again. Unreachable, it
+        # changes nothing: libvirt marks the source POSTCOPY_FAILED when its
+        # peer connection breaks.
         peer = self._livemig_dest_peer(instance, dest, planned)
         try:
             return livemig_monitor.settle_postcopy(
@@ -853,9 +854,14 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             return self._host._connect(self._livemig_dest_uri(dest, call),
                                        True)
 
+        def open_writable():
+            # Only to stop a destination QEMU stuck before it ran the guest.
+            return self._host._connect(self._livemig_dest_uri(dest, call),
+                                       False)
+
         return livemig_peer.BoundedPeer(
             open_connection, instance.uuid, errors.is_libvirt_error,
-            errors.domain_gone, _peer_thread)
+            errors.domain_gone, _peer_thread, open_writable=open_writable)
 
     def _livemig_recover_command(self, instance, dest, call):
         """The command that resumes this migration by hand on this host,
@@ -1059,7 +1065,8 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                                                source_bdms)
                 return
             if where in (livemig_postcopy.Where.POSTCOPY,
-                         livemig_postcopy.Where.BROKEN):
+                         livemig_postcopy.Where.BROKEN,
+                         livemig_postcopy.Where.DEST_STUCK):
                 where, source, dest_view = self._livemig_resume_at_start(
                     instance, domain, errors, record, where, source,
                     dest_view)

@@ -923,24 +923,41 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
         {'error': report.error, 'timeout': timeout_s,
          'action': 'resuming' if hazard is None else 'waiting'})
 
-    def give_back(dest: postcopy.HostView) -> None:
+    def give_back(dest: postcopy.HostView, never_ran: bool = False) -> None:
         assert give_back_address is not None
         steps = standin.give_back_domain(
             monitor.domain, standin.state_of(dest.state, dest.reason),
-            give_back_address)
+            give_back_address, operator_says_never_ran=never_ran)
         for step in steps:
             monitor.log.info('Live migration: give-back: %(step)s',
                              {'step': step})
 
+    def stop_stuck_dest() -> postcopy.HostView:
+        """Stop the destination's QEMU (stuck before it ran the guest)
+        and read it again."""
+        if dest_peer is not None:
+            stopped: postcopy.HostView = dest_peer.destroy()
+            return stopped
+        assert dest_domain is not None
+        domain = dest_cache[0] if dest_cache and dest_cache[0] is not None \
+            else dest_domain()
+        if domain is None:
+            raise RuntimeError('the destination cannot be reached to stop '
+                               'its QEMU')
+        domain.destroy()
+        return views()[1]
+
+    can_give_back = give_back_address is not None and (
+        dest_domain is not None or dest_peer is not None)
     settled = postcopy.settle(views, resume, monitor.clock, monitor.sleep,
                               timeout_s, monitor.errors.is_libvirt_error,
                               log=monitor.log, hazard=hazard,
                               # Only with the destination in view: its
                               # state is the proof that it never ran.
-                              give_back=give_back
-                              if give_back_address is not None
-                              and (dest_domain is not None
-                                   or dest_peer is not None) else None)
+                              give_back=give_back if can_give_back
+                              else None,
+                              stop_stuck_dest=stop_stuck_dest
+                              if can_give_back else None)
     # The migration lasted until it settled: the guest on the destination
     # waited for its missing pages through the whole recovery.
     report = dataclasses.replace(report, recovery=settled,

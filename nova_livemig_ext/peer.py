@@ -8,7 +8,9 @@ guest again (see :mod:`nova_livemig_ext.standin`). The destination is read
 over the network, which is exactly what may be broken: every libvirt call
 here runs in a thread of its own and is given up on after ``timeout_s``;
 while one is still blocked no other is started, and the view is
-*unreachable*. Read-only: nothing here changes either host.
+*unreachable*. Reads go over a read-only connection; the one change,
+:meth:`BoundedPeer.destroy` (a destination QEMU stuck before it ran the
+guest), opens a writable one of its own for that call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 from nova_livemig_ext import postcopy
 
 DEFAULT_TIMEOUT_S = 5.0
+# libvirt's destroy sends SIGTERM, waits, then SIGKILL: give it longer.
+DESTROY_TIMEOUT_S = 30.0
 
 
 class _Pending(Exception):
@@ -35,14 +39,18 @@ class BoundedPeer:
     error saying the domain is gone reads as *no domain*; any other fault is
     *unreachable*.
     ``start_thread(target)`` starts a daemon thread and returns it.
+    ``open_writable()``, when given, opens a writable connection for
+    :meth:`destroy`.
     """
 
     def __init__(self, open_connection: Callable[[], Any], uuid: str,
                  is_libvirt_error: Callable[[BaseException], bool],
                  domain_gone: Callable[[BaseException], bool],
                  start_thread: Callable[[Callable[[], None]], Any],
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S,
+                 open_writable: Callable[[], Any] | None = None) -> None:
         self._open_connection = open_connection
+        self._open_writable = open_writable
         self._uuid = uuid
         self._is_libvirt_error = is_libvirt_error
         self._domain_gone = domain_gone
@@ -53,9 +61,11 @@ class BoundedPeer:
         self._domain: Any = None
         self.last_error: str | None = None
 
-    def _call(self, call: Callable[[], Any]) -> Any:
+    def _call(self, call: Callable[[], Any],
+              timeout_s: float | None = None) -> Any:
         """``call()`` in a thread; raises :class:`_Pending` after the
         timeout, or while an earlier call is still blocked."""
+        timeout_s = self._timeout_s if timeout_s is None else timeout_s
         # Only the caller's thread reads and writes ``_blocked``.
         if self._blocked is not None and self._blocked.is_alive():
             raise _Pending('an earlier call to the peer is still blocked')
@@ -69,12 +79,12 @@ class BoundedPeer:
                 outcome.append((False, exc))
 
         thread = self._start_thread(target)
-        thread.join(self._timeout_s)
+        thread.join(timeout_s)
         if thread.is_alive() or not outcome:
             self._blocked = thread
             # A connection that blocked once is not trusted again.
             self._forget()
-            raise _Pending('no answer within %.0f s' % self._timeout_s)
+            raise _Pending('no answer within %.0f s' % timeout_s)
         ok, value = outcome[0]
         if not ok:
             raise value
@@ -136,6 +146,40 @@ class BoundedPeer:
             self.last_error = str(exc) or type(exc).__name__
             self._forget()
             return None
+
+    def destroy(self) -> postcopy.HostView:
+        """Stop the guest's QEMU on the peer (libvirt's destroy), then
+        read the peer again. Raises RuntimeError when it cannot be done;
+        a guest the peer no longer has counts as stopped."""
+        if self._open_writable is None:
+            raise RuntimeError('no writable connection to the destination '
+                               'is configured')
+        conn = None
+        try:
+            conn = self._call(self._open_writable)
+            writable = conn
+            try:
+                domain = self._call(
+                    lambda: writable.lookupByUUIDString(self._uuid))
+            except Exception as exc:
+                if self._is_libvirt_error(exc) and self._domain_gone(exc):
+                    return self.view()
+                raise
+            self._call(domain.destroy, DESTROY_TIMEOUT_S)
+        except _Pending as exc:
+            raise RuntimeError('the destination did not stop the guest: %s'
+                               % exc) from None
+        except RuntimeError:
+            raise
+        except Exception as exc:
+            if self._is_libvirt_error(exc) and self._domain_gone(exc):
+                return self.view()
+            raise RuntimeError('the destination did not stop the guest: %s'
+                               % (str(exc) or type(exc).__name__)) from exc
+        finally:
+            if conn is not None:
+                self._close_in_background(conn)
+        return self.view()
 
     def close(self) -> None:
         """Close the connection (in the background: it may block)."""

@@ -6,7 +6,9 @@ can run alone, so there are only two ways out: the migration completes on
 the destination, or it is resumed until it does. Nothing here ever destroys,
 resumes or aborts either half. One case has a third way out: a destination
 that failed to load the guest at the switch and never ran it leaves the whole
-guest on the source, which :mod:`nova_livemig_ext.standin` can run again.
+guest on the source, which :mod:`nova_livemig_ext.standin` can run again;
+so does a destination whose QEMU stuck while loading the guest's device state
+(see :func:`settle`: it is stopped first, by the caller's ``stop_stuck_dest``).
 
 libvirt's view and QEMU's differ while post-copy is in trouble: libvirt marks
 the domain ``POSTCOPY_FAILED`` as soon as its own connection between the two
@@ -39,6 +41,7 @@ VIR_DOMAIN_RUNNING = 1
 VIR_DOMAIN_PAUSED = 3
 VIR_DOMAIN_SHUTDOWN = 4
 VIR_DOMAIN_SHUTOFF = 5
+VIR_DOMAIN_PAUSED_MIGRATION = 2
 VIR_DOMAIN_RUNNING_POSTCOPY = 10
 VIR_DOMAIN_RUNNING_POSTCOPY_FAILED = 11
 VIR_DOMAIN_PAUSED_POSTCOPY = 12
@@ -71,6 +74,10 @@ DEFAULT_POLL_INTERVAL_S = 1.0
 RESUME_CALL_TIMEOUT_S = 60.0
 FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 30.0
+# A destination whose libvirt still shows the incoming guest paused for
+# migration this long after the source's post-copy failed is stuck loading
+# the guest's device state (see Where.DEST_STUCK).
+STUCK_LOADING_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +115,7 @@ REASON_NAMES: dict[tuple[int, int], str] = {
         'post-copy failed',
     (VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_MIGRATED): 'migrated',
     (VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FAILED): 'failed',
+    (VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION): 'migrating',
 }
 
 
@@ -128,6 +136,14 @@ class Where(enum.Enum):
     # was shut off before it ran the guest: the source holds all of it but
     # QEMU will not run it again by itself (see nova_livemig_ext.standin).
     DEST_FAILED = 'destination failed before running'
+    # The source is paused in post-copy while the destination's libvirt
+    # still shows the incoming guest paused for migration: its QEMU never
+    # started the guest's CPUs. Seen when a
+    # stream reset at the switch made the destination's loader fail while
+    # its main thread waited for a page inside the device state: its QEMU
+    # stays alive but will never run the guest, nor accept a resume.
+    # Taken as stuck only once it lasts (see settle).
+    DEST_STUCK = 'destination stuck before running'
     # Neither host can be read.
     UNKNOWN = 'unknown'
 
@@ -170,6 +186,15 @@ def judge(source: HostView, dest: HostView) -> Where:
             # libvirt shuts an incoming domain off as failed only before it
             # reached post-copy; one that ran is kept for a resume.
             return Where.DEST_FAILED
+        if (_is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+                                            VIR_DOMAIN_PAUSED_POSTCOPY))
+                and _is(dest, VIR_DOMAIN_PAUSED,
+                        (VIR_DOMAIN_PAUSED_MIGRATION,))):
+            # libvirt keeps an incoming domain paused for migration until
+            # QEMU reports its CPUs started (qemuProcessHandleResume then
+            # sets running, whatever the job), which QEMU does only once the
+            # whole device state is loaded.
+            return Where.DEST_STUCK
         if _is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,)):
             return Where.BROKEN
         if _is(source, VIR_DOMAIN_PAUSED, (VIR_DOMAIN_PAUSED_POSTCOPY,)):
@@ -318,7 +343,9 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
            poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
            retry_delay_s: Callable[[int], float] = retry_delays_s(),
            hazard: str | None = None,
-           give_back: Callable[[HostView], None] | None = None) -> Settled:
+           give_back: Callable[..., None] | None = None,
+           stop_stuck_dest: Callable[[], HostView] | None = None,
+           stuck_s: float | None = None) -> Settled:
     """Watch a post-copy migration until it completes, or give up.
 
     ``views()`` reads both halves; ``resume()`` repeats the migration with
@@ -333,6 +360,15 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     cannot be resumed into; ``give_back(dest)``, when given, is tried once
     to run the guest on the source again (it raises when it refuses or
     fails; the halves are then left as they are).
+
+    A destination stuck before it ran the guest (``DEST_STUCK`` for
+    ``stuck_s`` without a break, by default :data:`STUCK_LOADING_S`, capped
+    at half of ``timeout_s``) is
+    neither resumed into nor waited for when ``give_back`` and
+    ``stop_stuck_dest`` are given: ``stop_stuck_dest()`` stops the
+    destination's QEMU and returns its new view, and only a destination that
+    then runs no QEMU for the guest is followed by ``give_back(dest,
+    never_ran=True)``, once. Without them it is treated as ``BROKEN``.
     """
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise ValueError('timeout_s must be a positive number')
@@ -346,10 +382,17 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     warned = False
     given_back = False
     give_back_error: str | None = None
+    stuck_since_s: float | None = None
+    stuck_for_s = min(STUCK_LOADING_S if stuck_s is None else stuck_s,
+                      timeout_s / 2.0)
     while True:
         source, dest = views()
         where = judge(source, dest)
         now_s = clock()
+        if where is Where.DEST_STUCK:
+            stuck_since_s = now_s if stuck_since_s is None else stuck_since_s
+        else:
+            stuck_since_s = None
         if where is not last_where:
             log.info('Live migration after the switch to post-copy: '
                      '%(where)s (source %(source)s, destination %(dest)s) '
@@ -379,14 +422,48 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
                 log.warning('Live migration: the source runs the guest again '
                             '(the migration failed; no memory was lost)')
                 continue
-        if where is Where.POSTCOPY:
+        may_unstick = (give_back is not None and stop_stuck_dest is not None
+                       and not given_back and give_back_error is None)
+        if (where is Where.DEST_STUCK and may_unstick
+                and stuck_since_s is not None
+                and now_s - stuck_since_s >= stuck_for_s):
+            log.warning('Live migration: the destination has shown the guest '
+                        'paused for migration for %(stuck).0f s while the '
+                        'source is paused in post-copy: its QEMU is stuck '
+                        'loading the guest and never ran it; stopping it and '
+                        'giving the guest back to the source, which holds '
+                        'all of it', {'stuck': now_s - stuck_since_s})
+            try:
+                assert stop_stuck_dest is not None and give_back is not None
+                dest = stop_stuck_dest()
+                if not dest.reachable or (
+                        dest.present and dest.state != VIR_DOMAIN_SHUTOFF):
+                    raise RuntimeError('the destination still runs a QEMU '
+                                       'for the guest after it was stopped '
+                                       '(%s)' % dest)
+                give_back(dest, never_ran=True)
+            except Exception as exc:
+                give_back_error = str(exc) or type(exc).__name__
+                log.error('Live migration: the guest could not be given back '
+                          'to the source: %(error)s; what is left is left as '
+                          'it is', {'error': give_back_error})
+            else:
+                given_back = True
+                log.warning('Live migration: the source runs the guest again '
+                            '(the migration failed; no memory was lost)')
+                continue
+        if where is Where.DEST_STUCK and may_unstick:
+            # Waiting to be sure: a resume into it would only block.
+            pass
+        elif where is Where.POSTCOPY:
             trouble_since_s = now_s
-        elif where is Where.BROKEN and hazard is not None:
+        elif where in (Where.BROKEN, Where.DEST_STUCK) and hazard is not None:
             if not warned:
                 warned = True
                 log.warning('Live migration: post-copy resume is not tried, '
                             'only waited for: %(hazard)s', {'hazard': hazard})
-        elif where is Where.BROKEN and now_s >= next_try_s:
+        elif (where in (Where.BROKEN, Where.DEST_STUCK)
+              and now_s >= next_try_s):
             attempts += 1
             try:
                 resume()

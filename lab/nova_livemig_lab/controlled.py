@@ -87,10 +87,13 @@ def _plan(config: LabConfig, guest: lab_guest.Guest, policy: MigrationPolicy
 def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: MigrationPolicy,
                         on_progress: OnProgress | None = None,
                         settle_s: float = measure.SETTLE_S,
-                        link_shares: Callable[[], int] | None = None) -> ControlledMigration:
+                        link_shares: Callable[[], int] | None = None,
+                        give_back_address: str | None = None) -> ControlledMigration:
     """Migrate ``guest`` to the other host as nova-compute would, and measure it.
 
-    ``link_shares`` counts the migrations sharing the link, as the driver does.
+    ``link_shares`` counts the migrations sharing the link, as the driver does;
+    ``give_back_address`` is ``[livemig_ext] postcopy_give_back_address``
+    (None: off).
     """
     import libvirt
     system.quiet_libvirt()
@@ -144,7 +147,8 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
                 recorded, dest_uri, dict(params), flags, monitor,
                 dest_domain=dest_domain,
                 recovery_timeout_s=float(policy.postcopy_recovery_timeout_s),
-                postcopy_resume=policy.postcopy_resume)
+                postcopy_resume=policy.postcopy_resume,
+                give_back_address=give_back_address)
         finally:
             for conn in dest_conns:
                 conn.close()

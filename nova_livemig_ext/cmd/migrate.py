@@ -145,6 +145,17 @@ def print_report(report: livemig_monitor.MigrationReport,
                   '' if recovery.give_back_error is None
                   else ' (giving it back failed: %s)'
                   % recovery.give_back_error), file=out)
+    elif (report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY
+            and recovery is not None
+            and recovery.where is postcopy.Where.DEST_STUCK):
+        print('the destination still shows the guest paused for migration '
+              '(its QEMU is stuck loading it): the source holds the whole guest, '
+              'paused%s. Run nova-livemig-ext recover with the same --from, '
+              '--to and options to stop the destination\'s QEMU and give the '
+              'guest back to the source' % (
+                  '' if recovery.give_back_error is None
+                  else ' (giving it back failed: %s)'
+                  % recovery.give_back_error), file=out)
     elif report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
         print('both halves of the guest were kept: run nova-livemig-ext '
               'recover with the same --from, --to and options once the '

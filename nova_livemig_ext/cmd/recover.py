@@ -6,7 +6,10 @@ the destination runs it, the source still holds the pages that did not
 arrive. This command looks at both, says plainly what it finds, and, when
 the migration stream is broken, repeats the migration with
 ``VIR_MIGRATE_POSTCOPY_RESUME`` until it completes or the time runs out.
-It never destroys, resumes or aborts either half.
+It never destroys a half that ran the guest, nor aborts one. A destination
+that never ran it (shut off as failed, or stuck loading it: then its QEMU is
+destroyed first) leaves the whole guest on the source, which it runs again
+(see :mod:`nova_livemig_ext.standin`).
 """
 
 from __future__ import annotations
@@ -230,10 +233,41 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
               'carries it under the same version: set [livemig_ext] '
               'postcopy_resume = patched in the --config-file, or pass '
               '--force-resume).' % hazard, file=out)
+
+    def give_back_stuck(dest: postcopy.HostView,
+                        never_ran: bool = False) -> None:
+        dom = _lookup(libvirt, src, args.domain)
+        if dom is None:
+            raise standin.StandInError('no domain %r on the source any more'
+                                       % args.domain)
+        for step in standin.give_back_domain(
+                dom, standin.state_of(dest.state, dest.reason),
+                args.give_back_address,
+                operator_says_never_ran=never_ran
+                or args.destination_never_ran):
+            print('give-back: %s' % step, file=out, flush=True)
+
+    def stop_stuck_dest() -> postcopy.HostView:
+        dest_dom = dest_domain()
+        if dest_dom is None:
+            raise RuntimeError('the destination cannot be reached to stop '
+                               'its QEMU')
+        print('the destination still shows the guest paused for migration: '
+              'its QEMU is stuck loading the guest and never ran it; '
+              'stopping it (destroy) and giving the guest back to the source '
+              '(a stand-in destination on %s)' % args.give_back_address,
+              file=out, flush=True)
+        dest_dom.destroy()
+        return views()[1]
+
+    unstick = args.give_back_address is not None
     started_s = time.monotonic()
     settled = postcopy.settle(views, resume, time.monotonic, time.sleep,
                               args.timeout, errors.is_libvirt_error,
-                              hazard=hazard)
+                              hazard=hazard,
+                              give_back=give_back_stuck if unstick else None,
+                              stop_stuck_dest=stop_stuck_dest if unstick
+                              else None)
     print('%s after %.1f s, %d resume attempt(s)%s' % (
         settled.where.value, time.monotonic() - started_s,
         settled.resume_attempts,
@@ -242,6 +276,24 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
     if settled.completed:
         print('recovered: the guest runs on the destination', file=out)
         return EXIT_COMPLETED
+    if settled.given_back:
+        print('recovered: the source runs the guest again (the migration '
+              'failed; no memory was lost). libvirt on the source still lists '
+              'the failed migration job: see "A destination that failed at '
+              'the switch" in the troubleshooting guide before migrating it '
+              'again', file=out)
+        return EXIT_COMPLETED
+    if settled.give_back_error is not None:
+        print('not given back: %s. Run recover again.'
+              % settled.give_back_error, file=err)
+        return EXIT_NOT_RECOVERED
+    if settled.where is postcopy.Where.DEST_STUCK:
+        print('not recovered within %.0f s: the destination still shows the '
+              'guest paused for migration (its QEMU is stuck loading it and '
+              'never ran it) and --give-back-address off forbids stopping it '
+              'and running the guest on the source. Both halves were left as '
+              'they are.' % args.timeout, file=err)
+        return EXIT_NOT_RECOVERED
     if settled.resume_withheld is not None:
         print('not recovered within %.0f s: both halves were left as they '
               'are; no resume was tried because %s'
@@ -316,7 +368,7 @@ def give_back(libvirt: Any, src: Any, args: argparse.Namespace,
 def register(sub: Any) -> None:
     p = sub.add_parser(
         'recover', help='complete a post-copy migration that broke: resume '
-        'it (never destroys either half)')
+        'it (never destroys a half that ran the guest)')
     p.add_argument('domain', help='libvirt domain name (Nova: the '
                    'instance name, e.g. instance-0000002a)')
     p.add_argument('--from', dest='source', required=True,

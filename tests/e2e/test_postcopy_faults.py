@@ -306,6 +306,74 @@ class TestPostcopyFaults(PostcopyFaultCase):
     def test_recovery_timeout_keeps_both_halves(self) -> None:
         self.check_recovery_timeout()
 
+    def test_destination_stuck_before_running_is_stopped_and_given_back(self) -> None:
+        """The destination's QEMU alive but stuck before it ran the guest.
+
+        Seen on the real stack after a stream reset at the switch: the
+        destination's loader failed while its main thread waited for a page
+        inside the device state, its QEMU stayed alive and silent, libvirt
+        kept the incoming guest *paused (migrating)*. That hang cannot be
+        had on demand, so the destination's QEMU is frozen here (SIGSTOP)
+        as the source shows the switch, before it can have loaded the
+        device state, and QEMU's stream is reset: libvirt and both QEMUs
+        then look as they did there. The monitor must stop the destination
+        and give the guest back to the source, intact.
+        """
+        frozen: list[int] = []
+        reset: list[int] = []
+
+        def freeze_and_reset(guest: lab_guest.Guest) -> None:
+            for pid in hosts.qemu_pids(self.cfg.host_b):
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+            reset.append(network.reset_migration_streams(
+                self.cfg, self.cfg.host_a, self.cfg.host_b))
+
+        def thaw() -> None:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+        self.addCleanup(thaw)
+        guest = self.boot(WORKING_SET_MB, DIRTY_RATE_MB_S)
+        injector = AfterSwitch(self.cfg.host_a, guest.name, 0.0,
+                               lambda: freeze_and_reset(guest))
+        injector.start()
+        done = controlled.migrate_with_policy(
+            self.cfg, guest, POLICY, settle_s=SETTLE_S,
+            give_back_address="unix:" + str(chaos.standin_dir(self.cfg)))
+        injector.join(5)
+        self.addDetail("recovery", testtools.content.text_content(repr(done.report.recovery)))
+        self.assertIsNone(injector.error)
+        self.assertIsNotNone(injector.injected_at, "the migration never switched to post-copy")
+        self.assertTrue(frozen, "no destination QEMU to freeze")
+        self.assertGreater(reset[0], 0, "no QEMU migration socket was found to reset")
+        recovery = done.report.recovery
+        assert recovery is not None and injector.injected_at is not None
+        self.assertEqual(postcopy.Where.NOT_SWITCHED, recovery.where, recovery)
+        self.assertTrue(recovery.given_back, recovery)
+        self.assertIs(monitor.Outcome.FAILED, done.report.outcome, done.report.error)
+        self.assertIn("given back to the source", done.report.error or "")
+        self.assertEqual(0, recovery.resume_attempts)
+        # The frozen QEMU was stopped by the monitor, not left behind.
+        self.assertNoQemu(self.cfg.host_b, within_s=20)
+        self.assertIntact(done.result, "a")
+        # The source paused at the switch, before the fault: the whole
+        # migration is the window.
+        gap_s, _ = measure.max_gap(guest.heartbeats(), done.result.run.started_s,
+                                   done.result.run.ended_s + SETTLE_S)
+        guest_cost = done.report.guest
+        assert guest_cost is not None and guest_cost.longest_unavailable_s is not None
+        # The report does not hide the stop (heartbeats come every 0.1 s).
+        self.assertGreaterEqual(guest_cost.longest_unavailable_s, gap_s - 1.0)
+        self.report(case="destination stuck before running: stopped, guest given back",
+                    sockets_reset=reset[0],
+                    fault_to_end_s=round(done.result.run.ended_s - injector.injected_at, 1),
+                    settle_waited_s=round(recovery.waited_s, 1),
+                    longest_guest_pause_s=round(gap_s, 2),
+                    reported_unavailable_s=round(guest_cost.longest_unavailable_s, 2),
+                    bad_pages=done.result.integrity.bad_pages)
+
 
 class TestPostcopyFaultsOnDebianLibvirt(PostcopyFaultCase):
     """Debian's own libvirt 11.3.0, whose resume crashes the destination."""

@@ -42,20 +42,27 @@ class PostcopyTestBase(base.MonitorTestBase):
             return self.resume_script(domain, params)
         return super()._migrate_stub(domain, destination, params, flags)
 
-    def switch_then_fail(self, domain, params, dest_failed=False):
+    def switch_then_fail(self, domain, params, dest_failed=False,
+                         dest_stuck=False):
         """Pre-copy, the switch, then the stream breaks (as libvirt says).
 
         ``dest_failed``: the destination failed to load the guest at the
-        switch, and libvirt shut it off as failed.
+        switch, and libvirt shut it off as failed. ``dest_stuck``: its QEMU
+        stuck loading the guest, libvirt still shows it paused for
+        migration.
         """
         self.job.precopy(400, 112, 1)
         self.job.wait_for(['migrateStartPostCopy'])
         self.arrive_on_dest(params)
-        if dest_failed:
+        if dest_failed or dest_stuck:
             dest = self.dest.driver._host.get_connection().lookupByUUIDString(
                 self.server_uuid(params))
+        if dest_failed:
             dest._state = fakelibvirt.VIR_DOMAIN_SHUTOFF
             dest.livemig_reason = postcopy.VIR_DOMAIN_SHUTOFF_FAILED
+        if dest_stuck:
+            dest._state = fakelibvirt.VIR_DOMAIN_PAUSED
+            dest.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_MIGRATION
         domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
         domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
         self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_NONE}
@@ -168,6 +175,7 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
         real_connect = livemig_driver.libvirt_driver.host.Host._connect
         self.dest_opens = []
         self.given = []
+        self.never_ran = []
 
         def connect(host, uri, read_only):
             if uri == self.DEST_READ_URI:
@@ -178,10 +186,12 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
         self.useFixture(fixtures.MonkeyPatch(
             'nova.virt.libvirt.host.Host._connect', connect))
 
-        def give_back_domain(domain, dest_state, address):
+        def give_back_domain(domain, dest_state, address,
+                             operator_says_never_ran=False):
             # What QEMU does once the stand-in ended the resumed migration:
             # libvirt shows the source running again.
             self.given.append((domain.UUIDString(), dest_state, address))
+            self.never_ran.append(operator_says_never_ran)
             domain._state = fakelibvirt.VIR_DOMAIN_RUNNING
             domain.livemig_reason = postcopy.VIR_DOMAIN_RUNNING_POSTCOPY
             return ['resume acknowledged', 'source QEMU: failed']
@@ -265,6 +275,53 @@ class DestinationFailedGiveBackOffTest(DestinationFailedAtTheSwitchTest):
         self.assertIn('destination shut off/failed',
                       server['fault']['details'])
         self.assertTrue(server['locked'])
+
+
+class DestinationStuckAtTheSwitchTest(DestinationFailedAtTheSwitchTest):
+    """The destination's QEMU stuck loading the guest at the switch (seen
+    on the real stack): libvirt there still shows it paused for migration.
+    The source's nova-compute stops it over a writable connection to the
+    destination's libvirt, then gives the guest back."""
+
+    def setUp(self):
+        super().setUp()
+        # Seconds, not the 10 s the product waits: the same path, sooner.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.postcopy.STUCK_LOADING_S', 1.0))
+
+    def migrate_script(self, domain, params):
+        self.switch_then_fail(domain, params, dest_stuck=True)
+
+    test_given_back_and_rolled_back_in_nova = None
+
+    def test_stopped_then_given_back(self):
+        server = self.start_migration()
+        self.force_post_copy(server)
+        major, minor = (int(n) for n in re.findall(
+            r'\d+', novacompat.installed_nova_version())[:2])
+        surfaces_errors = (major, minor) >= (32, 2)
+        self.wait_for_migration(server, 'error' if surfaces_errors
+                                else 'failed', timeout_s=60)
+        server = self._wait_for_state_change(
+            server, 'ERROR' if surfaces_errors else 'ACTIVE')
+        # Given back only once the destination ran no QEMU for the guest,
+        # on the monitor's word that it never ran it.
+        self.assertEqual(1, len(self.given))
+        uuid, dest_state, address = self.given[0]
+        self.assertEqual((server['id'], 'tcp:127.0.0.1'), (uuid, address))
+        self.assertNotEqual(fakelibvirt.VIR_DOMAIN_PAUSED,
+                            (dest_state or (None,))[0])
+        self.assertEqual([True], self.never_ran)
+        # Reads read-only; one writable connection, for the destroy.
+        self.assertEqual(1, self.dest_opens.count(False))
+        self.assertEqual([], self.resume_calls)
+        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
+        self.assertFalse(server['locked'])
+        log = self.stdlog.logger.output
+        self.assertIn('its QEMU is stuck loading the guest and never ran it',
+                      log)
+        self.assertIn('give-back: resume acknowledged', log)
+        self.assertNotIn('needs operator recovery', log)
 
 
 class SaveFailsAfterTheSwitchTest(PostcopyTestBase):

@@ -8,6 +8,7 @@ completion timeout it is aborted and the guest keeps running on the source.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -228,6 +229,68 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
         self.report(reset_after_switch_s=round(reset_s - switched_s, 3), sockets_reset=reset,
                     reset_to_end_s=round(ended_s - reset_s, 1), status=record["status"],
                     max_heartbeat_gap_s=gap_s, job_before_reboot=job,
+                    summary=base.summary_line(log))
+
+    def test_destination_stuck_before_running_is_stopped_and_given_back(self) -> None:
+        """The destination's QEMU alive but stuck before it ran the guest, as
+        seen here after a stream reset at the switch (libvirt on B showing it
+        paused for migration). That hang cannot be had on demand: B's QEMU is
+        frozen (SIGSTOP) as A shows the switch, then QEMU's stream is reset.
+        The source's nova-compute must stop B's QEMU and give the guest back;
+        Nova rolls back."""
+        import libvirt
+        if not os.environ.get(SWITCH_FAULT_ENV):
+            self.skipTest(f"set {SWITCH_FAULT_ENV}=1 to run (kept out of CI's time budget; "
+                          "the lab's e2e test of the same end runs there)")
+        server, accepted_s = self.migrate_busy()
+        running = self.wait_migration_status(server, ("running",))
+        time.sleep(3)
+        conn = libvirt.open(self.cfg.host_a.uri)
+        self.addCleanup(conn.close)
+        dom = conn.lookupByUUIDString(server.id)
+        frozen = self.qemu_of(server, self.cfg.host_b)
+        self.assertEqual(1, len(frozen), "no destination QEMU to freeze")
+
+        def thaw() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen[0], signal.SIGCONT)
+
+        self.addCleanup(thaw)
+        self.api("POST", "nova-api",
+                 f"/v2.1/servers/{server.id}/migrations/{running['id']}/action",
+                 {"force_complete": None})
+        deadline = time.monotonic() + 60
+        while True:
+            state, reason = dom.state()
+            if state == VIR_DOMAIN_PAUSED and reason in POSTCOPY_PAUSED_REASONS:
+                break
+            self.assertLess(time.monotonic(), deadline, "no switch to post-copy in 60 s")
+            time.sleep(0.005)
+        switched_s = time.monotonic()
+        os.kill(frozen[0], signal.SIGSTOP)
+        frozen_s = time.monotonic()
+        reset = network.reset_migration_streams(self.cfg, self.cfg.host_a, self.cfg.host_b)
+        reset_s = time.monotonic()
+        record, ended_s = self.wait_migration_end(server)
+
+        log = self.compute_log(self.cfg.host_a)
+        self.assertGreater(reset, 0, "no QEMU migration socket to reset")
+        self.assertIn("its QEMU is stuck loading the guest and never ran it", log)
+        self.assertIn("the source runs the guest again", log)
+        self.assertIn(record["status"], ("error", "failed"), record)
+        info = self.wait_server(server.id, "ERROR", timeout_s=60)
+        self.assertEqual("Live migration failed", (info.get("fault") or {}).get("message"))
+        self.assertIn("given back to", (info.get("fault") or {}).get("details", ""))
+        self.assertFalse(info.get("locked"), "a rolled-back instance is not locked")
+        # B's frozen QEMU was stopped, not thawed by anyone.
+        with self.assertRaises(ProcessLookupError):
+            os.kill(frozen[0], 0)
+        self.assertRunsOn(server, self.cfg.host_a, status="ERROR")
+        self.assertGuestIntact(server, ended_s)
+        gap_s = server.console.max_gap_s(accepted_s, ended_s + 5)
+        self.report(freeze_after_switch_s=round(frozen_s - switched_s, 3),
+                    sockets_reset=reset, reset_to_end_s=round(ended_s - reset_s, 1),
+                    status=record["status"], max_heartbeat_gap_s=gap_s,
                     summary=base.summary_line(log))
 
     def test_destination_qemu_killed_leaves_the_guest_on_the_source(self) -> None:

@@ -609,7 +609,9 @@ class TestPostcopyFailures(MonitorTestCase):
                                 migrate_error=POSTCOPY_FAILED)
         given = []
 
-        def give_back_domain(dom, dest_state, address):
+        def give_back_domain(dom, dest_state, address,
+                             operator_says_never_ran=False):
+            self.assertFalse(operator_says_never_ran)
             given.append((dom, dest_state, address))
             dom.switched = False  # QEMU runs it again: libvirt says running
             return ['resume acknowledged']
@@ -647,7 +649,9 @@ class TestPostcopyFailures(MonitorTestCase):
                                 migrate_error=POSTCOPY_FAILED)
         given = []
 
-        def give_back_domain(dom, dest_state, address):
+        def give_back_domain(dom, dest_state, address,
+                             operator_says_never_ran=False):
+            self.assertFalse(operator_says_never_ran)
             given.append((dest_state, address))
             dom.switched = False
             return []
@@ -665,6 +669,99 @@ class TestPostcopyFailures(MonitorTestCase):
         self.assertTrue(report.recovery.given_back)
         # 11.3.0 by its number and postcopy_resume auto: no resume either.
         self.assertIn('11.3.0', report.recovery.resume_withheld)
+
+    def test_a_destination_stuck_loading_is_stopped_then_given_back(self):
+        # Seen on the real stack: a stream reset at the switch; B's loader
+        # failed while its main thread waited for a page inside the device
+        # state. B's QEMU stayed alive, libvirt showing it paused for
+        # migration (never post-copy), A post-copy paused with 0 requests.
+        class Peer:
+            stopped = False
+
+            def view(self):
+                if self.stopped:
+                    return m.postcopy.ABSENT
+                return m.postcopy.HostView(
+                    True, True, m.postcopy.VIR_DOMAIN_PAUSED,
+                    m.postcopy.VIR_DOMAIN_PAUSED_MIGRATION)
+
+            def libvirt_version(self):
+                return 11003000
+
+            def destroy(self):
+                calls.append(('destroy', clock()))
+                self.stopped = True
+                return self.view()
+
+        calls = []
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+
+        def give_back_domain(dom, dest_state, address,
+                             operator_says_never_ran=False):
+            calls.append(('give back', dest_state, operator_says_never_ran))
+            dom.switched = False
+            return []
+
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain', give_back_domain))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        clock = monitor.clock
+        failed_at = []
+        real_settle = m.postcopy.settle
+
+        def settle(*args, **kwargs):
+            failed_at.append(clock())
+            return real_settle(*args, **kwargs)
+
+        self.useFixture(fixtures.MockPatchObject(m.postcopy, 'settle',
+                                                 settle))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, recovery_timeout_s=60.0,
+                                 give_back_address='tcp:127.0.0.1',
+                                 dest_peer=Peer())
+        self.assertEqual('destroy', calls[0][0])
+        # Only once it has lasted: a healthy destination leaves "paused for
+        # migration" within moments of the switch.
+        self.assertGreaterEqual(calls[0][1] - failed_at[0],
+                                m.postcopy.STUCK_LOADING_S)
+        self.assertEqual([('give back', None, True)], calls[1:])
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertTrue(report.recovery.given_back)
+        self.assertEqual([], [c for c in domain.calls
+                              if c[0] == 'resume-migration'])
+        self.assertIn('stuck loading the guest', self.logger.output)
+
+    def test_a_stuck_destination_that_will_not_stop_is_not_given_back(self):
+        class Peer:
+            def view(self):
+                return m.postcopy.HostView(
+                    True, True, m.postcopy.VIR_DOMAIN_PAUSED,
+                    m.postcopy.VIR_DOMAIN_PAUSED_MIGRATION)
+
+            def libvirt_version(self):
+                return 11003000
+
+            def destroy(self):
+                raise RuntimeError('the destination did not stop the guest: '
+                                   'no answer within 30 s')
+
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain',
+            side_effect=AssertionError('B may still run a QEMU')))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, recovery_timeout_s=30.0,
+                                 give_back_address='tcp:127.0.0.1',
+                                 dest_peer=Peer())
+        self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
+        self.assertEqual(m.postcopy.Where.DEST_STUCK, report.recovery.where)
+        self.assertFalse(report.recovery.given_back)
+        self.assertIn('did not stop', report.recovery.give_back_error)
 
     def test_a_peer_in_view_without_a_give_back_address_keeps_both(self):
         class Peer:

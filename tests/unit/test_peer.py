@@ -153,3 +153,71 @@ class BoundedPeerTest(testtools.TestCase):
         domain.error = None
         self.assertEqual(postcopy.HostView(True, True, 5, 6), p.view())
         self.assertEqual(2, len(opened))
+
+
+class StoppableDomain(Domain):
+    def __init__(self, state=(3, 2), destroy_error=None, block=None):
+        super().__init__(state)
+        self.destroy_error, self.destroy_block = destroy_error, block
+        self.destroyed = 0
+
+    def destroy(self):
+        self.destroyed += 1
+        if self.destroy_block is not None:
+            self.destroy_block.wait()
+        if self.destroy_error is not None:
+            raise self.destroy_error
+        self._state = (postcopy.VIR_DOMAIN_SHUTOFF, 2)
+
+
+class DestroyTest(testtools.TestCase):
+    """Stopping a destination QEMU stuck before it ran the guest."""
+
+    def peer(self, read_conn, writable_conn=None, timeout_s=5.0):
+        return peer.BoundedPeer(
+            lambda: read_conn, UUID, is_error, gone, start_thread,
+            timeout_s=timeout_s,
+            open_writable=None if writable_conn is None
+            else (lambda: writable_conn))
+
+    def test_destroys_over_its_own_writable_connection(self):
+        domain = StoppableDomain()
+        read, writable = Conn(domain), Conn(domain)
+        p = self.peer(read, writable)
+        self.assertEqual(postcopy.HostView(True, True, 5, 2), p.destroy())
+        self.assertEqual(1, domain.destroyed)
+        self.assertEqual([UUID], writable.lookups)
+        # The writable connection is not kept.
+        self.assertTrue(writable.closed.wait(5))
+        self.assertFalse(read.closed.is_set())
+
+    def test_without_a_writable_connection_it_refuses(self):
+        domain = StoppableDomain()
+        p = self.peer(Conn(domain))
+        e = self.assertRaises(RuntimeError, p.destroy)
+        self.assertIn('no writable connection', str(e))
+        self.assertEqual(0, domain.destroyed)
+
+    def test_a_guest_already_gone_counts_as_stopped(self):
+        read = Conn(lookup_error=Error('no domain', NO_DOMAIN))
+        writable = Conn(lookup_error=Error('no domain', NO_DOMAIN))
+        self.assertEqual(postcopy.ABSENT, self.peer(read, writable).destroy())
+
+    def test_a_refused_destroy_is_an_error(self):
+        domain = StoppableDomain(destroy_error=Error('access denied'))
+        p = self.peer(Conn(domain), Conn(domain))
+        e = self.assertRaises(RuntimeError, p.destroy)
+        self.assertIn('access denied', str(e))
+
+    def test_a_destroy_that_blocks_is_given_up_on(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        domain = StoppableDomain(block=release)
+        p = self.peer(Conn(domain), Conn(domain), timeout_s=0.2)
+        original = peer.DESTROY_TIMEOUT_S
+        peer.DESTROY_TIMEOUT_S = 0.3
+        self.addCleanup(setattr, peer, 'DESTROY_TIMEOUT_S', original)
+        e = self.assertRaises(RuntimeError, p.destroy)
+        self.assertIn('no answer within', str(e))
+        # While it is still blocked the peer is not read either.
+        self.assertEqual(postcopy.UNREACHABLE, p.view())

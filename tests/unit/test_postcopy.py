@@ -58,6 +58,10 @@ class JudgeTest(testtools.TestCase):
         (p.ABSENT, p.ABSENT, p.Where.UNKNOWN),
         # The destination failed to load the guest at the switch.
         (SRC_FAILED, DST_LOAD_FAILED, p.Where.DEST_FAILED),
+        # libvirt never saw B reach post-copy while A is paused in it.
+        (SRC_FAILED, DST_INCOMING, p.Where.DEST_STUCK),
+        (SRC_POSTCOPY, DST_INCOMING, p.Where.DEST_STUCK),
+        (SRC_PAUSED_BY_US, DST_INCOMING, p.Where.NOT_SWITCHED),
         (SRC_POSTCOPY, DST_LOAD_FAILED, p.Where.DEST_FAILED),
         # Shut off for any other reason: it may have run the guest.
         (SRC_FAILED, view(OFF, 3), p.Where.BROKEN),
@@ -179,9 +183,10 @@ class ResumeHazardTest(testtools.TestCase):
 class SettleTest(testtools.TestCase):
 
     def run_settle(self, script, resume_answers=(), timeout_s=60.0,
-                   hazard=None, give_back=None):
+                   hazard=None, give_back=None, stop_stuck_dest=None,
+                   clock=None):
         """``script``: (source, dest) per read; the last one repeats."""
-        clock = Clock()
+        clock = clock or Clock()
         reads = []
         resumes = []
         answers = list(resume_answers)
@@ -203,7 +208,8 @@ class SettleTest(testtools.TestCase):
         settled = p.settle(views, resume, clock, clock.sleep, timeout_s,
                            is_error, poll_interval_s=1.0,
                            retry_delay_s=p.retry_delays_s(2.0, 8.0),
-                           hazard=hazard, give_back=give_back)
+                           hazard=hazard, give_back=give_back,
+                           stop_stuck_dest=stop_stuck_dest)
         return settled, resumes, clock
 
     def test_destination_failed_before_running_gives_the_guest_back(self):
@@ -244,6 +250,72 @@ class SettleTest(testtools.TestCase):
             [(SRC_FAILED, DST_LOAD_FAILED)], timeout_s=10.0)
         self.assertEqual([], resumes)
         self.assertEqual(p.Where.DEST_FAILED, settled.where)
+        self.assertFalse(settled.given_back)
+
+    def test_a_destination_stuck_loading_is_stopped_then_given_back(self):
+        events = []
+        script = [(SRC_FAILED, DST_INCOMING)]
+        clock = Clock()
+        started_s = clock()
+
+        def stop():
+            events.append(('stop', clock() - started_s))
+            script[:] = [(SRC_FAILED, p.ABSENT)]
+            return p.ABSENT
+
+        def give_back(dest, never_ran=False):
+            events.append(('give back', dest, never_ran))
+            script[:] = [(view(RUN, p.VIR_DOMAIN_RUNNING_POSTCOPY), p.ABSENT)]
+
+        settled, resumes, _ = self.run_settle(
+            script, give_back=give_back, stop_stuck_dest=stop, clock=clock)
+        self.assertEqual('stop', events[0][0])
+        self.assertGreaterEqual(events[0][1], p.STUCK_LOADING_S)
+        self.assertEqual([('give back', p.ABSENT, True)], events[1:])
+        # Never resumed into: the call would only block.
+        self.assertEqual([], resumes)
+        self.assertEqual(p.Where.NOT_SWITCHED, settled.where)
+        self.assertTrue(settled.given_back)
+
+    def test_a_destination_paused_for_migration_briefly_is_not_stopped(self):
+        # Right after the switch libvirt may not have caught up yet.
+        script = [(SRC_POSTCOPY, DST_INCOMING)] * 3 + [
+            (SRC_POSTCOPY, DST_POSTCOPY)] * 3 + [(SRC_MIGRATED, DST_MIGRATED)]
+
+        def stop():
+            raise AssertionError('a healthy destination must not be stopped')
+
+        settled, resumes, _ = self.run_settle(
+            script, give_back=lambda dest, never_ran=False: None,
+            stop_stuck_dest=stop)
+        self.assertTrue(settled.completed)
+        self.assertEqual([], resumes)
+
+    def test_a_stuck_destination_still_running_qemu_is_not_given_back(self):
+        given = []
+
+        def stop():
+            return DST_INCOMING  # the destroy did not take
+
+        # Resumes are tried after that, as into any broken stream; libvirt
+        # refuses them while B's QEMU hangs.
+        settled, resumes, _ = self.run_settle(
+            [(SRC_FAILED, DST_INCOMING)], timeout_s=40.0,
+            resume_answers=[Error('domain is being actively monitored')] * 9,
+            give_back=lambda dest, never_ran=False: given.append(dest),
+            stop_stuck_dest=stop)
+        self.assertEqual([], given)
+        self.assertFalse(settled.given_back)
+        self.assertIn('still runs a QEMU', settled.give_back_error)
+        self.assertEqual(p.Where.DEST_STUCK, settled.where)
+        self.assertTrue(settled.needs_operator)
+
+    def test_without_give_back_a_stuck_destination_is_resumed_as_broken(self):
+        settled, resumes, _ = self.run_settle(
+            [(SRC_FAILED, DST_INCOMING)], timeout_s=10.0,
+            resume_answers=[Error('domain is being actively monitored')] * 9)
+        self.assertGreater(len(resumes), 0)
+        self.assertEqual(p.Where.DEST_STUCK, settled.where)
         self.assertFalse(settled.given_back)
 
     def test_healthy_post_copy_completes_without_a_resume(self):
