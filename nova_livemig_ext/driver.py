@@ -117,6 +117,13 @@ def _peer_thread(target):
     return thread
 
 
+class MigrationGivenBack(exception.NovaException):
+    """The destination never ran the guest and it was given back to the
+    source, while libvirt's migration call had not returned an error."""
+
+    msg_fmt = _('Live migration failed: %(reason)s')
+
+
 class PostcopyRecoveryNeeded(exception.NovaException):
     """Post-copy could not be completed: both halves kept for an operator.
 
@@ -685,6 +692,10 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
             # call has returned: wait for the call, whose error tells an
             # operator's abort from a failure.
             deadline_s = time.monotonic() + CALL_RETURN_WAIT_S
+            if report.ended_by is livemig_monitor.EndedBy.POSTCOPY_BROKEN:
+                # The monitor already gave up on the call: while it blocks,
+                # the guest waits paused on the source.
+                deadline_s = time.monotonic()
             while not future.done() and time.monotonic() < deadline_s:
                 time.sleep(0.1)
             error = self.livemig_errors.get(instance.uuid)
@@ -772,6 +783,11 @@ class LibvirtLiveMigExtDriver(libvirt_driver.LibvirtDriver):
                                 % {'source': instance.host, 'dest': dest},
                                 instance=instance)
                 recover_method(context, instance, dest, migrate_data)
+                if given_back and error is None:
+                    # Given back while libvirt's call had not returned: its
+                    # error may have come since, else the report's stands.
+                    error = (self.livemig_errors.get(instance.uuid)
+                             or MigrationGivenBack(reason=report.error))
                 if error is not None and nova_surfaces_errors:
                     # As Nova's own driver on this release: its
                     # _live_migration collects the migrate call's error

@@ -324,6 +324,45 @@ class DestinationStuckAtTheSwitchTest(DestinationFailedAtTheSwitchTest):
         self.assertNotIn('needs operator recovery', log)
 
 
+class StuckDestinationWhileTheCallBlocksTest(DestinationStuckAtTheSwitchTest):
+    """As on the real stack: libvirt's migration call does not return while
+    the destination is stuck; the monitor settles beside it, and the call
+    returns its error only once the destination's QEMU is stopped."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.monitor.POSTCOPY_BROKEN_GRACE_S', 1.0))
+
+    def migrate_script(self, domain, params):
+        self.job.precopy(400, 112, 1)
+        self.job.wait_for(['migrateStartPostCopy'])
+        self.arrive_on_dest(params)
+        dest = self.dest.driver._host.get_connection().lookupByUUIDString(
+            self.server_uuid(params))
+        dest._state = fakelibvirt.VIR_DOMAIN_PAUSED
+        dest.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_MIGRATION
+        domain._state = fakelibvirt.VIR_DOMAIN_PAUSED
+        domain.livemig_reason = postcopy.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
+        self.job.stats = {'type': fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED}
+        deadline = time.monotonic() + 60
+        while dest._state != fakelibvirt.VIR_DOMAIN_SHUTOFF:
+            if time.monotonic() > deadline:
+                raise AssertionError('the destination was never stopped')
+            time.sleep(0.1)
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError, 'internal error: QEMU unexpectedly '
+            'closed the monitor', error_code=fakelibvirt.VIR_ERR_INTERNAL_ERROR)
+
+    def test_stopped_then_given_back(self):
+        started_s = time.monotonic()
+        super().test_stopped_then_given_back()
+        # Not held for libvirt's call once the monitor settled beside it.
+        self.assertLess(time.monotonic() - started_s, 40)
+        self.assertIn('recovering without waiting for it',
+                      self.stdlog.logger.output)
+
+
 class SaveFailsAfterTheSwitchTest(PostcopyTestBase):
     """A database error saving the post-copy status changes nothing."""
 
