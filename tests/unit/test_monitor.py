@@ -733,6 +733,47 @@ class TestPostcopyFailures(MonitorTestCase):
                               if c[0] == 'resume-migration'])
         self.assertIn('stuck loading the guest', self.logger.output)
 
+    def test_a_stuck_destination_whose_destroy_errs_as_it_vanishes(self):
+        # Seen in the lab: libvirt removed the incoming domain itself once
+        # its QEMU died and then answered the destroy "Domain not found".
+        gone = FakeError('Domain not found: no domain with matching uuid',
+                         code=42)
+        stopped = []
+
+        class Dest:
+            def state(self, flags=0):
+                if stopped:
+                    raise gone
+                return [m.postcopy.VIR_DOMAIN_PAUSED,
+                        m.postcopy.VIR_DOMAIN_PAUSED_MIGRATION]
+
+            def destroy(self):
+                stopped.append(True)
+                raise gone
+
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        given = []
+
+        def give_back_domain(dom, dest_state, address,
+                             operator_says_never_ran=False):
+            given.append((dest_state, operator_says_never_ran))
+            dom.switched = False
+            return []
+
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain', give_back_domain))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, dest_domain=Dest,
+                                 recovery_timeout_s=60.0,
+                                 give_back_address='tcp:127.0.0.1')
+        self.assertEqual([True], stopped)
+        self.assertEqual([(None, True)], given)
+        self.assertEqual(m.Outcome.FAILED, report.outcome)
+        self.assertTrue(report.recovery.given_back)
+
     def test_a_stuck_destination_that_will_not_stop_is_not_given_back(self):
         class Peer:
             def view(self):

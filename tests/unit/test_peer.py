@@ -203,11 +203,33 @@ class DestroyTest(testtools.TestCase):
         writable = Conn(lookup_error=Error('no domain', NO_DOMAIN))
         self.assertEqual(postcopy.ABSENT, self.peer(read, writable).destroy())
 
-    def test_a_refused_destroy_is_an_error(self):
+    def test_a_refused_destroy_leaves_the_view_to_judge(self):
+        # The caller sees the domain still paused for migration.
         domain = StoppableDomain(destroy_error=Error('access denied'))
         p = self.peer(Conn(domain), Conn(domain))
+        self.assertEqual(postcopy.HostView(True, True, 3, 2), p.destroy())
+        self.assertEqual('access denied', p.destroy_error)
+
+    def test_a_destroy_that_errs_after_the_qemu_went_away(self):
+        # libvirt removed the incoming domain itself as its QEMU died, and
+        # the destroy then failed: the view says it is gone.
+        class Vanishing(StoppableDomain):
+            def destroy(self):
+                super().destroy()
+                read.lookup_error = Error('no domain', NO_DOMAIN)
+                self.error = Error('no domain', NO_DOMAIN)
+                raise Error('Domain not found', NO_DOMAIN)
+
+        domain = Vanishing()
+        read = Conn(domain)
+        self.assertEqual(postcopy.ABSENT,
+                         self.peer(read, Conn(domain)).destroy())
+
+    def test_a_bug_in_destroy_is_not_hidden(self):
+        domain = StoppableDomain(destroy_error=TypeError('bad call'))
+        p = self.peer(Conn(domain), Conn(domain))
         e = self.assertRaises(RuntimeError, p.destroy)
-        self.assertIn('access denied', str(e))
+        self.assertIn('bad call', str(e))
 
     def test_a_destroy_that_blocks_is_given_up_on(self):
         release = threading.Event()
