@@ -404,27 +404,17 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
             return Settled(where, now_s - started_s, attempts, resumed,
                            last_error, source, dest, hazard, given_back,
                            give_back_error)
-        if (where is Where.DEST_FAILED and give_back is not None
-                and not given_back and give_back_error is None):
+        may_give_back = (give_back is not None and not given_back
+                         and give_back_error is None)
+        may_unstick = may_give_back and stop_stuck_dest is not None
+        unstick: bool | None = None  # None: nothing to give back now
+        if where is Where.DEST_FAILED and may_give_back:
             log.warning('Live migration: the destination failed to load the '
                         'guest at the switch to post-copy and never ran it; '
                         'giving the guest back to the source, which holds '
                         'all of it')
-            try:
-                give_back(dest)
-            except Exception as exc:
-                give_back_error = str(exc) or type(exc).__name__
-                log.error('Live migration: the guest could not be given back '
-                          'to the source: %(error)s; both halves are left as '
-                          'they are', {'error': give_back_error})
-            else:
-                given_back = True
-                log.warning('Live migration: the source runs the guest again '
-                            '(the migration failed; no memory was lost)')
-                continue
-        may_unstick = (give_back is not None and stop_stuck_dest is not None
-                       and not given_back and give_back_error is None)
-        if (where is Where.DEST_STUCK and may_unstick
+            unstick = False
+        elif (where is Where.DEST_STUCK and may_unstick
                 and stuck_since_s is not None
                 and now_s - stuck_since_s >= stuck_for_s):
             log.warning('Live migration: the destination has shown the guest '
@@ -433,15 +423,22 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
                         'loading the guest and never ran it; stopping it and '
                         'giving the guest back to the source, which holds '
                         'all of it', {'stuck': now_s - stuck_since_s})
+            unstick = True
+        if unstick is not None:
             try:
-                assert stop_stuck_dest is not None and give_back is not None
-                dest = stop_stuck_dest()
-                if not dest.reachable or (
-                        dest.present and dest.state != VIR_DOMAIN_SHUTOFF):
-                    raise RuntimeError('the destination still runs a QEMU '
-                                       'for the guest after it was stopped '
-                                       '(%s)' % dest)
-                give_back(dest, never_ran=True)
+                assert give_back is not None
+                if not unstick:
+                    give_back(dest)
+                else:
+                    assert stop_stuck_dest is not None
+                    stopped = stop_stuck_dest()
+                    if not stopped.reachable or (
+                            stopped.present
+                            and stopped.state != VIR_DOMAIN_SHUTOFF):
+                        raise RuntimeError('the destination still runs a '
+                                           'QEMU for the guest after it was '
+                                           'stopped (%s)' % stopped)
+                    give_back(stopped, never_ran=True)
             except Exception as exc:
                 give_back_error = str(exc) or type(exc).__name__
                 log.error('Live migration: the guest could not be given back '

@@ -135,27 +135,24 @@ def print_report(report: livemig_monitor.MigrationReport,
         print('post-copy:   %s after %.1f s of trouble, %d resume attempt(s)'
               % (recovery.where.value, recovery.waited_s,
                  recovery.resume_attempts), file=out)
+    # The destination never ran the guest: what recover will do about it.
+    never_ran = {
+        postcopy.Where.DEST_FAILED: (
+            'the destination failed before it ran the guest', 'give it back'),
+        postcopy.Where.DEST_STUCK: (
+            'the destination still shows the guest paused for migration (its '
+            'QEMU is stuck loading it)', 'stop the destination\'s QEMU and '
+            'give the guest back'),
+    }
     if (report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY
-            and recovery is not None
-            and recovery.where is postcopy.Where.DEST_FAILED):
-        print('the destination failed before it ran the guest: the source '
-              'holds the whole guest, paused%s. Run nova-livemig-ext recover '
-              'with the same --from, --to and options to give it back to '
-              'the source' % (
-                  '' if recovery.give_back_error is None
+            and recovery is not None and recovery.where in never_ran):
+        state, action = never_ran[recovery.where]
+        print('%s: the source holds the whole guest, paused%s. Run '
+              'nova-livemig-ext recover with the same --from, --to and '
+              'options to %s to the source' % (
+                  state, '' if recovery.give_back_error is None
                   else ' (giving it back failed: %s)'
-                  % recovery.give_back_error), file=out)
-    elif (report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY
-            and recovery is not None
-            and recovery.where is postcopy.Where.DEST_STUCK):
-        print('the destination still shows the guest paused for migration '
-              '(its QEMU is stuck loading it): the source holds the whole guest, '
-              'paused%s. Run nova-livemig-ext recover with the same --from, '
-              '--to and options to stop the destination\'s QEMU and give the '
-              'guest back to the source' % (
-                  '' if recovery.give_back_error is None
-                  else ' (giving it back failed: %s)'
-                  % recovery.give_back_error), file=out)
+                  % recovery.give_back_error, action), file=out)
     elif report.outcome is livemig_monitor.Outcome.NEEDS_RECOVERY:
         print('both halves of the guest were kept: run nova-livemig-ext '
               'recover with the same --from, --to and options once the '

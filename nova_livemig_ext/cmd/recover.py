@@ -236,16 +236,8 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
 
     def give_back_stuck(dest: postcopy.HostView,
                         never_ran: bool = False) -> None:
-        dom = _lookup(libvirt, src, args.domain)
-        if dom is None:
-            raise standin.StandInError('no domain %r on the source any more'
-                                       % args.domain)
-        for step in standin.give_back_domain(
-                dom, standin.state_of(dest.state, dest.reason),
-                args.give_back_address,
-                operator_says_never_ran=never_ran
-                or args.destination_never_ran):
-            print('give-back: %s' % step, file=out, flush=True)
+        _give_back_source(libvirt, src, args, dest, out,
+                          never_ran or args.destination_never_ran)
 
     def stop_stuck_dest() -> postcopy.HostView:
         dest_dom = dest_domain()
@@ -333,6 +325,21 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
     return EXIT_NOT_RECOVERED
 
 
+def _give_back_source(libvirt: Any, src: Any, args: argparse.Namespace,
+                      dest: postcopy.HostView, out: TextIO,
+                      never_ran: bool) -> None:
+    """Resume the source into the stand-in (see
+    :func:`nova_livemig_ext.standin.give_back_domain`), saying each step."""
+    dom = _lookup(libvirt, src, args.domain)
+    if dom is None:
+        raise standin.StandInError('no domain %r on the source any more'
+                                   % args.domain)
+    for step in standin.give_back_domain(
+            dom, standin.state_of(dest.state, dest.reason),
+            args.give_back_address, operator_says_never_ran=never_ran):
+        print('give-back: %s' % step, file=out, flush=True)
+
+
 def give_back(libvirt: Any, src: Any, args: argparse.Namespace,
               dest: postcopy.HostView, out: TextIO, err: TextIO) -> int:
     """The destination failed before it ran the guest: no resume can reach
@@ -346,16 +353,9 @@ def give_back(libvirt: Any, src: Any, args: argparse.Namespace,
     print('the destination failed to load the guest at the switch and never '
           'ran it: giving the guest back to the source (a stand-in '
           'destination on %s)' % args.give_back_address, file=out, flush=True)
-    dom = _lookup(libvirt, src, args.domain)
     try:
-        if dom is None:
-            raise standin.StandInError('no domain %r on the source any more'
-                                       % args.domain)
-        for step in standin.give_back_domain(
-                dom, standin.state_of(dest.state, dest.reason),
-                args.give_back_address,
-                operator_says_never_ran=args.destination_never_ran):
-            print('give-back: %s' % step, file=out, flush=True)
+        _give_back_source(libvirt, src, args, dest, out,
+                          args.destination_never_ran)
     except standin.Refused as exc:
         print('not given back: %s. Both halves were left as they are.' % exc,
               file=err)

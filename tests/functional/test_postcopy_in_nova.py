@@ -158,6 +158,13 @@ class RecoveryTimeoutTest(PostcopyTestBase):
         self.assertIn('No route to host', log)
 
 
+def nova_surfaces_errors():
+    """Whether this Nova ends a failed live migration in error (32.2 on)."""
+    major, minor = (int(n) for n in re.findall(
+        r'\d+', novacompat.installed_nova_version())[:2])
+    return (major, minor) >= (32, 2)
+
+
 class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
     """The destination failed to load the guest at the switch (seen in the
     lab for a stream reset within 0.05 s of it): libvirt shut it off as
@@ -209,9 +216,7 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
     def test_given_back_and_rolled_back_in_nova(self):
         server = self.start_migration()
         self.force_post_copy(server)
-        major, minor = (int(n) for n in re.findall(
-            r'\d+', novacompat.installed_nova_version())[:2])
-        surfaces_errors = (major, minor) >= (32, 2)
+        surfaces_errors = nova_surfaces_errors()
         # As any failed migration under Nova's own driver of that release:
         # from 32.2 the migration and the instance end in error, with a
         # fault; before, the migration ends failed and the instance ACTIVE.
@@ -297,9 +302,7 @@ class DestinationStuckAtTheSwitchTest(DestinationFailedAtTheSwitchTest):
     def test_stopped_then_given_back(self):
         server = self.start_migration()
         self.force_post_copy(server)
-        major, minor = (int(n) for n in re.findall(
-            r'\d+', novacompat.installed_nova_version())[:2])
-        surfaces_errors = (major, minor) >= (32, 2)
+        surfaces_errors = nova_surfaces_errors()
         self.wait_for_migration(server, 'error' if surfaces_errors
                                 else 'failed', timeout_s=60)
         server = self._wait_for_state_change(

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+import typing
 
 from nova_livemig_lab import hosts, network
 from tests.nova_e2e import base
@@ -162,6 +163,33 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
                     max_heartbeat_gap_s=server.console.max_gap_s(accepted_s, ended_s + 5),
                     summary=base.summary_line(log))
 
+    def busy_migration_under_way(self) -> tuple[typing.Any, float, dict[str, typing.Any],
+                                                typing.Any]:
+        """A busy guest migrating for 3 s: the server, when the API accepted
+        the migration, the running migration record and the source domain."""
+        import libvirt
+        server, accepted_s = self.migrate_busy()
+        running = self.wait_migration_status(server, ("running",))
+        time.sleep(3)
+        conn = libvirt.open(self.cfg.host_a.uri)
+        self.addCleanup(conn.close)
+        return server, accepted_s, running, conn.lookupByUUIDString(server.id)
+
+    def force_complete_until_switched(self, server: typing.Any, running: dict[str, typing.Any],
+                                      dom: typing.Any) -> float:
+        """Force-complete through the API; return when the source shows the
+        switch to post-copy (polled every 5 ms)."""
+        self.api("POST", "nova-api",
+                 f"/v2.1/servers/{server.id}/migrations/{running['id']}/action",
+                 {"force_complete": None})
+        deadline = time.monotonic() + 60
+        while True:
+            state, reason = dom.state()
+            if state == VIR_DOMAIN_PAUSED and reason in POSTCOPY_PAUSED_REASONS:
+                return time.monotonic()
+            self.assertLess(time.monotonic(), deadline, "no switch to post-copy in 60 s")
+            time.sleep(0.005)
+
     def test_destination_failed_at_the_switch_gives_the_guest_back(self) -> None:
         """QEMU's stream reset 0.03 s after the switch to post-copy: the
         destination's QEMU fails to load the guest and libvirt shuts it off
@@ -172,24 +200,9 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
         if not os.environ.get(SWITCH_FAULT_ENV):
             self.skipTest(f"set {SWITCH_FAULT_ENV}=1 to run (the other end, a destination "
                           "that reached post-copy and hangs, still strands the guest)")
-        server, accepted_s = self.migrate_busy()
-        running = self.wait_migration_status(server, ("running",))
-        time.sleep(3)
-        conn = libvirt.open(self.cfg.host_a.uri)
-        self.addCleanup(conn.close)
-        dom = conn.lookupByUUIDString(server.id)
+        server, accepted_s, running, dom = self.busy_migration_under_way()
         name = dom.name()
-        self.api("POST", "nova-api",
-                 f"/v2.1/servers/{server.id}/migrations/{running['id']}/action",
-                 {"force_complete": None})
-        deadline = time.monotonic() + 60
-        while True:
-            state, reason = dom.state()
-            if state == VIR_DOMAIN_PAUSED and reason in POSTCOPY_PAUSED_REASONS:
-                break
-            self.assertLess(time.monotonic(), deadline, "no switch to post-copy in 60 s")
-            time.sleep(0.005)
-        switched_s = time.monotonic()
+        switched_s = self.force_complete_until_switched(server, running, dom)
         time.sleep(max(0.0, AFTER_SWITCH_S - (time.monotonic() - switched_s)))
         reset = network.reset_migration_streams(self.cfg, self.cfg.host_a, self.cfg.host_b)
         reset_s = time.monotonic()
@@ -224,7 +237,7 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
             time.sleep(1)
             rebooted = self.server(server.id)
         self.assertEqual(self.cfg.host_a.hostname, rebooted["OS-EXT-SRV-ATTR:host"])
-        after_reboot_job = conn.lookupByUUIDString(server.id).jobInfo()[0]
+        after_reboot_job = dom.connect().lookupByUUIDString(server.id).jobInfo()[0]
         self.assertEqual(libvirt.VIR_DOMAIN_JOB_NONE, after_reboot_job)
         self.report(reset_after_switch_s=round(reset_s - switched_s, 3), sockets_reset=reset,
                     reset_to_end_s=round(ended_s - reset_s, 1), status=record["status"],
@@ -238,16 +251,10 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
         frozen (SIGSTOP) as A shows the switch, then QEMU's stream is reset.
         The source's nova-compute must stop B's QEMU and give the guest back;
         Nova rolls back."""
-        import libvirt
         if not os.environ.get(SWITCH_FAULT_ENV):
             self.skipTest(f"set {SWITCH_FAULT_ENV}=1 to run (kept out of CI's time budget; "
                           "the lab's e2e test of the same end runs there)")
-        server, accepted_s = self.migrate_busy()
-        running = self.wait_migration_status(server, ("running",))
-        time.sleep(3)
-        conn = libvirt.open(self.cfg.host_a.uri)
-        self.addCleanup(conn.close)
-        dom = conn.lookupByUUIDString(server.id)
+        server, accepted_s, running, dom = self.busy_migration_under_way()
         frozen = self.qemu_of(server, self.cfg.host_b)
         self.assertEqual(1, len(frozen), "no destination QEMU to freeze")
 
@@ -256,17 +263,7 @@ class TestOurDriverThroughNova(base.NovaStackTestCase):
                 os.kill(frozen[0], signal.SIGCONT)
 
         self.addCleanup(thaw)
-        self.api("POST", "nova-api",
-                 f"/v2.1/servers/{server.id}/migrations/{running['id']}/action",
-                 {"force_complete": None})
-        deadline = time.monotonic() + 60
-        while True:
-            state, reason = dom.state()
-            if state == VIR_DOMAIN_PAUSED and reason in POSTCOPY_PAUSED_REASONS:
-                break
-            self.assertLess(time.monotonic(), deadline, "no switch to post-copy in 60 s")
-            time.sleep(0.005)
-        switched_s = time.monotonic()
+        switched_s = self.force_complete_until_switched(server, running, dom)
         os.kill(frozen[0], signal.SIGSTOP)
         frozen_s = time.monotonic()
         reset = network.reset_migration_streams(self.cfg, self.cfg.host_a, self.cfg.host_b)

@@ -469,6 +469,31 @@ class PostcopyDomain(FakeDomain):
 
 STREAM_ALIVE = FakeError('operation failed: QEMU reports migration is still '
                          'running', 1)
+
+
+class StuckPeer:
+    """A destination libvirt showing the guest paused for migration (its
+    QEMU stuck before it ran it) until ``destroy(peer)`` says otherwise."""
+
+    destroy_error = None
+
+    def __init__(self, destroy):
+        self.stopped = False
+        self._destroy = destroy
+
+    def view(self):
+        if self.stopped:
+            return m.postcopy.ABSENT
+        return m.postcopy.HostView(True, True, m.postcopy.VIR_DOMAIN_PAUSED,
+                                   m.postcopy.VIR_DOMAIN_PAUSED_MIGRATION)
+
+    def libvirt_version(self):
+        return 11003000
+
+    def destroy(self):
+        return self._destroy(self)
+
+
 POSTCOPY_FAILED = FakeError("operation failed: job 'migration out' failed "
                             "in post-copy phase", 1)
 
@@ -596,6 +621,47 @@ class TestPostcopyFailures(MonitorTestCase):
         self.assertEqual(m.Outcome.COMPLETED, report.outcome)
         self.assertEqual(m.EndedBy.MONITOR_CRASHED, report.ended_by)
 
+    def migrate_giving_back(self, **dest):
+        """A migration that fails after the switch, the destination in view
+        through ``dest`` (``dest_domain`` or ``dest_peer``), give-back on.
+
+        Returns the report, the give-backs as (destination state, address,
+        never ran), and the monitor's clock when the settling began; the
+        clock is ``self.clock`` meanwhile.
+        """
+        domain = PostcopyDomain([running(), running()],
+                                migrate_error=POSTCOPY_FAILED)
+        given = []
+
+        def give_back_domain(dom, dest_state, address,
+                             operator_says_never_ran=False):
+            self.assertIs(domain, dom)
+            given.append((dest_state, address, operator_says_never_ran))
+            dom.switched = False  # QEMU runs it again: libvirt says running
+            return ['resume acknowledged']
+
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'give_back_domain', give_back_domain))
+        monitor = self.monitor(domain, ScriptedController(
+            [[decision(A.START_POSTCOPY)]]))
+        self.clock = monitor.clock
+        settling = []
+        real_settle = m.postcopy.settle
+
+        def settle(*args, **kwargs):
+            settling.append(monitor.clock())
+            return real_settle(*args, **kwargs)
+
+        self.useFixture(fixtures.MockPatchObject(m.postcopy, 'settle',
+                                                 settle))
+        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
+                                 monitor, recovery_timeout_s=60.0,
+                                 give_back_address='tcp:127.0.0.1', **dest)
+        # Nothing is ever resumed into a destination that never ran it.
+        self.assertEqual([], [c for c in domain.calls
+                              if c[0] == 'resume-migration'])
+        return report, given, settling[0]
+
     def test_destination_failed_before_running_gives_the_guest_back(self):
         # Seen in the lab: a stream reset within 0.05 s of the switch; B's
         # QEMU failed to load the device state and libvirt shut it off as
@@ -605,38 +671,16 @@ class TestPostcopyFailures(MonitorTestCase):
                 return [m.postcopy.VIR_DOMAIN_SHUTOFF,
                         m.postcopy.VIR_DOMAIN_SHUTOFF_FAILED]
 
-        domain = PostcopyDomain([running(), running()],
-                                migrate_error=POSTCOPY_FAILED)
-        given = []
-
-        def give_back_domain(dom, dest_state, address,
-                             operator_says_never_ran=False):
-            self.assertFalse(operator_says_never_ran)
-            given.append((dom, dest_state, address))
-            dom.switched = False  # QEMU runs it again: libvirt says running
-            return ['resume acknowledged']
-
-        self.useFixture(fixtures.MockPatchObject(
-            m.standin, 'give_back_domain', give_back_domain))
-        monitor = self.monitor(domain, ScriptedController(
-            [[decision(A.START_POSTCOPY)]]))
-        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
-                                 monitor, dest_domain=Dest,
-                                 recovery_timeout_s=60.0,
-                                 give_back_address='tcp:127.0.0.1')
-        self.assertEqual([(domain, (5, 6), 'tcp:127.0.0.1')], given)
+        report, given, _ = self.migrate_giving_back(dest_domain=Dest)
+        self.assertEqual([((5, 6), 'tcp:127.0.0.1', False)], given)
         self.assertEqual(m.Outcome.FAILED, report.outcome)
         self.assertTrue(report.recovery.given_back)
         self.assertIn('given back to the source', report.error)
-        self.assertEqual([], [c for c in domain.calls
-                              if c[0] == 'resume-migration'])
         self.assertIn('give-back: resume acknowledged', self.logger.output)
 
     def test_a_bounded_peer_in_view_gives_the_guest_back(self):
         # As nova-compute reads the destination: through a BoundedPeer.
         class Peer:
-            closed = False
-
             def view(self):
                 return m.postcopy.HostView(
                     True, True, m.postcopy.VIR_DOMAIN_SHUTOFF,
@@ -645,26 +689,8 @@ class TestPostcopyFailures(MonitorTestCase):
             def libvirt_version(self):
                 return 11003000
 
-        domain = PostcopyDomain([running(), running()],
-                                migrate_error=POSTCOPY_FAILED)
-        given = []
-
-        def give_back_domain(dom, dest_state, address,
-                             operator_says_never_ran=False):
-            self.assertFalse(operator_says_never_ran)
-            given.append((dest_state, address))
-            dom.switched = False
-            return []
-
-        self.useFixture(fixtures.MockPatchObject(
-            m.standin, 'give_back_domain', give_back_domain))
-        monitor = self.monitor(domain, ScriptedController(
-            [[decision(A.START_POSTCOPY)]]))
-        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
-                                 monitor, recovery_timeout_s=60.0,
-                                 give_back_address='tcp:127.0.0.1',
-                                 dest_peer=Peer())
-        self.assertEqual([((5, 6), 'tcp:127.0.0.1')], given)
+        report, given, _ = self.migrate_giving_back(dest_peer=Peer())
+        self.assertEqual([((5, 6), 'tcp:127.0.0.1', False)], given)
         self.assertEqual(m.Outcome.FAILED, report.outcome)
         self.assertTrue(report.recovery.given_back)
         # 11.3.0 by its number and postcopy_resume auto: no resume either.
@@ -675,62 +701,24 @@ class TestPostcopyFailures(MonitorTestCase):
         # failed while its main thread waited for a page inside the device
         # state. B's QEMU stayed alive, libvirt showing it paused for
         # migration (never post-copy), A post-copy paused with 0 requests.
-        class Peer:
-            stopped = False
+        stopped_at = []
 
-            def view(self):
-                if self.stopped:
-                    return m.postcopy.ABSENT
-                return m.postcopy.HostView(
-                    True, True, m.postcopy.VIR_DOMAIN_PAUSED,
-                    m.postcopy.VIR_DOMAIN_PAUSED_MIGRATION)
+        def destroy(peer):
+            stopped_at.append(self.clock())
+            peer.stopped = True
+            return peer.view()
 
-            def libvirt_version(self):
-                return 11003000
-
-            def destroy(self):
-                calls.append(('destroy', clock()))
-                self.stopped = True
-                return self.view()
-
-        calls = []
-        domain = PostcopyDomain([running(), running()],
-                                migrate_error=POSTCOPY_FAILED)
-
-        def give_back_domain(dom, dest_state, address,
-                             operator_says_never_ran=False):
-            calls.append(('give back', dest_state, operator_says_never_ran))
-            dom.switched = False
-            return []
-
-        self.useFixture(fixtures.MockPatchObject(
-            m.standin, 'give_back_domain', give_back_domain))
-        monitor = self.monitor(domain, ScriptedController(
-            [[decision(A.START_POSTCOPY)]]))
-        clock = monitor.clock
-        failed_at = []
-        real_settle = m.postcopy.settle
-
-        def settle(*args, **kwargs):
-            failed_at.append(clock())
-            return real_settle(*args, **kwargs)
-
-        self.useFixture(fixtures.MockPatchObject(m.postcopy, 'settle',
-                                                 settle))
-        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
-                                 monitor, recovery_timeout_s=60.0,
-                                 give_back_address='tcp:127.0.0.1',
-                                 dest_peer=Peer())
-        self.assertEqual('destroy', calls[0][0])
+        peer = StuckPeer(destroy)
+        report, given, settling_s = self.migrate_giving_back(dest_peer=peer)
         # Only once it has lasted: a healthy destination leaves "paused for
         # migration" within moments of the switch.
-        self.assertGreaterEqual(calls[0][1] - failed_at[0],
+        self.assertEqual(1, len(stopped_at))
+        self.assertGreaterEqual(stopped_at[0] - settling_s,
                                 m.postcopy.STUCK_LOADING_S)
-        self.assertEqual([('give back', None, True)], calls[1:])
+        # Given back on the monitor's word that it never ran.
+        self.assertEqual([(None, 'tcp:127.0.0.1', True)], given)
         self.assertEqual(m.Outcome.FAILED, report.outcome)
         self.assertTrue(report.recovery.given_back)
-        self.assertEqual([], [c for c in domain.calls
-                              if c[0] == 'resume-migration'])
         self.assertIn('stuck loading the guest', self.logger.output)
 
     def test_a_stuck_destination_whose_destroy_errs_as_it_vanishes(self):
@@ -751,42 +739,16 @@ class TestPostcopyFailures(MonitorTestCase):
                 stopped.append(True)
                 raise gone
 
-        domain = PostcopyDomain([running(), running()],
-                                migrate_error=POSTCOPY_FAILED)
-        given = []
-
-        def give_back_domain(dom, dest_state, address,
-                             operator_says_never_ran=False):
-            given.append((dest_state, operator_says_never_ran))
-            dom.switched = False
-            return []
-
-        self.useFixture(fixtures.MockPatchObject(
-            m.standin, 'give_back_domain', give_back_domain))
-        monitor = self.monitor(domain, ScriptedController(
-            [[decision(A.START_POSTCOPY)]]))
-        report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
-                                 monitor, dest_domain=Dest,
-                                 recovery_timeout_s=60.0,
-                                 give_back_address='tcp:127.0.0.1')
+        report, given, _ = self.migrate_giving_back(dest_domain=Dest)
         self.assertEqual([True], stopped)
-        self.assertEqual([(None, True)], given)
+        self.assertEqual([(None, 'tcp:127.0.0.1', True)], given)
         self.assertEqual(m.Outcome.FAILED, report.outcome)
         self.assertTrue(report.recovery.given_back)
 
     def test_a_stuck_destination_that_will_not_stop_is_not_given_back(self):
-        class Peer:
-            def view(self):
-                return m.postcopy.HostView(
-                    True, True, m.postcopy.VIR_DOMAIN_PAUSED,
-                    m.postcopy.VIR_DOMAIN_PAUSED_MIGRATION)
-
-            def libvirt_version(self):
-                return 11003000
-
-            def destroy(self):
-                raise RuntimeError('the destination did not stop the guest: '
-                                   'no answer within 30 s')
+        def destroy(peer):
+            raise RuntimeError('the destination did not stop the guest: '
+                               'no answer within 30 s')
 
         domain = PostcopyDomain([running(), running()],
                                 migrate_error=POSTCOPY_FAILED)
@@ -798,7 +760,7 @@ class TestPostcopyFailures(MonitorTestCase):
         report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,
                                  monitor, recovery_timeout_s=30.0,
                                  give_back_address='tcp:127.0.0.1',
-                                 dest_peer=Peer())
+                                 dest_peer=StuckPeer(destroy))
         self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
         self.assertEqual(m.postcopy.Where.DEST_STUCK, report.recovery.where)
         self.assertFalse(report.recovery.given_back)
