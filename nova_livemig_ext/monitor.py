@@ -719,6 +719,12 @@ class MigrationMonitor:
                       'on the source')
         return True
 
+    def elapsed_s(self) -> float | None:
+        """Seconds since the watch began (None: it never began)."""
+        if self._started_s is None:
+            return None
+        return self.clock() - self._started_s
+
     def finish(self, report: MigrationReport, outcome: Outcome,
                error: str | None = None,
                completed_stats: Mapping[str, Any] | None = None
@@ -973,10 +979,14 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                               stop_stuck_dest=stop_stuck_dest
                               if can_give_back else None)
     # The migration lasted until it settled: the guest on the destination
-    # waited for its missing pages through the whole recovery.
-    report = dataclasses.replace(report, recovery=settled,
-                                 switched_to_postcopy=True,
-                                 total_s=report.total_s + settled.waited_s)
+    # waited for its missing pages through the whole recovery, and so did
+    # the guest paused on the source, including any wait before this call
+    # (nova-compute waits for libvirt's call, reads the destination).
+    elapsed_s = monitor.elapsed_s()
+    report = dataclasses.replace(
+        report, recovery=settled, switched_to_postcopy=True,
+        total_s=max(report.total_s + settled.waited_s,
+                    elapsed_s if elapsed_s is not None else 0.0))
     if settled.completed:
         return monitor.finish(report, Outcome.COMPLETED)
     if settled.where is postcopy.Where.NOT_SWITCHED:

@@ -745,6 +745,29 @@ class TestPostcopyFailures(MonitorTestCase):
         self.assertEqual(m.Outcome.FAILED, report.outcome)
         self.assertTrue(report.recovery.given_back)
 
+    def test_time_before_the_settling_counts_in_the_guests_stop(self):
+        # Found on the real stack: nova-compute waited 60 s for libvirt's
+        # call before settling, with the guest paused on the source, and the
+        # summary left those 60 s out.
+        class Dest:
+            def state(self, flags=0):
+                return [m.postcopy.VIR_DOMAIN_SHUTOFF,
+                        m.postcopy.VIR_DOMAIN_SHUTOFF_FAILED]
+
+        real_settle = m.postcopy.settle
+
+        def late_settle(views, resume, clock, sleep, *args, **kwargs):
+            sleep(60.0)
+            return real_settle(views, resume, clock, sleep, *args, **kwargs)
+
+        self.useFixture(fixtures.MockPatchObject(m.postcopy, 'settle',
+                                                 late_settle))
+        report, _, settling_s = self.migrate_giving_back(dest_domain=Dest)
+        self.assertTrue(report.recovery.given_back)
+        self.assertGreaterEqual(report.total_s,
+                                60.0 + report.recovery.waited_s)
+        self.assertGreaterEqual(report.guest.longest_unavailable_s, 60.0)
+
     def test_a_stuck_destination_that_will_not_stop_is_not_given_back(self):
         def destroy(peer):
             raise RuntimeError('the destination did not stop the guest: '
