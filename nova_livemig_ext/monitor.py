@@ -977,7 +977,9 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
                               give_back=give_back if can_give_back
                               else None,
                               stop_stuck_dest=stop_stuck_dest
-                              if can_give_back else None)
+                              if can_give_back else None,
+                              source_refusal=lambda: standin
+                              .source_refusal_domain(monitor.domain))
     # The migration lasted until it settled: the guest on the destination
     # waited for its missing pages through the whole recovery, and so did
     # the guest paused on the source, including any wait before this call

@@ -345,7 +345,9 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
            hazard: str | None = None,
            give_back: Callable[..., None] | None = None,
            stop_stuck_dest: Callable[[], HostView] | None = None,
-           stuck_s: float | None = None) -> Settled:
+           stuck_s: float | None = None,
+           source_refusal: Callable[[], str | None] | None = None
+           ) -> Settled:
     """Watch a post-copy migration until it completes, or give up.
 
     ``views()`` reads both halves; ``resume()`` repeats the migration with
@@ -369,6 +371,9 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     destination's QEMU and returns its new view, and only a destination that
     then runs no QEMU for the guest is followed by ``give_back(dest,
     never_ran=True)``, once. Without them it is treated as ``BROKEN``.
+    Nothing is stopped while ``source_refusal()`` gives a reason the source
+    cannot take the guest back (its stream still alive after a link cut may
+    yet deliver the switch): the loop waits, and tries again each poll.
     """
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise ValueError('timeout_s must be a positive number')
@@ -383,6 +388,7 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
     given_back = False
     give_back_error: str | None = None
     stuck_since_s: float | None = None
+    source_not_ready: str | None = None
     stuck_for_s = min(STUCK_LOADING_S if stuck_s is None else stuck_s,
                       timeout_s / 2.0)
     while True:
@@ -408,15 +414,26 @@ def settle(views: Callable[[], tuple[HostView, HostView]],
                          and give_back_error is None)
         may_unstick = may_give_back and stop_stuck_dest is not None
         unstick: bool | None = None  # None: nothing to give back now
+        stuck_long = (where is Where.DEST_STUCK and may_unstick
+                      and stuck_since_s is not None
+                      and now_s - stuck_since_s >= stuck_for_s)
+        if stuck_long and source_refusal is not None:
+            reason = source_refusal()
+            if reason is not None:
+                if reason != source_not_ready:
+                    log.info('Live migration: the destination looks stuck, '
+                             'but it is not stopped yet: %(reason)s',
+                             {'reason': reason})
+                source_not_ready = reason
+                stuck_long = False
         if where is Where.DEST_FAILED and may_give_back:
             log.warning('Live migration: the destination failed to load the '
                         'guest at the switch to post-copy and never ran it; '
                         'giving the guest back to the source, which holds '
                         'all of it')
             unstick = False
-        elif (where is Where.DEST_STUCK and may_unstick
-                and stuck_since_s is not None
-                and now_s - stuck_since_s >= stuck_for_s):
+        elif stuck_long:
+            assert stuck_since_s is not None
             log.warning('Live migration: the destination has shown the guest '
                         'paused for migration for %(stuck).0f s while the '
                         'source is paused in post-copy: its QEMU is stuck '

@@ -135,14 +135,9 @@ def refusal(dest_state: tuple[int, int] | None,
     before the guest ran) and vouches for it; any destination that runs no
     QEMU will do.
     """
-    status = source_migration.get('status')
-    if status != 'postcopy-paused':
-        return ('the source migration is %s, not postcopy-paused'
-                % (status or 'not reported'))
-    requests = (source_migration.get('ram') or {}).get('postcopy-requests')
-    if requests != 0:
-        return ('the destination asked the source for %s page(s) after '
-                'the switch: it ran the guest' % requests)
+    reason = source_refusal(source_migration)
+    if reason is not None:
+        return reason
     if operator_says_never_ran:
         if dest_state is not None and dest_state[0] != VIR_DOMAIN_SHUTOFF:
             return ('the destination domain still runs a QEMU (state %s, '
@@ -156,6 +151,43 @@ def refusal(dest_state: tuple[int, int] | None,
                 '%s, reason %s): it may have run the guest'
                 % tuple(dest_state))
     return None
+
+
+def source_refusal(source_migration: Mapping[str, Any],
+                   capabilities: Any = None) -> str | None:
+    """Why the source QEMU cannot take the guest back, or None when it can,
+    from its ``query-migrate`` (and ``query-migrate-capabilities`` when
+    given): its stream must be broken (``postcopy-paused``; a stream still
+    ``postcopy-active`` may yet deliver the switch) and no page asked for."""
+    status = source_migration.get('status')
+    if status != 'postcopy-paused':
+        return ('the source migration is %s, not postcopy-paused'
+                % (status or 'not reported'))
+    requests = (source_migration.get('ram') or {}).get('postcopy-requests')
+    if requests != 0:
+        return ('the destination asked the source for %s page(s) after '
+                'the switch: it ran the guest' % requests)
+    if capabilities is not None and released_pages(capabilities):
+        return ('the source released the pages it had sent (release-ram): '
+                'its copy of the guest is not whole')
+    return None
+
+
+def source_refusal_domain(domain: Any) -> str | None:
+    """:func:`source_refusal` read from a libvirt domain's QEMU on the
+    source (monitor pass-through, as :func:`give_back_domain`); a monitor
+    that cannot be read is a refusal too."""
+    import libvirt_qemu  # part of libvirt-python; only needed here
+
+    def qmp(command: str) -> str:
+        return str(libvirt_qemu.qemuMonitorCommand(domain, command, 0))
+
+    try:
+        return source_refusal(_qmp_return(qmp, 'query-migrate'),
+                              _qmp_value(qmp, 'query-migrate-capabilities'))
+    except Exception as exc:
+        return ('the source QEMU could not be read: %s'
+                % (str(exc) or type(exc).__name__))
 
 
 def ramblocks(info_ramblock: str) -> dict[str, int]:

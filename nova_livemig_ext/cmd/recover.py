@@ -259,6 +259,12 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
                   flush=True)
         return views()[1]
 
+    def source_refusal() -> str | None:
+        dom = _lookup(libvirt, src, args.domain)
+        if dom is None:
+            return 'no domain %r on the source any more' % args.domain
+        return standin.source_refusal_domain(dom)
+
     unstick = args.give_back_address is not None
     started_s = time.monotonic()
     settled = postcopy.settle(views, resume, time.monotonic, time.sleep,
@@ -266,7 +272,8 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
                               hazard=hazard,
                               give_back=give_back_stuck if unstick else None,
                               stop_stuck_dest=stop_stuck_dest if unstick
-                              else None)
+                              else None,
+                              source_refusal=source_refusal)
     print('%s after %.1f s, %d resume attempt(s)%s' % (
         settled.where.value, time.monotonic() - started_s,
         settled.resume_attempts,

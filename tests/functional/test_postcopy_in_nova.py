@@ -205,6 +205,10 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
 
         self.useFixture(fixtures.MonkeyPatch(
             'nova_livemig_ext.standin.give_back_domain', give_back_domain))
+        # The source QEMU (none here) post-copy paused, no page asked for.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_livemig_ext.standin.source_refusal_domain',
+            lambda domain: None))
 
     def migrate_script(self, domain, params):
         self.switch_then_fail(domain, params, dest_failed=True)

@@ -621,13 +621,15 @@ class TestPostcopyFailures(MonitorTestCase):
         self.assertEqual(m.Outcome.COMPLETED, report.outcome)
         self.assertEqual(m.EndedBy.MONITOR_CRASHED, report.ended_by)
 
-    def migrate_giving_back(self, **dest):
+    def migrate_giving_back(self, source_refusal=None, **dest):
         """A migration that fails after the switch, the destination in view
         through ``dest`` (``dest_domain`` or ``dest_peer``), give-back on.
 
-        Returns the report, the give-backs as (destination state, address,
-        never ran), and the monitor's clock when the settling began; the
-        clock is ``self.clock`` meanwhile.
+        ``source_refusal``: what the source QEMU says against a give-back
+        (None: it is post-copy paused, no page asked for). Returns the
+        report, the give-backs as (destination state, address, never ran),
+        and the monitor's clock when the settling began; the clock is
+        ``self.clock`` meanwhile.
         """
         domain = PostcopyDomain([running(), running()],
                                 migrate_error=POSTCOPY_FAILED)
@@ -642,6 +644,9 @@ class TestPostcopyFailures(MonitorTestCase):
 
         self.useFixture(fixtures.MockPatchObject(
             m.standin, 'give_back_domain', give_back_domain))
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'source_refusal_domain',
+            lambda dom: source_refusal))
         monitor = self.monitor(domain, ScriptedController(
             [[decision(A.START_POSTCOPY)]]))
         self.clock = monitor.clock
@@ -721,6 +726,23 @@ class TestPostcopyFailures(MonitorTestCase):
         self.assertTrue(report.recovery.given_back)
         self.assertIn('stuck loading the guest', self.logger.output)
 
+    def test_a_stuck_destination_is_not_stopped_while_the_stream_lives(self):
+        # The link cut while the switch was in flight: libvirt on the source
+        # says post-copy failed (keepalive), but QEMU's stream is alive and
+        # may yet deliver the switch once the link is back.
+        def destroy(peer):
+            raise AssertionError('stopped while the source stream lives')
+
+        report, given, _ = self.migrate_giving_back(
+            source_refusal='the source migration is postcopy-active, not '
+                           'postcopy-paused',
+            dest_peer=StuckPeer(destroy))
+        self.assertEqual([], given)
+        self.assertEqual(m.Outcome.NEEDS_RECOVERY, report.outcome)
+        self.assertEqual(m.postcopy.Where.DEST_STUCK, report.recovery.where)
+        self.assertIsNone(report.recovery.give_back_error)
+        self.assertEqual(1, self.logger.output.count('not stopped yet'))
+
     def test_a_stuck_destination_whose_destroy_errs_as_it_vanishes(self):
         # Seen in the lab: libvirt removed the incoming domain itself once
         # its QEMU died and then answered the destroy "Domain not found".
@@ -778,6 +800,8 @@ class TestPostcopyFailures(MonitorTestCase):
         self.useFixture(fixtures.MockPatchObject(
             m.standin, 'give_back_domain',
             side_effect=AssertionError('B may still run a QEMU')))
+        self.useFixture(fixtures.MockPatchObject(
+            m.standin, 'source_refusal_domain', lambda dom: None))
         monitor = self.monitor(domain, ScriptedController(
             [[decision(A.START_POSTCOPY)]]))
         report = m.run_migration(domain, 'qemu+tcp://h/system', {'p': 1}, 3,

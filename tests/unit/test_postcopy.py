@@ -277,6 +277,35 @@ class SettleTest(testtools.TestCase):
         self.assertEqual(p.Where.NOT_SWITCHED, settled.where)
         self.assertTrue(settled.given_back)
 
+    def test_a_stuck_destination_waits_for_the_source_stream_to_break(self):
+        # Until the source's QEMU says its stream broke, the switch may yet
+        # arrive (a link cut, not a reset): nothing is stopped.
+        clock = Clock()
+        started_s = clock()
+        stops = []
+        script = [(SRC_FAILED, DST_INCOMING)]
+
+        def source_refusal():
+            if clock() - started_s < 30:
+                return 'the source migration is postcopy-active'
+            return None
+
+        def stop():
+            stops.append(clock() - started_s)
+            script[:] = [(SRC_FAILED, p.ABSENT)]
+            return p.ABSENT
+
+        def give_back(dest, never_ran=False):
+            script[:] = [(view(RUN, p.VIR_DOMAIN_RUNNING_POSTCOPY), p.ABSENT)]
+
+        settled = p.settle(lambda: script[0], lambda: None, clock,
+                           clock.sleep, 120.0, is_error, poll_interval_s=1.0,
+                           give_back=give_back, stop_stuck_dest=stop,
+                           source_refusal=source_refusal)
+        self.assertEqual(1, len(stops))
+        self.assertGreaterEqual(stops[0], 30)
+        self.assertTrue(settled.given_back)
+
     def test_a_destination_paused_for_migration_briefly_is_not_stopped(self):
         # Right after the switch libvirt may not have caught up yet.
         script = [(SRC_POSTCOPY, DST_INCOMING)] * 3 + [

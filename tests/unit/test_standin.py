@@ -316,3 +316,31 @@ class GiveBackTest(testtools.TestCase):
                                s.give_back, mon.qmp, mon.hmp, DEST_FAILED,
                                timeout_s=1)
         self.assertFalse(mon.running)
+
+
+class SourceRefusalTest(testtools.TestCase):
+    """The source's side alone: read before a stuck destination is stopped."""
+
+    PAUSED = {'status': 'postcopy-paused', 'ram': {'postcopy-requests': 0}}
+
+    def test_a_broken_stream_with_no_request_may_take_the_guest_back(self):
+        self.assertIsNone(s.source_refusal(
+            self.PAUSED, [{'capability': 'release-ram', 'state': False}]))
+
+    def test_a_live_stream_may_yet_deliver_the_switch(self):
+        reason = s.source_refusal(
+            {'status': 'postcopy-active', 'ram': {'postcopy-requests': 0}})
+        self.assertIn('postcopy-active, not postcopy-paused', reason)
+
+    def test_pages_asked_for_or_released(self):
+        self.assertIn('asked the source for 3 page(s)', s.source_refusal(
+            {'status': 'postcopy-paused', 'ram': {'postcopy-requests': 3}}))
+        self.assertIn('release-ram', s.source_refusal(
+            self.PAUSED, [{'capability': 'release-ram', 'state': True}]))
+
+    def test_a_monitor_that_cannot_be_read_refuses(self):
+        class Domain:
+            pass
+
+        reason = s.source_refusal_domain(Domain())
+        self.assertIn('the source QEMU could not be read', reason)
