@@ -698,8 +698,9 @@ rebooted: until then it refuses a new migration.
 
 The same is done when the destination's QEMU stays alive but stuck while
 loading the device state: libvirt there still shows the incoming guest
-*paused (migrating)*, never post-copy, for 10 s while the source is
-paused in post-copy with no page served. nova-compute then first stops the
+*paused (migrating)*, never started, for 10 s while the source QEMU's
+stream is broken (``postcopy-paused``, not merely cut off) with no page
+served. nova-compute then first stops the
 destination's QEMU (libvirt's destroy, over a writable connection to the
 same URI) and gives the guest back only once the destination runs no QEMU
 for it.
