@@ -217,7 +217,8 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
         raise AssertionError('nothing can be resumed into a destination '
                              'that is shut off')
 
-    def test_given_back_and_rolled_back_in_nova(self):
+    def migrate_until_rolled_back(self):
+        """Force post-copy; wait for Nova's end of a failed migration."""
         server = self.start_migration()
         self.force_post_copy(server)
         surfaces_errors = nova_surfaces_errors()
@@ -226,8 +227,11 @@ class DestinationFailedAtTheSwitchTest(PostcopyTestBase):
         # fault; before, the migration ends failed and the instance ACTIVE.
         self.wait_for_migration(server, 'error' if surfaces_errors
                                 else 'failed', timeout_s=60)
-        server = self._wait_for_state_change(
-            server, 'ERROR' if surfaces_errors else 'ACTIVE')
+        return self._wait_for_state_change(
+            server, 'ERROR' if surfaces_errors else 'ACTIVE'), surfaces_errors
+
+    def test_given_back_and_rolled_back_in_nova(self):
+        server, surfaces_errors = self.migrate_until_rolled_back()
         self.assertEqual([(server['id'], (5, 6), 'tcp:127.0.0.1')],
                          self.given)
         # Read-only, and only the destination's libvirt.
@@ -304,13 +308,7 @@ class DestinationStuckAtTheSwitchTest(DestinationFailedAtTheSwitchTest):
     test_given_back_and_rolled_back_in_nova = None
 
     def test_stopped_then_given_back(self):
-        server = self.start_migration()
-        self.force_post_copy(server)
-        surfaces_errors = nova_surfaces_errors()
-        self.wait_for_migration(server, 'error' if surfaces_errors
-                                else 'failed', timeout_s=60)
-        server = self._wait_for_state_change(
-            server, 'ERROR' if surfaces_errors else 'ACTIVE')
+        server, _ = self.migrate_until_rolled_back()
         # Given back only once the destination ran no QEMU for the guest,
         # on the monitor's word that it never ran it.
         self.assertEqual(1, len(self.given))
