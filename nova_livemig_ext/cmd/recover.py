@@ -315,15 +315,18 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
               'guide before touching either half' % (args.timeout, last),
               file=err)
         return EXIT_NOT_RECOVERED
-    if (settled.dest.present
-            and settled.dest.state == postcopy.VIR_DOMAIN_SHUTOFF):
+    if settled.dest.reachable and (
+            not settled.dest.present
+            or settled.dest.state == postcopy.VIR_DOMAIN_SHUTOFF):
         print('not recovered within %.0f s: both halves were left as they '
               'are; the destination runs no QEMU for the guest (%s), so '
               'nothing can be resumed there. If the destination\'s QEMU log '
               '(/var/log/libvirt/qemu/%s.log there) ends with "error while '
               'loading state" and never says "postcopy", its loader failed '
-              'before the guest ran: run recover again with '
-              '--destination-never-ran to give the guest back to the source'
+              'before the guest ran, and if the log of what stopped it says '
+              '"stuck loading the guest and never ran it", it never ran '
+              'either: run recover again with --destination-never-ran to '
+              'give the guest back to the source'
               % (args.timeout, settled.dest, args.domain), file=err)
         return EXIT_NOT_RECOVERED
     print('not recovered within %.0f s: both halves were left as they are; '
