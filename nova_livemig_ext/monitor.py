@@ -943,29 +943,22 @@ def settle_postcopy(monitor: MigrationMonitor, report: MigrationReport,
         and read it again."""
         if dest_peer is not None:
             stopped: postcopy.HostView = dest_peer.destroy()
-            if getattr(dest_peer, 'destroy_error', None):
-                monitor.log.info('Live migration: stopping the destination\'s '
-                                 'QEMU: %(error)s',
-                                 {'error': dest_peer.destroy_error})
-            return stopped
-        assert dest_domain is not None
-        domain = dest_cache[0] if dest_cache and dest_cache[0] is not None \
-            else dest_domain()
-        if domain is None:
-            raise RuntimeError('the destination cannot be reached to stop '
-                               'its QEMU')
-        try:
-            domain.destroy()
-        except Exception as exc:
-            if not monitor.errors.is_libvirt_error(exc):
-                raise
-            # libvirt may remove the incoming domain itself once its QEMU
-            # is gone, and then report the destroy failed: what the
-            # destination shows now is what counts.
+            error = dest_peer.destroy_error
+        else:
+            assert dest_domain is not None
+            domain = (dest_cache[0] if dest_cache and dest_cache[0] is not None
+                      else dest_domain())
+            if domain is None:
+                raise RuntimeError('the destination cannot be reached to stop '
+                                   'its QEMU')
+            error = standin.destroy_stuck(domain,
+                                          monitor.errors.is_libvirt_error)
+            dest_cache.clear()
+            stopped = views()[1]
+        if error:
             monitor.log.info('Live migration: stopping the destination\'s '
-                             'QEMU: %(error)s', {'error': exc})
-        dest_cache.clear()
-        return views()[1]
+                             'QEMU: %(error)s', {'error': error})
+        return stopped
 
     can_give_back = give_back_address is not None and (
         dest_domain is not None or dest_peer is not None)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nova_livemig_ext import postcopy
+from nova_livemig_ext import standin
 
 DEFAULT_TIMEOUT_S = 5.0
 # libvirt's destroy sends SIGTERM, waits, then SIGKILL: give it longer.
@@ -161,27 +162,21 @@ class BoundedPeer:
         try:
             conn = self._call(self._open_writable)
             writable = conn
-            try:
-                domain = self._call(
-                    lambda: writable.lookupByUUIDString(self._uuid))
-            except Exception as exc:
-                if self._is_libvirt_error(exc) and self._domain_gone(exc):
-                    return self.view()
-                raise
-            self._call(domain.destroy, DESTROY_TIMEOUT_S)
+            domain = self._call(
+                lambda: writable.lookupByUUIDString(self._uuid))
+            self.destroy_error = self._call(
+                lambda: standin.destroy_stuck(domain, self._is_libvirt_error),
+                DESTROY_TIMEOUT_S)
         except _Pending as exc:
             raise RuntimeError('the destination did not stop the guest: %s'
                                % exc) from None
-        except RuntimeError:
-            raise
         except Exception as exc:
             if not self._is_libvirt_error(exc):
                 raise RuntimeError('the destination did not stop the guest: '
                                    '%s' % (str(exc) or type(exc).__name__)
                                    ) from exc
-            # libvirt may remove the incoming domain itself once its QEMU
-            # is gone, and then report the destroy failed: what the
-            # destination shows now is what counts (the caller checks it).
+            # No writable connection or no domain to stop: the view says
+            # whether a QEMU is left (the caller checks it).
             self.destroy_error = str(exc) or type(exc).__name__
         finally:
             if conn is not None:

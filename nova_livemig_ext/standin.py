@@ -177,17 +177,30 @@ def source_refusal_domain(domain: Any) -> str | None:
     """:func:`source_refusal` read from a libvirt domain's QEMU on the
     source (monitor pass-through, as :func:`give_back_domain`); a monitor
     that cannot be read is a refusal too."""
-    import libvirt_qemu  # part of libvirt-python; only needed here
-
-    def qmp(command: str) -> str:
-        return str(libvirt_qemu.qemuMonitorCommand(domain, command, 0))
-
+    qmp, _ = _pass_through(domain)
     try:
         return source_refusal(_qmp_return(qmp, 'query-migrate'),
                               _qmp_value(qmp, 'query-migrate-capabilities'))
     except Exception as exc:
         return ('the source QEMU could not be read: %s'
                 % (str(exc) or type(exc).__name__))
+
+
+def destroy_stuck(domain: Any,
+                  is_libvirt_error: Callable[[BaseException], bool]
+                  ) -> str | None:
+    """libvirt's destroy of a destination domain stuck before it ran the
+    guest. Returns libvirt's error, if any, for the log: libvirt may remove
+    an incoming domain itself once its QEMU is gone and then report the
+    destroy failed, so the caller reads the destination again and judges by
+    what it shows."""
+    try:
+        domain.destroy()
+    except Exception as exc:
+        if not is_libvirt_error(exc):
+            raise
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def ramblocks(info_ramblock: str) -> dict[str, int]:
@@ -411,11 +424,12 @@ def give_back(qmp: Callable[[str], str], hmp: Callable[[str], str],
     """
     migration = _qmp_return(qmp, 'query-migrate')
     reason = refusal(dest_state, migration, operator_says_never_ran)
+    if reason is None:
+        # Only then is the monitor asked anything more.
+        reason = source_refusal(
+            migration, _qmp_value(qmp, 'query-migrate-capabilities'))
     if reason is not None:
         raise Refused(reason)
-    if released_pages(_qmp_value(qmp, 'query-migrate-capabilities')):
-        raise Refused('the source released the pages it had sent '
-                      '(release-ram): its copy of the guest is not whole')
     blocks = ramblocks(hmp('info ramblock'))
     listener = Listener(address)
     result: dict[str, Any] = {}
@@ -497,6 +511,24 @@ def state_of(state: int | None,
     return (state, reason)
 
 
+Sender = Callable[[str], str]
+
+
+def _pass_through(domain: Any) -> tuple[Sender, Sender]:
+    """QMP and HMP senders to a libvirt domain's QEMU, through libvirt's
+    monitor pass-through (``virDomainQemuMonitorCommand``)."""
+    import libvirt_qemu  # part of libvirt-python; only needed here
+
+    def qmp(command: str) -> str:
+        return str(libvirt_qemu.qemuMonitorCommand(domain, command, 0))
+
+    def hmp(command: str) -> str:
+        return str(libvirt_qemu.qemuMonitorCommand(
+            domain, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP))
+
+    return qmp, hmp
+
+
 def give_back_domain(domain: Any, dest_state: tuple[int, int] | None,
                      address: str = DEFAULT_ADDRESS,
                      timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -507,14 +539,6 @@ def give_back_domain(domain: Any, dest_state: tuple[int, int] | None,
     (``virDomainQemuMonitorCommand``), which libvirt records as a taint of
     the domain ("custom-monitor").
     """
-    import libvirt_qemu  # part of libvirt-python; only needed here
-
-    def qmp(command: str) -> str:
-        return str(libvirt_qemu.qemuMonitorCommand(domain, command, 0))
-
-    def hmp(command: str) -> str:
-        return str(libvirt_qemu.qemuMonitorCommand(
-            domain, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP))
-
+    qmp, hmp = _pass_through(domain)
     return give_back(qmp, hmp, dest_state, address, timeout_s,
                      operator_says_never_ran=operator_says_never_ran)

@@ -249,13 +249,9 @@ def recover(args: argparse.Namespace, out: TextIO | None = None,
               'stopping it (destroy) and giving the guest back to the source '
               '(a stand-in destination on %s)' % args.give_back_address,
               file=out, flush=True)
-        try:
-            dest_dom.destroy()
-        except libvirt.libvirtError as exc:
-            # libvirt may remove the incoming domain itself once its QEMU
-            # is gone, and then report the destroy failed: what the
-            # destination shows now is what counts.
-            print('stopping the destination\'s QEMU: %s' % exc, file=out,
+        error = standin.destroy_stuck(dest_dom, errors.is_libvirt_error)
+        if error:
+            print('stopping the destination\'s QEMU: %s' % error, file=out,
                   flush=True)
         return views()[1]
 
