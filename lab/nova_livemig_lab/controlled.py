@@ -88,12 +88,16 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
                         on_progress: OnProgress | None = None,
                         settle_s: float = measure.SETTLE_S,
                         link_shares: Callable[[], int] | None = None,
-                        give_back_address: str | None = None) -> ControlledMigration:
+                        give_back_address: str | None = None,
+                        decider: Callable[[], ctl.DecisionMaker] | None = None
+                        ) -> ControlledMigration:
     """Migrate ``guest`` to the other host as nova-compute would, and measure it.
 
     ``link_shares`` counts the migrations sharing the link, as the driver does;
     ``give_back_address`` is ``[livemig_ext] postcopy_give_back_address``
-    (None: off).
+    (None: off). ``decider`` replaces the policy's decision maker (a baseline
+    of :mod:`nova_livemig_lab.baselines`); the flags still come from the
+    policy.
     """
     import libvirt
     system.quiet_libvirt()
@@ -132,8 +136,8 @@ def migrate_with_policy(config: LabConfig, guest: lab_guest.Guest, policy: Migra
                flags: int) -> measure.MigrationRun:
         started_s = time.monotonic()
         recorded = RecordingDomain(dom, started_s)
-        controller = livemig_job.decision_maker(policy, plan, instance.memory_mib,
-                                                link_shares=link_shares)
+        controller = (decider() if decider is not None else livemig_job.decision_maker(
+            policy, plan, instance.memory_mib, link_shares=link_shares))
         deciders.append(controller)
         monitor = livemig_monitor.MigrationMonitor(
             recorded, controller, time.monotonic, native.time_module().sleep,

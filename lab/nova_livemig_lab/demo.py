@@ -23,11 +23,13 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nova_livemig_ext import monitor as livemig_monitor
 from nova_livemig_ext import safefile
-from nova_livemig_lab import controlled, hosts, image, network, traces, workloads
+from nova_livemig_ext.convergence.decision import DecisionMaker
+from nova_livemig_lab import baselines, controlled, hosts, image, network, traces, workloads
 from nova_livemig_lab import guest as lab_guest
 from nova_livemig_lab.config import LabConfig
 from nova_livemig_lab.lock import LabLock
@@ -49,6 +51,9 @@ UPSTREAM_PER_GIB_S = 44
 class Scenario:
     name: str
     policy: MigrationPolicy
+    # A baseline nobody steers (nova_livemig_lab.baselines) in place of the
+    # policy's decision maker; the flags still come from the policy.
+    decider: Callable[[], DecisionMaker] | None = None
 
 
 def ours_policy() -> MigrationPolicy:
@@ -72,6 +77,8 @@ def upstream_policy_same_deadline() -> MigrationPolicy:
 
 DEFAULTS_NAME = "ours, defaults"
 POSTCOPY_NAME = "ours, post-copy"
+# The shipped defaults' name in `lab compare`.
+DEFAULTS = "shipped defaults"
 
 
 def scenarios() -> tuple[Scenario, ...]:
@@ -252,15 +259,42 @@ def main(cfg: LabConfig, out_dir: Path) -> int:
 
 def alternatives() -> tuple[Scenario, ...]:
     """Ways to move one guest, side by side: the shipped defaults with the
-    deadline following the link, and each remedy on its own."""
+    deadline following the link, ours with one remedy on its ladder, and
+    the baselines an operator has without our controller: QEMU's
+    auto-converge armed at 50/20 and at 20/10 with nobody watching,
+    post-copy from the end of the first pass with no throttle, Nova 34's
+    algorithm (the demo's deadline) and a paused copy. The unsteered ones
+    end at the lab's cap (:data:`nova_livemig_lab.baselines.CAP_S`)."""
     base = MigrationPolicy().replace(completion_timeout_s_per_gib=0)
+
+    def knobs(initial: int, increment: int) -> Scenario:
+        return Scenario(f"QEMU {initial}/{increment} alone",
+                        base.replace(ladder=("auto_converge", "abort"),
+                                     auto_converge_initial_pct=initial,
+                                     auto_converge_increment_pct=increment),
+                        baselines.Unwatched)
+
     return (
-        Scenario("shipped defaults", base),
+        Scenario(DEFAULTS, base),
         Scenario("bounded pause", base.replace(ladder=("downtime", "pause", "abort"))),
         Scenario("post-copy", base.replace(ladder=("downtime", "postcopy", "abort"),
                                            permit_post_copy=True)),
         Scenario("throttle", base.replace(ladder=("auto_converge", "abort"))),
+        knobs(50, 20),
+        knobs(20, 10),
+        Scenario("post-copy after first pass",
+                 base.replace(ladder=("postcopy", "abort"), permit_post_copy=True),
+                 lambda: baselines.Unwatched(postcopy_after_first_pass=True)),
+        Scenario("Nova 34", upstream_policy_same_deadline()),
+        Scenario("paused copy", MigrationPolicy().replace(
+            copy_mode="paused", ladder=("abort",), completion_timeout_s_per_gib=PER_GIB_S)),
     )
+
+
+# What `lab compare` runs unless told: the defaults and every baseline;
+# "post-copy" and "throttle" (ours with one remedy) only when named.
+COMPARED = (DEFAULTS, "bounded pause", "QEMU 50/20 alone", "QEMU 20/10 alone",
+            "post-copy after first pass", "Nova 34", "paused copy")
 
 
 def compare(cfg: LabConfig, out_dir: Path, workload: workloads.Workload,
@@ -275,14 +309,15 @@ def compare(cfg: LabConfig, out_dir: Path, workload: workloads.Workload,
     image.build_initramfs(cfg)
     rows: list[Row] = []
     link_mb_s = None
-    for scenario in chosen or alternatives():
+    for scenario in chosen or tuple(s for s in alternatives() if s.name in COMPARED):
         with LabLock(cfg):
             link_mb_s = float(network.load_link_state(cfg)["measured_mb_s"])
             guest = lab_guest.boot(cfg, cfg.host_a, f"cmp-{int(time.time() * 1000) % 10**8}",
                                    workload.dirty_mb, workload.dirty_rate_mb_s,
                                    pattern=workload.pattern)
             try:
-                done = controlled.migrate_with_policy(cfg, guest, scenario.policy)
+                done = controlled.migrate_with_policy(cfg, guest, scenario.policy,
+                                                      decider=scenario.decider)
             finally:
                 lab_guest.destroy(guest, cfg)
         rows.append(_row(scenario, done))

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import testtools
 
+from nova_livemig_ext.policy import MigrationPolicy
 from nova_livemig_lab import demo
 
 
@@ -28,11 +29,44 @@ class TestTable(testtools.TestCase):
         self.assertIn('x0.2/x3.0', lines['aborted'])
 
     def test_alternatives_follow_the_link(self):
-        names = [s.name for s in demo.alternatives()]
+        scenarios = {s.name: s for s in demo.alternatives()}
         self.assertEqual(['shipped defaults', 'bounded pause', 'post-copy',
-                          'throttle'], names)
-        for scenario in demo.alternatives():
-            self.assertEqual(0, scenario.policy.completion_timeout_s_per_gib)
+                          'throttle', 'QEMU 50/20 alone', 'QEMU 20/10 alone',
+                          'post-copy after first pass', 'Nova 34',
+                          'paused copy'], list(scenarios))
+        # Ours, and the unsteered baselines' flags, follow the link.
+        for name in ('shipped defaults', 'bounded pause', 'post-copy',
+                     'throttle', 'QEMU 50/20 alone', 'QEMU 20/10 alone',
+                     'post-copy after first pass'):
+            self.assertEqual(
+                0, scenarios[name].policy.completion_timeout_s_per_gib, name)
+        self.assertEqual(MigrationPolicy(), scenarios['shipped defaults'].policy.replace(
+            completion_timeout_s_per_gib=MigrationPolicy().completion_timeout_s_per_gib))
+        self.assertTrue(set(demo.COMPARED) <= set(scenarios))
+
+    def test_baselines_arm_their_knobs_and_nobody_steers(self):
+        from nova_livemig_lab import baselines
+        scenarios = {s.name: s for s in demo.alternatives()}
+        for name, initial, increment in (('QEMU 50/20 alone', 50, 20),
+                                         ('QEMU 20/10 alone', 20, 10)):
+            policy = scenarios[name].policy
+            self.assertEqual((initial, increment),
+                             (policy.auto_converge_initial_pct,
+                              policy.auto_converge_increment_pct))
+            self.assertIn('auto_converge', policy.ladder)
+            decider = scenarios[name].decider()
+            self.assertIsInstance(decider, baselines.Unwatched)
+            self.assertFalse(decider.postcopy_after_first_pass)
+        after = scenarios['post-copy after first pass']
+        self.assertTrue(after.policy.permit_post_copy)
+        self.assertNotIn('auto_converge', after.policy.ladder)
+        self.assertTrue(after.decider().postcopy_after_first_pass)
+        # Ours, Nova 34 and the paused copy run their own decision makers.
+        for name in ('shipped defaults', 'bounded pause', 'Nova 34',
+                     'paused copy'):
+            self.assertIsNone(scenarios[name].decider, name)
+        self.assertEqual('upstream', scenarios['Nova 34'].policy.mode)
+        self.assertEqual('paused', scenarios['paused copy'].policy.copy_mode)
 
     def test_summary_needs_both_of_ours_to_complete(self):
         rows = [row('paused copy', 'completed', 13.0, 13.0),
