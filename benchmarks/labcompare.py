@@ -208,7 +208,8 @@ def render(results: Mapping[str, Mapping[str, Any]],
         "in seconds of its own service; **longest stop** is the longest gap between its "
         "heartbeats; throttle x time is the model's figure, beside it. The unsteered "
         "baselines (QEMU's knobs alone, post-copy after the first pass) end at the lab's "
-        "cap of 300 s; Nova 34 aborts at 88 s (44 s/GiB of the 2 GiB Nova counts at least), the demo's deadline.",
+        "cap of 300 s; Nova 34 aborts at 88 s (44 s/GiB of the 2 GiB Nova counts at least), "
+        "the demo's deadline.",
         "",
     ]
     verdicts = []

@@ -59,6 +59,7 @@ from nova_livemig_ext.convergence.reasons import mib
 from nova_livemig_ext.convergence.reasons import note_once
 from nova_livemig_ext.convergence.reasons import rounded
 from nova_livemig_ext.convergence.rungs.abort import at_deadline
+from nova_livemig_ext.convergence.rungs.abort import throttled_in_vain
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_hopeless
 from nova_livemig_ext.convergence.rungs.auto_converge import throttle_verdict
 from nova_livemig_ext.convergence.rungs.auto_converge import track_throttle_baseline
@@ -125,6 +126,7 @@ __all__ = [
     'step',
     'throttle_effect',
     'throttle_hopeless',
+    'throttled_in_vain',
     'window_trigger',
 ]
 
@@ -195,6 +197,11 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
                 ('first_throttled_dirty_rate_mib_s',
                  mib(state.throttled_dirty_bytes_s))))
         decisions = decisions + note
+    if (state.rung_name(config) == RUNG_ABORT
+            or 'ladder-exhausted' in state.noted):
+        state, more = throttled_in_vain(config, state, now_s)
+        if more:
+            return state, decisions + more
     trigger = escalation_trigger(config, state, now_s)
     if trigger is None or not rung_had_its_chance(config, state, now_s):
         return state, decisions

@@ -1,7 +1,12 @@
 """The abort rung, and the deadline that ends pre-copy: a last pause or abort.
 
 Reaching the abort rung means nothing else can help; the abort itself
-happens at the deadline, so a guest that calms down still finishes.
+happens at the deadline, so a guest that calms down still finishes.  One
+exception: QEMU's throttle, armed at start, goes on throttling the guest
+until the job ends, and the controller cannot lift it.  When the throttle
+is spent (at QEMU's maximum, or shown not to bite) and pre-copy is still not
+predicted to finish before the deadline one pass later, waiting only costs
+the guest its CPU: the job is aborted then (:func:`throttled_in_vain`).
 
 The deadline always ends pre-copy: a pause that is allowed and fits the
 switchover timeout is the last try, otherwise the job is aborted and the
@@ -16,12 +21,17 @@ from nova_livemig_ext.convergence.config import ControllerConfig
 from nova_livemig_ext.convergence.config import RUNG_ABORT
 from nova_livemig_ext.convergence.config import RUNG_PAUSE
 from nova_livemig_ext.convergence.deadline import current_deadline_s
+from nova_livemig_ext.convergence.deadline import predicted_in_time_s
 from nova_livemig_ext.convergence.deadline import time_left_s
 from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
 from nova_livemig_ext.convergence.decision import Measure
 from nova_livemig_ext.convergence.reasons import decide
+from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import note_once
+from nova_livemig_ext.convergence.rungs.auto_converge import MAX_THROTTLE_PCT
+from nova_livemig_ext.convergence.rungs.auto_converge import throttle_hopeless
+from nova_livemig_ext.convergence.rungs.auto_converge import throttle_verdict
 from nova_livemig_ext.convergence.rungs.pause import pause_blocker
 from nova_livemig_ext.convergence.rungs.pause import pause_decisions
 from nova_livemig_ext.convergence.stall import Trigger
@@ -71,3 +81,43 @@ def at_deadline(config: ControllerConfig, state: ControllerState,
     decisions.append(decide(state, now_s, Action.ABORT, reason,
                             RUNG_ABORT, extra))
     return state, tuple(decisions)
+
+
+def throttled_in_vain(config: ControllerConfig, state: ControllerState,
+                      now_s: float) -> Step:
+    """Nothing is left but the abort, and QEMU throttles the guest for
+    nothing: abort now rather than at the deadline.
+
+    The throttle is spent when it is at QEMU's maximum or shown not to bite
+    (:func:`~.auto_converge.throttle_hopeless`).  Seen spent with pre-copy
+    not predicted to finish before the deadline, it is given one more pass
+    (the prediction moves with every pass); still so then, the job is
+    aborted and the guest keeps running, unthrottled, on the source.
+    """
+    est = state.estimate
+    pct = est.throttle_pct or 0
+    hopeless = throttle_hopeless(config, state)
+    spent = pct > 0 and (pct >= MAX_THROTTLE_PCT or hopeless)
+    if not spent or predicted_in_time_s(config, state, now_s) is not None:
+        if state.throttle_spent_passes is None:
+            return state, ()
+        return dataclasses.replace(state, throttle_spent_passes=None), ()
+    if state.throttle_spent_passes is None:
+        return dataclasses.replace(
+            state, throttle_spent_passes=est.passes_completed), ()
+    if est.passes_completed <= state.throttle_spent_passes:
+        return state, ()
+    left = time_left_s(config, state, now_s)
+    why = (throttle_verdict(config, state) if hopeless
+           else f"QEMU's throttle is at its maximum of {pct}%")
+    reason = (f'no permitted rung is left and {why}; pre-copy is still not '
+              f'predicted to finish before the deadline in {left:.0f} s, '
+              f'so waiting would only keep the guest throttled at {pct}% '
+              f"(it has lost {fmt(state.throttle_lost_s, ' s', 1)} of CPU "
+              f'so far); aborting now, the guest keeps running on the '
+              f'source')
+    state = dataclasses.replace(state, phase=Phase.ABORTING,
+                                postcopy_wait_since_s=None)
+    return state, (decide(state, now_s, Action.ABORT, reason, RUNG_ABORT, (
+        ('time_left_s', round(left, 1)), ('throttle_pct', pct),
+        ('throttle_lost_s', round(state.throttle_lost_s, 2)))),)

@@ -267,3 +267,88 @@ class TestRankByGuestCost(testtools.TestCase):
                          pause.measures_dict()['passed_over'])
         self.assertLess(pause.measures_dict()['guest_unavailable_s'], 1.0)
         self.assertEqual('completed', result.outcome)
+
+
+class TestNoThrottlingForNothing(testtools.TestCase):
+    """Nothing left but the abort, and QEMU's throttle still in force."""
+
+    SETTINGS = model.QemuSettings(auto_converge=True, throttle_initial_pct=50,
+                                  throttle_increment_pct=20)
+
+    def config(self, **kw):
+        return c.ControllerConfig(**dict(dict(
+            ladder=('auto_converge', 'abort'), auto_converge_armed=True,
+            auto_converge_initial_pct=50, auto_converge_increment_pct=20,
+            deadline_s=600.0), **kw))
+
+    def test_a_throttle_that_does_not_bite_ends_in_an_abort_not_the_deadline(self):
+        # The held-out guest of issue 20: its writes do not slow when
+        # throttled. It used to be throttled until the deadline (here
+        # 600 s), then aborted all the same.
+        sim = PacedWriter(BUSY, self.SETTINGS)
+        controller, result = run(sim, self.config(), 700)
+        [pending] = notes(result, 'no permitted rung is left, aborting at '
+                                  'the deadline')
+        [abort] = [d for d in result.decisions if d.action is A.ABORT]
+        self.assertEqual('aborted', result.outcome)
+        self.assertIn('throttling does not bite: from 50% to 90%',
+                      abort.reason)
+        self.assertIn('aborting now, the guest keeps running on the source',
+                      abort.reason)
+        # Within two passes of the rung, far from the deadline.
+        self.assertGreater(abort.at_s, pending.at_s)
+        self.assertLess(abort.at_s, pending.at_s + 30)
+        self.assertLess(abort.at_s, 120)
+        self.assertGreater(abort.measures_dict()['time_left_s'], 400)
+
+    def test_a_throttle_that_bites_still_gets_to_finish(self):
+        sim = model.PrecopySimulation(BUSY, self.SETTINGS)
+        _, result = run(sim, self.config(), 700)
+        self.assertEqual('completed', result.outcome)
+        self.assertNotIn(A.ABORT, result.actions())
+
+    def state(self, pct, passes, spent_passes=None, predicted_ok=False):
+        # 100 MiB left, 15 MiB/s, writes at 16 MiB/s: never; at
+        # 1 MiB/s it finishes in a few seconds.
+        dirty = (1 if predicted_ok else 16) * MIB
+        boundary = c.estimator.PassBoundary(
+            iteration=passes + 1, at_s=58.0, working_set_bytes=100 * MIB,
+            previous_pass_s=7.0)
+        est = c.estimator.Estimate(
+            at_s=60.0, remaining_bytes=100 * MIB, bandwidth_bytes_s=LINK,
+            dirty_rate_bytes_s=dirty, throttle_pct=pct, iteration=passes + 1,
+            passes_completed=passes, pass_started_s=58.0,
+            boundaries=(boundary,), largest_working_set_bytes=100 * MIB)
+        return c.ControllerState(
+            started_s=0.0, downtime_ms=300, confirmed_downtime_ms=300,
+            estimate=est, throttle_spent_passes=spent_passes,
+            throttle_lost_s=40.0)
+
+    def test_a_spent_throttle_is_given_one_more_pass(self):
+        config = self.config()
+        state, decisions = c.throttled_in_vain(config, self.state(99, 7), 60.0)
+        self.assertEqual(((), 7), (decisions, state.throttle_spent_passes))
+        # Same pass: still waiting.
+        state, decisions = c.throttled_in_vain(config, state, 61.0)
+        self.assertEqual((), decisions)
+        state = dataclasses.replace(state, estimate=dataclasses.replace(
+            state.estimate, passes_completed=8))
+        state, decisions = c.throttled_in_vain(config, state, 64.0)
+        self.assertEqual([A.ABORT], [d.action for d in decisions])
+        self.assertIn("QEMU's throttle is at its maximum of 99%",
+                      decisions[0].reason)
+        self.assertIn('it has lost 40.0 s of CPU so far', decisions[0].reason)
+        self.assertIs(c.Phase.ABORTING, state.phase)
+
+    def test_a_throttle_still_rising_or_a_guest_predicted_in_time_waits(self):
+        config = self.config()
+        in_time = self.state(99, 8, spent_passes=7, predicted_ok=True)
+        self.assertIsNotNone(c.predicted_in_time_s(config, in_time, 60.0))
+        self.assertIsNone(c.predicted_in_time_s(
+            config, self.state(99, 8), 60.0))
+        for state in (self.state(90, 8, spent_passes=7),
+                      self.state(0, 8, spent_passes=7), in_time):
+            after, decisions = c.throttled_in_vain(config, state, 60.0)
+            self.assertEqual((), decisions)
+            # And the pass it was first seen spent is forgotten.
+            self.assertIsNone(after.throttle_spent_passes)
