@@ -347,6 +347,34 @@ Related options:
 
 * ``initial_downtime_ms``, ``ladder``
 """),
+    finite_float_opt('max_guest_stop_s',
+                     min=0.1,
+                     max=3600.0,
+                     help="""
+The longest, in seconds, the guest may be stopped at once by any remedy: the
+final stop-and-copy, a forced pause (``pause``), the page-fault stall after a
+switch to post-copy, or one stop of QEMU's throttle. With it set the
+controller never enters a rung predicted to stop the guest longer, and among
+the rungs within it takes the one predicted to cost the guest the least work
+(throttle x time, downtime and post-copy stall, in seconds of its vCPU).
+A rung left out is noted in the log with its prediction and priced again at
+the next escalation, so a pause that did not fit may fit once the working
+set has shrunk. When nothing within the ceiling can finish the migration it
+is aborted at the deadline, or at once when QEMU's throttle is spent.
+
+Possible values:
+
+* unset (default): no ceiling; the rung predicted to stop the guest the
+  shortest wins (anything within ``max_downtime_ms`` counts as that much),
+  then the least work lost.
+* 0.1 to 3600; at least ``max_downtime_ms``. With ``ladder`` unset, setting
+  it also adds ``pause`` before ``abort``: a pause no longer than this is a
+  remedy the controller may choose.
+
+Related options:
+
+* ``ladder``, ``max_downtime_ms``, ``switchover_timeout_s``
+"""),
     cfg.IntOpt('downtime_steps',
                min=1,
                max=100,
@@ -434,8 +462,9 @@ Escalation ladder: the rungs the controller may use when a migration does
 not converge. Each rung gets its chance before another is tried. At each
 escalation the controller enters the rung not tried yet that the guest is
 predicted to pay least for (its longest unavailability, counting anything
-within ``max_downtime_ms`` as that much, then the work it loses); the order
-listed here breaks ties.
+within ``max_downtime_ms`` as that much, then the work it loses; with
+``max_guest_stop_s`` set, the least work lost among the rungs within that
+ceiling); the order listed here breaks ties.
 
 Possible values (each at most once, in the order preferred on a tie):
 
@@ -456,9 +485,9 @@ from Nova's options where they are set:
   live_migration_permit_auto_converge = False`` is set;
 * ``postcopy`` comes before ``abort`` when post-copy is permitted
   (``permit_post_copy`` or ``[libvirt] live_migration_permit_post_copy``);
-* ``pause`` comes before ``abort`` when ``[libvirt]
-  live_migration_timeout_action = force_complete`` is set and post-copy is
-  not permitted (what Nova's force-complete does then).
+* ``pause`` comes before ``abort`` when ``max_guest_stop_s`` is set, or when
+  ``[libvirt] live_migration_timeout_action = force_complete`` is set and
+  post-copy is not permitted (what Nova's force-complete does then).
 
 A ladder set here must agree with those ``[libvirt]`` options when they are
 set, or nova-compute refuses to start. When the deadline passes and no
@@ -466,7 +495,8 @@ permitted rung is left the migration is aborted whatever the ladder says.
 
 Related options:
 
-* ``permit_post_copy``, ``max_downtime_ms``, ``completion_timeout_s_per_gib``
+* ``permit_post_copy``, ``max_downtime_ms``, ``max_guest_stop_s``,
+  ``completion_timeout_s_per_gib``
 """),
     cfg.IntOpt('stall_window_s',
                default=60,

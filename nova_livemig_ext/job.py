@@ -79,6 +79,7 @@ def controller_config(policy: MigrationPolicy, plan: MigrationPlan,
         ladder=plan.ladder,
         initial_downtime_ms=policy.initial_downtime_ms,
         max_downtime_ms=policy.max_downtime_ms,
+        max_guest_stop_s=policy.max_guest_stop_s,
         downtime_steps=policy.downtime_steps,
         # Instance facts already removed post-copy from the plan when it
         # cannot work for this instance.

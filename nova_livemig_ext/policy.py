@@ -57,6 +57,8 @@ class MigrationPolicy:
     postcopy_bandwidth_mib_s: int = 0
     initial_downtime_ms: int = 300
     max_downtime_ms: int = 500
+    # The ceiling on the guest's longest stop (None: none stated).
+    max_guest_stop_s: float | None = None
     downtime_steps: int = 3
     auto_converge_initial_pct: int = 50
     auto_converge_increment_pct: int = 20
@@ -280,7 +282,9 @@ def _ladder_from_conf(conf: Any, permit_post_copy: bool,
 
     ``live_migration_permit_auto_converge`` and
     ``live_migration_timeout_action``, when an operator set them, say which
-    rungs Nova would use; a ladder of ours must then agree.
+    rungs Nova would use; a ladder of ours must then agree.  Unset, the
+    ladder also holds ``pause`` when ``max_guest_stop_s`` is set: a pause
+    within the operator's ceiling is a remedy the controller may price.
     """
     own = conf.livemig_ext.ladder
     auto_set = nova_option_set(conf, 'live_migration_permit_auto_converge')
@@ -292,7 +296,8 @@ def _ladder_from_conf(conf: Any, permit_post_copy: bool,
                   if r != 'auto_converge' or auto or not auto_set]
         if permit_post_copy:
             ladder.insert(ladder.index('abort'), 'postcopy')
-        elif action_set and force:
+        if (conf.livemig_ext.max_guest_stop_s is not None
+                or (action_set and force and not permit_post_copy)):
             ladder.insert(ladder.index('abort'), 'pause')
         return tuple(ladder)
     ladder = [r.strip() for r in own]
@@ -374,6 +379,7 @@ def policy_from_conf(conf: Any) -> MigrationPolicy:
         postcopy_bandwidth_mib_s=own.postcopy_bandwidth_mib_s,
         initial_downtime_ms=initial_downtime_ms,
         max_downtime_ms=max_downtime_ms,
+        max_guest_stop_s=own.max_guest_stop_s,
         downtime_steps=shared['downtime_steps'],
         auto_converge_initial_pct=own.auto_converge_initial_pct,
         auto_converge_increment_pct=own.auto_converge_increment_pct,
@@ -549,6 +555,18 @@ def _number_refusals(policy: MigrationPolicy) -> list[Refusal]:
             'initial downtime %d ms is above the maximum %d ms'
             % (policy.initial_downtime_ms, policy.max_downtime_ms),
             'Raise max_downtime_ms or lower initial_downtime_ms.'))
+    ceiling = policy.max_guest_stop_s
+    if ceiling is not None and not (math.isfinite(ceiling) and ceiling > 0):
+        refusals.append(Refusal(
+            (_opt(lm, 'max_guest_stop_s'),),
+            '%r is not a positive finite number of seconds' % ceiling,
+            'Set a value from 0.1 to 3600, or leave it unset.'))
+    elif ceiling is not None and policy.max_downtime_ms > ceiling * 1000:
+        refusals.append(Refusal(
+            (_opt(lm, 'max_guest_stop_s'), _opt(lm, 'max_downtime_ms')),
+            'the downtime limit may reach %d ms, beyond the %g s the guest '
+            'may be stopped' % (policy.max_downtime_ms, ceiling),
+            'Lower max_downtime_ms or raise max_guest_stop_s.'))
     if (policy.postcopy_bandwidth_mib_s and policy.permit_post_copy is False
             and policy.mode == 'controller'):
         refusals.append(Refusal(

@@ -69,6 +69,11 @@ class ControllerConfig:
     max_bandwidth_mib_s: int | None = None
     # Post-copy bandwidth set before switching, when set.
     postcopy_bandwidth_mib_s: int | None = None
+    # The operator's ceiling on the guest's longest stop, in seconds: no
+    # rung predicted to stop the guest longer is entered, and the rungs
+    # within it are ranked by the work the guest loses.  None: no ceiling,
+    # the rung with the shortest stop wins (see pricing.rank_rungs).
+    max_guest_stop_s: float | None = None
     estimator: estimator.EstimatorConfig = estimator.EstimatorConfig()
 
     def __post_init__(self) -> None:
@@ -121,6 +126,9 @@ def config_problems(config: ControllerConfig) -> list[str]:
     for name in ('min_pass_progress_fraction', 'bandwidth_collapse_fraction'):
         if not 0 < getattr(config, name) < 1:
             problems.append(f'{name} must be between 0 and 1')
+    ceiling = config.max_guest_stop_s
+    if ceiling is not None and not ceiling > 0:
+        problems.append('max_guest_stop_s must be positive when set')
     for name in ('max_bandwidth_mib_s', 'postcopy_bandwidth_mib_s'):
         value = getattr(config, name)
         if value is not None and value <= 0:

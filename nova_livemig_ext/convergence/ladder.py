@@ -24,6 +24,7 @@ from nova_livemig_ext.convergence.config import RUNG_PAUSE
 from nova_livemig_ext.convergence.config import RUNG_POSTCOPY
 from nova_livemig_ext.convergence.deadline import time_left_s
 from nova_livemig_ext.convergence.decision import Decision
+from nova_livemig_ext.convergence.pricing import beyond_ceiling
 from nova_livemig_ext.convergence.pricing import rank_rungs
 from nova_livemig_ext.convergence.pricing import ranking_text
 from nova_livemig_ext.convergence.pricing import rung_cost
@@ -139,8 +140,10 @@ def escalate(config: ControllerConfig, state: ControllerState,
 
     The candidates are the rungs of the ladder not tried yet that can help
     now (each blocked one is noted once, and stays a candidate for later);
-    they are ranked by :func:`rank_rungs`.  The ladder says which rungs are
-    permitted and breaks ties.  With none left, abort at the deadline.
+    they are ranked by :func:`rank_rungs`, those predicted to stop the
+    guest beyond ``max_guest_stop_s`` left out (noted, and priced again at
+    the next escalation).  The ladder says which rungs are permitted and
+    breaks ties.  With none left, abort at the deadline.
     """
     decisions: list[Decision] = []
     current = state.rung_name(config)
@@ -155,9 +158,11 @@ def escalate(config: ControllerConfig, state: ControllerState,
     for rung in untried_rungs(config, state):
         blocker = rung_blocker(config, state, rung, trigger, now_s)
         if blocker is None:
-            costs.append((rung, rung_cost(config, state, rung, trigger,
-                                          now_s)))
-            continue
+            cost = rung_cost(config, state, rung, trigger, now_s)
+            blocker = beyond_ceiling(config, cost)
+            if blocker is None:
+                costs.append((rung, cost))
+                continue
         state, note = note_once(state, f'skip-{rung}', now_s,
                                 f'skipping {rung}: {blocker}', None,
                                 (('skipped_rung', rung),))

@@ -5,6 +5,10 @@ Every rung decision carries what the guest is predicted to pay for it
 pre-copy needs help, the rung entered is the one not tried yet that the
 guest is predicted to pay least for; the ladder's configured order only
 breaks ties (:func:`rank_rungs` has the tie rules).
+
+With ``max_guest_stop_s`` set the operator has said what the guest may
+bear: a rung predicted to stop it longer is not entered
+(:func:`beyond_ceiling`), and among the others the least work lost wins.
 """
 
 from __future__ import annotations
@@ -74,25 +78,51 @@ def felt_unavailable_s(config: ControllerConfig,
     return max(longest, config.max_downtime_ms / MS_PER_S)
 
 
+def beyond_ceiling(config: ControllerConfig,
+                   cost: guest.GuestCost) -> str | None:
+    """Why a rung's predicted stop breaks ``max_guest_stop_s``, or None.
+
+    A stop that cannot be predicted yet breaks it: the ceiling is a
+    promise.
+    """
+    ceiling = config.max_guest_stop_s
+    if ceiling is None:
+        return None
+    longest = cost.longest_unavailable_s
+    if longest is None:
+        return (f'its longest stop cannot be predicted yet and '
+                f'max_guest_stop_s is {ceiling:g} s')
+    if longest > ceiling:
+        return (f'it would stop the guest for about {longest:.2f} s, beyond '
+                f'max_guest_stop_s of {ceiling:g} s')
+    return None
+
+
 def rank_rungs(config: ControllerConfig,
                costs: Sequence[tuple[str, guest.GuestCost]]
                ) -> list[tuple[str, guest.GuestCost]]:
     """The rungs the guest pays least for first.
 
-    Least longest unavailability first: when a rung keeps within
-    ``max_downtime_ms`` the rungs that do are tied; otherwise those within
-    ``RANK_UNAVAILABLE_TOLERANCE`` of the least are (predictions are not
-    finer than that).  Ties go to the least work lost, then to the
-    ladder's order.
+    With ``max_guest_stop_s`` set (the costs are all within it, see
+    :func:`beyond_ceiling`): the least work lost first, then the ladder's
+    order.  Without it, least longest unavailability first: when a rung
+    keeps within ``max_downtime_ms`` the rungs that do are tied; otherwise
+    those within ``RANK_UNAVAILABLE_TOLERANCE`` of the least are
+    (predictions are not finer than that).  Ties go to the least work lost,
+    then to the ladder's order.
     """
     if not costs:
         return []
+    order = {rung: i for i, rung in enumerate(config.ladder)}
+    if config.max_guest_stop_s is not None:
+        return sorted(costs, key=lambda item: (
+            float('inf') if item[1].work_lost_s is None
+            else item[1].work_lost_s, order[item[0]]))
     least = min(felt_unavailable_s(config, c) for _, c in costs)
     promised_s = config.max_downtime_ms / MS_PER_S
     # Within the promise only what keeps it ties; beyond it, the tolerance.
     tied_up_to = (least if least <= promised_s
                   else least * RANK_UNAVAILABLE_TOLERANCE)
-    order = {rung: i for i, rung in enumerate(config.ladder)}
 
     def key(item: tuple[str, guest.GuestCost]) -> tuple[int, float, int]:
         rung, cost = item

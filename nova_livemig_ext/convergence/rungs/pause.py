@@ -65,6 +65,12 @@ def pause_blocker(config: ControllerConfig, state: ControllerState,
         return (f"a pause would last {fmt(downtime, ' ms', 0)}, over "
                 f'the switchover timeout '
                 f'{config.switchover_timeout_s:.0f} s')
+    ceiling = config.max_guest_stop_s
+    downtime = estimator.pause_downtime_ms(state.estimate)
+    if ceiling is not None and (downtime is None
+                                or downtime / MS_PER_S > ceiling):
+        return (f"a pause would stop the guest for {fmt(downtime, ' ms', 0)}"
+                f', beyond max_guest_stop_s of {ceiling:g} s')
     return None
 
 

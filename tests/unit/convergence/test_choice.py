@@ -7,6 +7,8 @@ import testtools
 
 from nova_livemig_ext.convergence import controller as c
 from nova_livemig_ext.convergence import model
+from nova_livemig_ext.convergence import pricing
+from nova_livemig_ext.convergence.rungs import pause as pause_rung
 
 MIB = model.MIB
 A = c.Action
@@ -352,3 +354,77 @@ class TestNoThrottlingForNothing(testtools.TestCase):
             self.assertEqual((), decisions)
             # And the pass it was first seen spent is forgotten.
             self.assertIsNone(after.throttle_spent_passes)
+
+
+class TestTheOperatorsCeiling(testtools.TestCase):
+    """max_guest_stop_s: nothing longer, and the least work lost within."""
+
+    SETTINGS = model.QemuSettings(auto_converge=True, throttle_initial_pct=50,
+                                  throttle_increment_pct=20)
+
+    def config(self, **kw):
+        return c.ControllerConfig(**dict(dict(
+            ladder=('auto_converge', 'pause', 'abort'),
+            auto_converge_armed=True, auto_converge_initial_pct=50,
+            auto_converge_increment_pct=20, pause_allowed=True,
+            deadline_s=600.0), **kw))
+
+    def test_within_the_ceiling_a_pause_beats_a_long_throttle(self):
+        # The busy guest's pause stops it about 12 s; the throttle that
+        # works keeps its stops under a second but costs it far more CPU.
+        sim = model.PrecopySimulation(BUSY, self.SETTINGS)
+        _, result = run(sim, self.config(max_guest_stop_s=20.0), 700)
+        [pause] = [d for d in result.decisions if d.action is A.PAUSE]
+        self.assertIn('pause costs the guest least', pause.reason)
+        self.assertEqual('auto_converge',
+                         pause.measures_dict()['passed_over'])
+        self.assertEqual('completed', result.outcome)
+        self.assertLess(result.downtime_ms / 1000, 20.0)
+        # No ceiling: the shortest stop wins, as before.
+        sim = model.PrecopySimulation(BUSY, self.SETTINGS)
+        _, result = run(sim, self.config(), 700)
+        self.assertNotIn(A.PAUSE, result.actions())
+        self.assertEqual('completed', result.outcome)
+
+    def test_a_pause_beyond_the_ceiling_is_never_taken(self):
+        sim = model.PrecopySimulation(BUSY, self.SETTINGS)
+        _, result = run(sim, self.config(max_guest_stop_s=5.0), 700)
+        [skipped] = notes(result, 'skipping pause')
+        self.assertIn('beyond max_guest_stop_s of 5 s', skipped.reason)
+        self.assertNotIn(A.PAUSE, result.actions())
+        self.assertEqual('completed', result.outcome)
+
+    def test_nor_at_the_deadline(self):
+        state = c.ControllerState(
+            started_s=0.0, downtime_ms=300, confirmed_downtime_ms=300,
+            estimate=c.estimator.Estimate(
+                at_s=20.0, remaining_bytes=150 * MIB, bandwidth_bytes_s=LINK,
+                largest_working_set_bytes=150 * MIB))
+        blocker = pause_rung.pause_blocker
+        self.assertIsNone(blocker(self.config(), state, 20.0))
+        said = blocker(self.config(max_guest_stop_s=5.0), state, 20.0)
+        self.assertIn('beyond max_guest_stop_s of 5 s', said)
+        self.assertIsNone(blocker(self.config(max_guest_stop_s=15.0), state,
+                                  20.0))
+
+    def test_the_ranking_within_the_ceiling_is_by_work_lost(self):
+        cost = c.guest.GuestCost
+        costs = [('auto_converge', cost(0.99, 30.0)),
+                 ('pause', cost(8.0, 8.0)),
+                 ('postcopy', cost(4.0, None))]
+        config = self.config(ladder=('auto_converge', 'postcopy', 'pause',
+                                     'abort'), max_guest_stop_s=10.0)
+        self.assertEqual(['pause', 'auto_converge', 'postcopy'],
+                         [r for r, _ in pricing.rank_rungs(config, costs)])
+        # Without it, the shortest stop first.
+        self.assertEqual('auto_converge', pricing.rank_rungs(
+            self.config(ladder=config.ladder), costs)[0][0])
+        self.assertIsNone(pricing.beyond_ceiling(config, cost(10.0, 1.0)))
+        self.assertIn('cannot be predicted yet',
+                      pricing.beyond_ceiling(config, cost(None, 1.0)))
+        self.assertIn('about 10.50 s, beyond max_guest_stop_s of 10 s',
+                      pricing.beyond_ceiling(config, cost(10.5, 1.0)))
+        self.assertIsNone(pricing.beyond_ceiling(self.config(), cost(None, None)))
+
+    def test_the_ceiling_must_be_positive(self):
+        self.assertRaises(ValueError, self.config, max_guest_stop_s=0.0)
