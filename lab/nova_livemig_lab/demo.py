@@ -77,8 +77,10 @@ def upstream_policy_same_deadline() -> MigrationPolicy:
 
 DEFAULTS_NAME = "ours, defaults"
 POSTCOPY_NAME = "ours, post-copy"
-# The shipped defaults' name in `lab compare`.
+# The shipped defaults' name in `lab compare`, and the defaults with the
+# operator's ceiling on the guest's stop set to 10 s.
 DEFAULTS = "shipped defaults"
+CEILING = "defaults, stop ceiling 10 s"
 
 
 def scenarios() -> tuple[Scenario, ...]:
@@ -280,6 +282,10 @@ def alternatives() -> tuple[Scenario, ...]:
         Scenario("post-copy", base.replace(ladder=("downtime", "postcopy", "abort"),
                                            permit_post_copy=True)),
         Scenario("throttle", base.replace(ladder=("auto_converge", "abort"))),
+        # What an operator gets by setting max_guest_stop_s = 10 and
+        # nothing else (the ladder then gains a pause within it).
+        Scenario(CEILING, base.replace(max_guest_stop_s=10.0, ladder=(
+            "downtime", "auto_converge", "pause", "abort"))),
         knobs(50, 20),
         knobs(20, 10),
         Scenario("post-copy after first pass",

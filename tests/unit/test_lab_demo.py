@@ -31,18 +31,31 @@ class TestTable(testtools.TestCase):
     def test_alternatives_follow_the_link(self):
         scenarios = {s.name: s for s in demo.alternatives()}
         self.assertEqual(['shipped defaults', 'bounded pause', 'post-copy',
-                          'throttle', 'QEMU 50/20 alone', 'QEMU 20/10 alone',
+                          'throttle', 'defaults, stop ceiling 10 s',
+                          'QEMU 50/20 alone', 'QEMU 20/10 alone',
                           'post-copy after first pass', 'Nova 34',
                           'paused copy'], list(scenarios))
         # Ours, and the unsteered baselines' flags, follow the link.
         for name in ('shipped defaults', 'bounded pause', 'post-copy',
-                     'throttle', 'QEMU 50/20 alone', 'QEMU 20/10 alone',
+                     'throttle', 'defaults, stop ceiling 10 s',
+                     'QEMU 50/20 alone', 'QEMU 20/10 alone',
                      'post-copy after first pass'):
             self.assertEqual(
                 0, scenarios[name].policy.completion_timeout_s_per_gib, name)
         self.assertEqual(MigrationPolicy(), scenarios['shipped defaults'].policy.replace(
             completion_timeout_s_per_gib=MigrationPolicy().completion_timeout_s_per_gib))
         self.assertTrue(set(demo.COMPARED) <= set(scenarios))
+
+    def test_the_ceiling_scenario_is_what_the_option_alone_gives(self):
+        from nova_livemig_ext.policy import policy_from_conf
+        from tests.unit.test_policy import make_conf
+        conf, fixture = make_conf(self)
+        fixture.config(group='livemig_ext', max_guest_stop_s=10.0)
+        wanted = policy_from_conf(conf)
+        [ceiling] = [s for s in demo.alternatives() if s.name == demo.CEILING]
+        self.assertEqual((wanted.ladder, wanted.max_guest_stop_s),
+                         (ceiling.policy.ladder, ceiling.policy.max_guest_stop_s))
+        self.assertIsNone(ceiling.decider)
 
     def test_baselines_arm_their_knobs_and_nobody_steers(self):
         from nova_livemig_lab import baselines

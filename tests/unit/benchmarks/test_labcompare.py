@@ -138,3 +138,15 @@ class TestLabCompare(testtools.TestCase):
                           text)
             self.assertIn("- steady: defaults' median work lost 30.00 s, x1.50 of the least "
                           "(QEMU 50/20 alone, 20.00 s): NOT within 1.25 x", text)
+
+    def test_the_ceiling_gets_a_verdict_of_its_own(self):
+        first = {"cpu-bound": {"workload": "cpu-bound", "runs": [
+            run("shipped defaults", "completed", 2.0, 36.0),
+            run(labcompare.CEILING, "completed", 8.8, 9.2),
+            run("bounded pause", "completed", 8.8, 9.1)]}}
+        text = labcompare.render(first)
+        self.assertIn("- cpu-bound, with the ceiling: defaults, stop ceiling 10 s: median "
+                      "work lost 9.20 s, x1.01 of the least (bounded pause, 9.10 s): within "
+                      "1.25 x", text)
+        self.assertIn("- cpu-bound: defaults' median work lost 36.00 s, x3.96 of the least "
+                      "(bounded pause, 9.10 s)", text)
