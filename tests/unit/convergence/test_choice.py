@@ -9,6 +9,7 @@ from nova_livemig_ext.convergence import controller as c
 from nova_livemig_ext.convergence import model
 from nova_livemig_ext.convergence import pricing
 from nova_livemig_ext.convergence.rungs import pause as pause_rung
+from nova_livemig_ext.convergence.state import StallTracker
 
 MIB = model.MIB
 A = c.Action
@@ -26,6 +27,14 @@ class PacedWriter(model.PrecopySimulation):
 
     def _throttled(self, rate, running):
         return rate if running >= self.NEEDS else rate * running / self.NEEDS
+
+
+class NeverSlowed(model.PrecopySimulation):
+    """A writer whose writes cost no CPU worth counting: QEMU's throttle
+    never slows it, even at 99 %."""
+
+    def _throttled(self, rate, running):
+        return rate
 
 
 def run(sim, config, max_s):
@@ -285,31 +294,34 @@ class TestNoThrottlingForNothing(testtools.TestCase):
 
     def test_a_throttle_that_does_not_bite_ends_in_an_abort_not_the_deadline(self):
         # The held-out guest of issue 20: its writes do not slow when
-        # throttled. It used to be throttled until the deadline (here
-        # 600 s), then aborted all the same.
-        sim = PacedWriter(BUSY, self.SETTINGS)
+        # throttled, even at 99 %. It used to be throttled until the
+        # deadline (here 600 s), then aborted all the same.
+        sim = NeverSlowed(BUSY, self.SETTINGS)
         controller, result = run(sim, self.config(), 700)
         [pending] = notes(result, 'no permitted rung is left, aborting at '
                                   'the deadline')
         [abort] = [d for d in result.decisions if d.action is A.ABORT]
         self.assertEqual('aborted', result.outcome)
-        self.assertIn('throttling does not bite: from 50% to 90%',
+        self.assertIn('throttling does not bite: from 50% to 99%',
                       abort.reason)
         self.assertIn('aborting now, the guest keeps running on the source',
                       abort.reason)
-        # Within two passes of the rung, far from the deadline.
+        # Soon after the rung, far from the deadline.
         self.assertGreater(abort.at_s, pending.at_s)
-        self.assertLess(abort.at_s, pending.at_s + 30)
-        self.assertLess(abort.at_s, 120)
+        self.assertLess(abort.at_s, pending.at_s + 60)
         self.assertGreater(abort.measures_dict()['time_left_s'], 400)
 
     def test_a_throttle_that_bites_still_gets_to_finish(self):
-        sim = model.PrecopySimulation(BUSY, self.SETTINGS)
-        _, result = run(sim, self.config(), 700)
-        self.assertEqual('completed', result.outcome)
-        self.assertNotIn(A.ABORT, result.actions())
+        # Bound by its vCPU, or slowed only near 99 % (the paced writer):
+        # the working set shrinks at last and the migration completes.
+        for sim in (model.PrecopySimulation(BUSY, self.SETTINGS),
+                    PacedWriter(BUSY, self.SETTINGS)):
+            _, result = run(sim, self.config(), 700)
+            self.assertEqual('completed', result.outcome, type(sim))
+            self.assertNotIn(A.ABORT, result.actions())
 
-    def state(self, pct, passes, spent_passes=None, predicted_ok=False):
+    def state(self, pct, passes, spent_passes=None, predicted_ok=False,
+              without_progress=2):
         # 100 MiB left, 15 MiB/s, writes at 16 MiB/s: never; at
         # 1 MiB/s it finishes in a few seconds.
         dirty = (1 if predicted_ok else 16) * MIB
@@ -324,32 +336,57 @@ class TestNoThrottlingForNothing(testtools.TestCase):
         return c.ControllerState(
             started_s=0.0, downtime_ms=300, confirmed_downtime_ms=300,
             estimate=est, throttle_spent_passes=spent_passes,
-            throttle_lost_s=40.0)
+            throttle_lost_s=40.0, stall=StallTracker(
+                best_working_set_bytes=100 * MIB,
+                passes_without_progress=without_progress,
+                boundaries_seen=passes))
 
-    def test_a_spent_throttle_is_given_one_more_pass(self):
+    def passes_later(self, state, passes, without_progress):
+        return dataclasses.replace(
+            state, estimate=dataclasses.replace(
+                state.estimate, passes_completed=passes),
+            stall=dataclasses.replace(
+                state.stall, passes_without_progress=without_progress))
+
+    def test_a_spent_throttle_is_given_the_stall_patience(self):
         config = self.config()
+        self.assertEqual(2, config.stall_patience_passes)
         state, decisions = c.throttled_in_vain(config, self.state(99, 7), 60.0)
         self.assertEqual(((), 7), (decisions, state.throttle_spent_passes))
-        # Same pass: still waiting.
-        state, decisions = c.throttled_in_vain(config, state, 61.0)
+        # One pass later: still within its patience.
+        state, decisions = c.throttled_in_vain(
+            config, self.passes_later(state, 8, 3), 64.0)
         self.assertEqual((), decisions)
-        state = dataclasses.replace(state, estimate=dataclasses.replace(
-            state.estimate, passes_completed=8))
-        state, decisions = c.throttled_in_vain(config, state, 64.0)
+        state, decisions = c.throttled_in_vain(
+            config, self.passes_later(state, 9, 4), 68.0)
         self.assertEqual([A.ABORT], [d.action for d in decisions])
         self.assertIn("QEMU's throttle is at its maximum of 99%",
+                      decisions[0].reason)
+        self.assertIn('the working set has not shrunk for 4 passes',
                       decisions[0].reason)
         self.assertIn('it has lost 40.0 s of CPU so far', decisions[0].reason)
         self.assertIs(c.Phase.ABORTING, state.phase)
 
+    def test_a_working_set_shrinking_under_the_throttle_is_left_to_finish(self):
+        # The lab's latency server at 99 %: QEMU's dirty rate still read the
+        # link's (a ratio of 1.0, no completion predicted) while the working
+        # set fell from 108 to 55 MiB in three passes; it would have
+        # completed.
+        config = self.config()
+        state, _ = c.throttled_in_vain(config, self.state(99, 7), 60.0)
+        for passes in range(8, 14):
+            state, decisions = c.throttled_in_vain(
+                config, self.passes_later(state, passes, 0), 60.0 + passes)
+            self.assertEqual((), decisions, passes)
+
     def test_a_throttle_still_rising_or_a_guest_predicted_in_time_waits(self):
         config = self.config()
-        in_time = self.state(99, 8, spent_passes=7, predicted_ok=True)
+        in_time = self.state(99, 9, spent_passes=7, predicted_ok=True)
         self.assertIsNotNone(c.predicted_in_time_s(config, in_time, 60.0))
         self.assertIsNone(c.predicted_in_time_s(
-            config, self.state(99, 8), 60.0))
-        for state in (self.state(90, 8, spent_passes=7),
-                      self.state(0, 8, spent_passes=7), in_time):
+            config, self.state(99, 9), 60.0))
+        for state in (self.state(90, 9, spent_passes=7),
+                      self.state(0, 9, spent_passes=7), in_time):
             after, decisions = c.throttled_in_vain(config, state, 60.0)
             self.assertEqual((), decisions)
             # And the pass it was first seen spent is forgotten.
