@@ -338,11 +338,31 @@ def compare(cfg: LabConfig, out_dir: Path, workload: workloads.Workload,
                   f"p99 {row.app['latency_p99_ms']:.1f} ms, p99.9 "
                   f"{row.app['latency_p999_ms']:.1f} ms, max {row.app['latency_max_ms']:.1f} ms")
     results = out_dir / f"compare-{workload.name}.json"
+    from nova_livemig_lab.chaos import code_version
+    stamp = {"code": code_version(), "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    runs = [{**{k: v for k, v in dataclasses.asdict(r).items() if k != "curve"}, **stamp}
+            for r in rows]
     safefile.atomic_write(results, json.dumps(
         {"link_mb_s": link_mb_s, "workload": workload.describe(),
          "working_set_mb": workload.dirty_mb, "dirty_rate_mb_s": workload.dirty_rate_mb_s,
          "libvirt_build": cfg.libvirt.name,
-         "runs": [{k: v for k, v in dataclasses.asdict(r).items() if k != "curve"}
-                  for r in rows]}, indent=1).encode())
+         "runs": merged_runs(results, workload, runs)}, indent=1).encode())
     print(f"results: {results}")
     return rows
+
+
+def merged_runs(results: Path, workload: workloads.Workload,
+                runs: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``runs`` in place of the runs of the same policies already in
+    ``results`` (the same workload), the others kept: a policy run again
+    replaces its earlier run, and another policy is added beside it."""
+    try:
+        old = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return runs
+    if not isinstance(old, dict) or old.get("workload") != workload.describe():
+        return runs
+    new = {r["name"]: r for r in runs}
+    kept = [new.pop(r["name"], r) for r in old.get("runs", [])
+            if isinstance(r, dict) and "name" in r]
+    return kept + list(new.values())

@@ -126,3 +126,29 @@ class TestWorkloads(testtools.TestCase):
             # Converging needs a dirty rate well below the link.
             self.assertEqual(workload.dirty_rate_mb_s < link_mb_s / 2,
                              workload.converges, workload.name)
+
+
+class TestCompareFiles(testtools.TestCase):
+
+    def test_a_policy_run_again_replaces_its_run_and_others_are_kept(self):
+        import json
+        import tempfile
+        from nova_livemig_lab import workloads
+        steady = workloads.named('steady')
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, 'compare-steady.json')
+            self.assertEqual([{'name': 'a'}], demo.merged_runs(
+                path, steady, [{'name': 'a'}]))
+            path.write_text(json.dumps({'workload': steady.describe(), 'runs': [
+                {'name': 'a', 'v': 1}, {'name': 'b', 'v': 1}]}))
+            self.assertEqual(
+                [{'name': 'a', 'v': 1}, {'name': 'b', 'v': 2},
+                 {'name': 'c', 'v': 2}],
+                demo.merged_runs(path, steady, [{'name': 'c', 'v': 2},
+                                                {'name': 'b', 'v': 2}]))
+            # Another workload's file, or a broken one, is not merged.
+            self.assertEqual([{'name': 'c'}], demo.merged_runs(
+                path, workloads.named('bursty'), [{'name': 'c'}]))
+            path.write_text('{')
+            self.assertEqual([{'name': 'c'}], demo.merged_runs(
+                path, steady, [{'name': 'c'}]))
