@@ -372,8 +372,8 @@ def _outcome(outcome: str) -> str:
             else outcome)
 
 
-def sensitivity_table(table: Sequence[dict[str, Any]], group: str
-                      ) -> list[str]:
+def sensitivity_table(table: Sequence[dict[str, Any]], group: str,
+                      stops: bool = False) -> list[str]:
     mine = [t for t in table if t['group'] == group]
     stream = group == variants.STREAM
     head = ('| value | policy | runs re-run | completed | aborted | '
@@ -381,6 +381,9 @@ def sensitivity_table(table: Sequence[dict[str, Any]], group: str
             'median work lost s | p90 work lost s | max work lost s '
             '(completed runs / all) |')
     rule = '|---|---|---|---|---|---|---|---|---|---|---|'
+    if stops:
+        head += ' p90 longest stop s | max longest stop s |'
+        rule += '---|---|'
     if stream:
         head += (' vs KubeVirt: both completed / ours >5 % slower / ours '
                  '>5 % faster / only ours / only KubeVirt |')
@@ -401,6 +404,9 @@ def sensitivity_table(table: Sequence[dict[str, Any]], group: str
                      f" {h['both_completed']} / {h['slower_5pct']} / "
                      f"{h['faster_5pct']} / {h['only_ours_completed']} / "
                      f"{h['only_theirs_completed']} |")
+        if stops:
+            line += (f" {_f(t['p90_longest_pause_s'])} | "
+                     f"{_f(t['max_longest_pause_s'])} |")
         lines.append(line)
     return lines
 
@@ -796,6 +802,12 @@ def markdown(meta: dict[str, Any], summary: dict[str, dict[str, Any]],
                 f"{_outcome(c['outcome'][1])} | {c['total_s'][0]:.0f} -> "
                 f"{c['total_s'][1]:.0f} | {c['work_lost_s'][0]:.1f} -> "
                 f"{c['work_lost_s'][1]:.1f} |")
+    lines += ['', '### The guest\'s stop ceiling', '',
+              'With `max_guest_stop_s` set, no rung predicted to stop the '
+              'guest longer is entered and the least predicted work lost '
+              'wins among the rest; the ladder gains a pause within it (not '
+              'the default):', '']
+    lines += sensitivity_table(sens, variants.CEILING, stops=True)
     lines += ['', '### How VDSM counts a stalling iteration', '',
               'VDSM 4.30.14 and later (so every oVirt 4.4 and 4.5) count '
               'libvirt\'s `memory_iteration` since the first 10 s poll (VDSM '

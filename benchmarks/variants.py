@@ -15,6 +15,10 @@ workloads it can change:
   shipped 4 h (which equals the benchmark's horizon).  Only workloads
   whose controller configuration it changes are run again.  The shipped
   default is not changed by this table.
+* ``stop-ceiling``: ``[livemig_ext] max_guest_stop_s`` set (the ladder then
+  gains a pause within it, as an unset ladder does on a host): what the
+  operator's ceiling buys in work lost and costs in the longest stop.
+  Every workload is run again.  Not a default.
 * ``vdsm-count``: oVirt's policies with VDSM counting a stalling iteration
   as a 10 s poll whose data remaining grew, as VDSM did up to 4.30.13
   (:data:`policies.OVIRT_STALL_REMAINING_GREW`).
@@ -44,11 +48,14 @@ TIMEOUT_VALUES_S = (3600,)
 TIMEOUT_POLICIES = ('ours', 'ours-postcopy')
 OVIRT_POLICIES = ('ovirt-minimal-downtime', 'ovirt-suspend-workload',
                   'ovirt-postcopy')
+CEILING_VALUES_S = (10.0, 60.0)
+CEILING_POLICIES = ('ours', 'ours-postcopy')
 
 STREAM = 'stream'
 SYNC = 'sync'
 TIMEOUT = 'timeout'
 VDSM_COUNT = 'vdsm-count'
+CEILING = 'stop-ceiling'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +86,9 @@ class Variant:
         if self.group == VDSM_COUNT:
             return policies.ovirt_counting(
                 name, policies.OVIRT_STALL_REMAINING_GREW)
+        if self.group == CEILING:
+            return policies.ours_with(name, max_guest_stop_s=self.value,
+                                      ladder=with_pause(name))
         return policies.by_name(name)
 
     def applies_to(self, case: workloads.Case) -> bool:
@@ -107,6 +117,14 @@ class Variant:
         return True
 
 
+def with_pause(name: str) -> tuple[str, ...]:
+    """The policy's ladder with ``pause`` before ``abort``: what an unset
+    ladder becomes on a host with ``max_guest_stop_s`` set."""
+    ladder = [r for r in policies.OURS_BASE[name]().ladder if r != 'pause']
+    ladder.insert(ladder.index('abort'), 'pause')
+    return tuple(ladder)
+
+
 def sync_values() -> list[tuple[float, str]]:
     """None and the extreme; the lab's upper bound for TCG when measured."""
     values = [(0.0, 'none'),
@@ -127,6 +145,8 @@ def all_variants() -> tuple[Variant, ...]:
             for v, label in sync_values() if v != sim.SYNC_PER_GIB_S]
     out += [Variant(TIMEOUT, float(v), f'completion_timeout_max_s = {v}',
                     TIMEOUT_POLICIES) for v in TIMEOUT_VALUES_S]
+    out += [Variant(CEILING, v, f'max_guest_stop_s = {v:g}',
+                    CEILING_POLICIES) for v in CEILING_VALUES_S]
     out.append(Variant(VDSM_COUNT, 0.0, 'VDSM up to 4.30.13: a stalling '
                        'iteration is a poll whose remaining grew',
                        OVIRT_POLICIES))
@@ -151,6 +171,7 @@ def base_label(group: str) -> str:
                  '(shipped)',
         VDSM_COUNT: 'VDSM 4.30.14 and later: libvirt\'s memory_iteration '
                     '(the grid)',
+        CEILING: 'max_guest_stop_s unset (shipped)',
     }[group]
 
 

@@ -77,6 +77,21 @@ class TestVariants(testtools.TestCase):
         d = v.policy('ovirt-minimal-downtime').decider(case(1).workload, 10)
         self.assertEqual(policies.OVIRT_STALL_REMAINING_GREW, d.stall_count)
 
+    def test_the_ceiling_variant_sets_it_and_adds_a_pause(self):
+        v = variants.by_key('stop-ceiling=10')
+        self.assertEqual(('ours', 'ours-postcopy'), v.policy_names)
+        config = v.policy('ours').decider(case(1).workload, 0.5).config
+        self.assertEqual(10.0, config.max_guest_stop_s)
+        self.assertEqual(('downtime', 'auto_converge', 'pause', 'abort'),
+                         config.ladder)
+        self.assertEqual(
+            ('downtime', 'auto_converge', 'postcopy', 'pause', 'abort'),
+            variants.with_pause('ours-postcopy'))
+        # Every workload is run again; the shipped policy keeps none.
+        self.assertTrue(v.changes(case(1), 'ours'))
+        self.assertFalse(v.changes(case(1), 'nova34'))
+        self.assertIsNone(policies.shipped_policy().max_guest_stop_s)
+
     def test_sync_variants_only_for_their_families(self):
         v = [v for v in variants.all_variants()
              if v.group == variants.SYNC][0]
