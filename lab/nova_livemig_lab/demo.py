@@ -297,9 +297,10 @@ def alternatives() -> tuple[Scenario, ...]:
     )
 
 
-# What `lab compare` runs unless told: the defaults and every baseline;
-# "post-copy" and "throttle" (ours with one remedy) only when named.
-COMPARED = (DEFAULTS, "bounded pause", "QEMU 50/20 alone", "QEMU 20/10 alone",
+# What `lab compare` runs unless told: the defaults (alone and with the
+# stop ceiling) and every baseline; "post-copy" and "throttle" (ours with
+# one remedy) only when named.
+COMPARED = (DEFAULTS, CEILING, "bounded pause", "QEMU 50/20 alone", "QEMU 20/10 alone",
             "post-copy after first pass", "Nova 34", "paused copy")
 
 
