@@ -173,7 +173,7 @@ def workload_lines(workload: str, described: str,
     summaries = [summarize(name, runs) for name, runs in policies.items()]
     lines = [f"### {workload}", "", described, "",
              "| policy | runs | completed | total s | longest stop s | work lost s "
-             "(guest's count) | throttle x time s (model) | p99 latency ms | rungs |",
+             "(guest's count) | model s | p99 latency ms | rungs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {s.name} | {s.runs} | {s.completed} | {_cell(s.total_s, 1)} | "
@@ -213,7 +213,8 @@ def render(results: Mapping[str, Mapping[str, Any]],
         "with the least and the most in brackets. **Work lost** is counted by the guest's "
         "application itself: its throughput deficit over the migration and the settle time, "
         "in seconds of its own service; **longest stop** is the longest gap between its "
-        "heartbeats; throttle x time is the model's figure, beside it. The unsteered "
+        "heartbeats; **model** is the controller's own figure beside it (the longest stop "
+        "plus throttle x time, the throttle as QEMU reported it at every poll). The unsteered "
         "baselines (QEMU's knobs alone, post-copy after the first pass) end at the lab's "
         "cap of 300 s; Nova 34 aborts at 88 s (44 s/GiB of the 2 GiB Nova counts at least), "
         "the demo's deadline.",
