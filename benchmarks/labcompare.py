@@ -148,6 +148,13 @@ def verdict(summaries: Sequence[Summary], name: str = DEFAULTS) -> str:
         text += f"; better on both work lost and longest stop: {', '.join(better)}"
     else:
         text += "; no policy better on both work lost and longest stop"
+    served = [s for s in others if s.p99_ms is not None]
+    if mine.p99_ms is not None and served:
+        # A server whose queue drains loses no work: it pays in latency.
+        best = min(served, key=lambda s: s.p99_ms.median)  # type: ignore[union-attr]
+        assert best.p99_ms is not None
+        text += (f"; p99 latency {mine.p99_ms.median:.0f} ms against the least "
+                 f"{best.p99_ms.median:.0f} ms ({best.name})")
     return text
 
 

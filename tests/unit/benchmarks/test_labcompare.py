@@ -101,6 +101,14 @@ class TestLabCompare(testtools.TestCase):
         summary = labcompare.summarize(DEFAULTS, [served])
         self.assertEqual(812.5, summary.p99_ms.median)
         self.assertEqual(30.0, summary.model_lost_s.median)
+        paused = dict(run("bounded pause", "completed", 9.0, 4.0),
+                      app={"latency_p99_ms": 8300.0})
+        quick = dict(run("Nova 34", "completed", 0.1, 6.0),
+                     app={"latency_p99_ms": 4.0})
+        text = labcompare.verdict([summary, labcompare.summarize("bounded pause", [paused]),
+                                   labcompare.summarize("Nova 34", [quick])])
+        self.assertTrue(text.endswith("; p99 latency 812 ms against the least 4 ms "
+                                      "(Nova 34)"), text)
 
     def test_render_from_the_files(self):
         with tempfile.TemporaryDirectory() as tmp:
