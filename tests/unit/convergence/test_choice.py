@@ -321,7 +321,7 @@ class TestNoThrottlingForNothing(testtools.TestCase):
             self.assertNotIn(A.ABORT, result.actions())
 
     def state(self, pct, passes, spent_passes=None, predicted_ok=False,
-              without_progress=2):
+              without_progress=2, bites=False):
         # 100 MiB left, 15 MiB/s, writes at 16 MiB/s: never; at
         # 1 MiB/s it finishes in a few seconds.
         dirty = (1 if predicted_ok else 16) * MIB
@@ -333,9 +333,14 @@ class TestNoThrottlingForNothing(testtools.TestCase):
             dirty_rate_bytes_s=dirty, throttle_pct=pct, iteration=passes + 1,
             passes_completed=passes, pass_started_s=58.0,
             boundaries=(boundary,), largest_working_set_bytes=100 * MIB)
+        # The throttle's record since its first pass at 50 %: the dirty
+        # rate never fell (it does not bite), or fell with it.
         return c.ControllerState(
             started_s=0.0, downtime_ms=300, confirmed_downtime_ms=300,
             estimate=est, throttle_spent_passes=spent_passes,
+            throttle_first_pct=50, throttled_dirty_bytes_s=16 * MIB,
+            pass_throttle_pct=pct, pass_dirty_bytes_s=dirty,
+            throttle_best_effect=0.9 if bites else 0.0,
             throttle_lost_s=40.0, stall=StallTracker(
                 best_working_set_bytes=100 * MIB,
                 passes_without_progress=without_progress,
@@ -360,7 +365,7 @@ class TestNoThrottlingForNothing(testtools.TestCase):
         state, decisions = c.throttled_in_vain(
             config, self.passes_later(state, 9, 4), 68.0)
         self.assertEqual([A.ABORT], [d.action for d in decisions])
-        self.assertIn("QEMU's throttle is at its maximum of 99%",
+        self.assertIn('throttling does not bite: from 50% to 99%',
                       decisions[0].reason)
         self.assertIn('the working set has not shrunk for 4 passes',
                       decisions[0].reason)
@@ -379,13 +384,17 @@ class TestNoThrottlingForNothing(testtools.TestCase):
                 config, self.passes_later(state, passes, 0), 60.0 + passes)
             self.assertEqual((), decisions, passes)
 
-    def test_a_throttle_still_rising_or_a_guest_predicted_in_time_waits(self):
+    def test_a_throttle_that_bites_or_a_guest_predicted_in_time_waits(self):
+        # A throttle that bites is left to the deadline even at 99 %: in
+        # the benchmark five bursty or growing guests it slowed finished in
+        # a quiet spell after minutes of it.
         config = self.config()
         in_time = self.state(99, 9, spent_passes=7, predicted_ok=True)
         self.assertIsNotNone(c.predicted_in_time_s(config, in_time, 60.0))
         self.assertIsNone(c.predicted_in_time_s(
             config, self.state(99, 9), 60.0))
-        for state in (self.state(90, 9, spent_passes=7),
+        for state in (self.state(99, 9, spent_passes=7, bites=True),
+                      self.state(70, 9, spent_passes=7),
                       self.state(0, 9, spent_passes=7), in_time):
             after, decisions = c.throttled_in_vain(config, state, 60.0)
             self.assertEqual((), decisions)
