@@ -67,8 +67,8 @@ class ControllerState:
     throttled_dirty_bytes_s: float | None = None
     throttle_best_effect: float | None = None
     # With nothing left but the abort: the pass at which QEMU's throttle was
-    # first seen spent (at its maximum, or not biting) with pre-copy not
-    # predicted to finish in time (see rungs.abort.throttled_in_vain).
+    # first seen not to bite with pre-copy not predicted to finish in time
+    # (see rungs.abort.throttled_in_vain).
     throttle_spent_passes: int | None = None
     switchover_started_s: float | None = None
     exhausted: frozenset[str] = frozenset()
