@@ -23,6 +23,7 @@ from nova_livemig_ext.convergence.decision import Action
 from nova_livemig_ext.convergence.decision import Decision
 from nova_livemig_ext.convergence.decision import Measure
 from nova_livemig_ext.convergence.link import link_slow
+from nova_livemig_ext.convergence.pricing import beyond_ceiling
 from nova_livemig_ext.convergence.reasons import decide
 from nova_livemig_ext.convergence.reasons import fmt
 from nova_livemig_ext.convergence.reasons import mib
@@ -65,12 +66,9 @@ def pause_blocker(config: ControllerConfig, state: ControllerState,
         return (f"a pause would last {fmt(downtime, ' ms', 0)}, over "
                 f'the switchover timeout '
                 f'{config.switchover_timeout_s:.0f} s')
-    ceiling = config.max_guest_stop_s
-    downtime = estimator.pause_downtime_ms(state.estimate)
-    if ceiling is not None and (downtime is None
-                                or downtime / MS_PER_S > ceiling):
-        return (f"a pause would stop the guest for {fmt(downtime, ' ms', 0)}"
-                f', beyond max_guest_stop_s of {ceiling:g} s')
+    beyond = beyond_ceiling(config, guest.predicted_pause(state.estimate))
+    if beyond is not None:
+        return f'a pause: {beyond}'
     return None
 
 
