@@ -36,25 +36,22 @@ MIB = 1024 * 1024
 # The lab's guest leaves part of its memory zero, which QEMU does not send:
 # the paused copy sent 191877120 non-zero bytes of 335937536.
 LAB_TOUCHED_FRACTION = 191877120 / 335937536
-# The lab's guest program paces its writes; flat out under TCG it writes
-# about this fast, so a light throttle does not slow it (in the
-# auto-converge traces the working set stops being rewritten only at a 70
-# to 99 % throttle: two recordings of the same recipe took 50 s and 63 s).
-LAB_WRITE_CAPACITY_BYTES_S = 80 * 1000 * 1000
 ACTION_NAMES = {
     'abortJob': ctl.Action.ABORT,
     'migrateStartPostCopy': ctl.Action.START_POSTCOPY,
     'migrateSetMaxDowntime': ctl.Action.SET_DOWNTIME,
 }
 POLL_S = 0.5
-# A dirty-bitmap sync of the lab's TCG guest takes about this long (fitted
-# to the iteration counts: the tail of short passes depends on it).
-LAB_SYNC_BASE_S = 0.1
 # The per-GiB part of the sync for the lab's TCG guest, measured on guests
 # of 320 to 4096 MiB (benchmarks/synccost.py, sync-cost.json): nothing
 # measurable (+0.00 ms/GiB over five runs, standard error 0.17 ms/GiB),
 # at most 0.62 ms/GiB.  Not KVM's cost (simulator.SYNC_PER_GIB_S).
 LAB_SYNC_PER_GIB_S = 0.0
+# Two constants belong to the lab alone and are never set by hand: the
+# dirty-bitmap sync time of its TCG guest (the tail of short passes depends
+# on it) and how fast its guest program writes flat out (it paces its
+# writes, so a light throttle does not slow it).  ``fit`` finds them on the
+# traces below, ``benchmarks.labpredict`` on the lab's unsteered baselines.
 # Fitted on these; every other trace is held out.
 FIT_TRACES = ('converging', 'auto-converge')
 SYNC_GRID_S = (0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
@@ -127,10 +124,8 @@ def load_traces(directory: str = TRACES_DIR) -> dict[str, dict[str, Any]]:
     return traces
 
 
-def workload_of(trace: Mapping[str, Any],
-                sync_base_s: float = LAB_SYNC_BASE_S,
-                capacity_bytes_s: float = LAB_WRITE_CAPACITY_BYTES_S
-                ) -> sim.Workload:
+def workload_of(trace: Mapping[str, Any], sync_base_s: float,
+                capacity_bytes_s: float) -> sim.Workload:
     meta = trace['metadata']
     return sim.Workload(
         memory_bytes=int(meta['guest_memory_mib']) * MIB,
@@ -180,10 +175,8 @@ def real_numbers(trace: Mapping[str, Any]) -> tuple[float, int, str]:
     return float(result['duration_s']), iterations, str(result['outcome'])
 
 
-def compare(trace: Mapping[str, Any],
-            sync_base_s: float = LAB_SYNC_BASE_S,
-            capacity_bytes_s: float = LAB_WRITE_CAPACITY_BYTES_S
-            ) -> Comparison:
+def compare(trace: Mapping[str, Any], sync_base_s: float,
+            capacity_bytes_s: float) -> Comparison:
     migration = sim.Migration(
         workload_of(trace, sync_base_s, capacity_bytes_s),
         settings_of(trace))

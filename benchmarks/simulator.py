@@ -125,13 +125,19 @@ class Workload(model.WorkloadBase):
     popularity: str = 'sequential'
     # (at_s, factor): from at_s on the guest writes factor x the base rate.
     rate_steps: tuple[tuple[float, float], ...] = ()
-    # The working set grows by this much per second (up to the memory).
+    # The working set grows by this much per second (up to the memory, or
+    # to ``ws_max_bytes`` when that is set).
     ws_growth_bytes_s: float = 0.0
+    ws_max_bytes: float | None = None
     # One migration stream (channel) moves at most this much (None: the
     # link is the only limit).
     stream_limit_bytes_s: float | None = None
     # Dirty-bitmap sync time per GiB of guest memory (see SYNC_PER_GIB_S).
     sync_per_gib_s: float = SYNC_PER_GIB_S
+    # An application beside the writer uses whatever CPU the writer leaves
+    # (the lab's CPU-bound worker): a throttle then costs the guest's work
+    # in full, however little CPU the writer itself needs.
+    cpu_app: bool = False
     name: str = ''
 
     def __post_init__(self) -> None:
@@ -152,6 +158,10 @@ class Workload(model.WorkloadBase):
         if self.stream_limit_bytes_s is not None and (
                 self.stream_limit_bytes_s <= 0):
             raise ValueError('stream_limit_bytes_s must be positive')
+        if self.ws_max_bytes is not None and (
+                self.ws_max_bytes < self.working_set_bytes):
+            raise ValueError('ws_max_bytes must not be below the working '
+                             'set')
 
     @property
     def bursty(self) -> bool:
@@ -175,7 +185,10 @@ class Workload(model.WorkloadBase):
 
     def working_set_at(self, at_s: float) -> float:
         """The writable working set at ``at_s``."""
-        return min(float(self.memory_bytes), self.working_set_bytes
+        top = float(self.memory_bytes)
+        if self.ws_max_bytes is not None:
+            top = min(top, self.ws_max_bytes)
+        return min(top, self.working_set_bytes
                    + self.ws_growth_bytes_s * max(at_s, 0.0))
 
     def rate_factor(self, at_s: float) -> float:
@@ -313,7 +326,7 @@ class Migration(model.PrecopyJob[Workload, JobSettings]):
     def cpu_idle_share(self) -> float:
         """Share of its CPU the guest does not need (0 when CPU-bound)."""
         capacity = self.workload.write_capacity_bytes_s
-        if capacity is None or capacity <= 0:
+        if self.workload.cpu_app or capacity is None or capacity <= 0:
             return 0.0
         need = self.workload.dirty_bytes_s(self.now_s) / capacity
         return max(0.0, 1.0 - min(1.0, need))

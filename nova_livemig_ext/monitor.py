@@ -246,9 +246,15 @@ class MigrationReport:
         """
         return tuple(
             (a.decision.rung, a.decision.reason) for a in self.decisions
-            if a.applied and a.decision.rung is not None
-            and (a.decision.has_effect
-                 or a.decision.rung == ctl.RUNG_AUTO_CONVERGE))
+            if a.decision.rung is not None
+            and used_a_rung(a.decision, a.applied))
+
+
+def used_a_rung(decision: ctl.Decision, applied: bool) -> bool:
+    """Did ``decision`` use its rung (see ``MigrationReport.rungs_used``)?"""
+    return (applied and decision.rung is not None
+            and (decision.has_effect
+                 or decision.rung == ctl.RUNG_AUTO_CONVERGE))
 
 
 def log_decision(log: Logger, decision: ctl.Decision) -> None:
