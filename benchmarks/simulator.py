@@ -138,6 +138,9 @@ class Workload(model.WorkloadBase):
     # (the lab's CPU-bound worker): a throttle then costs the guest's work
     # in full, however little CPU the writer itself needs.
     cpu_app: bool = False
+    # (at_s, share): from at_s on, traffic the host does not own takes this
+    # share of the link (less than 1: a link shared, not a dead one).
+    foreign_traffic: tuple[tuple[float, float], ...] = ()
     name: str = ''
 
     def __post_init__(self) -> None:
@@ -158,6 +161,8 @@ class Workload(model.WorkloadBase):
         if self.stream_limit_bytes_s is not None and (
                 self.stream_limit_bytes_s <= 0):
             raise ValueError('stream_limit_bytes_s must be positive')
+        if any(not 0 <= share < 1 for _, share in self.foreign_traffic):
+            raise ValueError('foreign traffic takes a share in [0, 1)')
         if self.ws_max_bytes is not None and (
                 self.ws_max_bytes < self.working_set_bytes):
             raise ValueError('ws_max_bytes must not be below the working '
@@ -171,12 +176,20 @@ class Workload(model.WorkloadBase):
     def time_varying(self) -> bool:
         """Does anything about the guest change with time?"""
         return (self.bursty or bool(self.rate_steps)
-                or self.ws_growth_bytes_s > 0)
+                or self.ws_growth_bytes_s > 0 or bool(self.foreign_traffic))
 
     @property
     def nonzero_bytes(self) -> float:
         """What any copy must send: the pages that are not zero."""
         return self.memory_bytes * self.touched_fraction
+
+    def link_bytes_s(self, at_s: float) -> float:
+        """What the link carries for this job at ``at_s``."""
+        taken = 0.0
+        for when, share in self.foreign_traffic:
+            if at_s >= when:
+                taken = share
+        return self.bandwidth_bytes_s * (1.0 - taken)
 
     @property
     def line_rate_bytes_s(self) -> float:
@@ -210,7 +223,9 @@ class Workload(model.WorkloadBase):
 
     def next_rate_change_s(self, at_s: float) -> float:
         """When the write rate next changes (inf for a steady writer)."""
-        steps = [when for when, _ in self.rate_steps if when > at_s + 1e-9]
+        steps = [when for when, _ in (*self.rate_steps,
+                                      *self.foreign_traffic)
+                 if when > at_s + 1e-9]
         step = min(steps) if steps else math.inf
         if not self.bursty:
             return step

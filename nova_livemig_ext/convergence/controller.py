@@ -52,6 +52,7 @@ from nova_livemig_ext.convergence.force_complete import force_complete
 from nova_livemig_ext.convergence.ladder import escalate
 from nova_livemig_ext.convergence.ladder import rung_had_its_chance
 from nova_livemig_ext.convergence.link import set_link_shares
+from nova_livemig_ext.convergence.link import track_contention
 from nova_livemig_ext.convergence.link import track_link_capacity
 from nova_livemig_ext.convergence.link import track_network
 from nova_livemig_ext.convergence.reasons import decide
@@ -167,8 +168,9 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
     state = track_link_capacity(config, state, now_s)
     state = track_throttle_baseline(state)
     state, deadline_notes = update_deadline(config, state, now_s)
+    state, freed = track_contention(state, now_s)
     state, decisions = track_network(config, state, now_s)
-    decisions = first + deadline_notes + decisions
+    decisions = first + deadline_notes + freed + decisions
     state = track_stall(config, state, now_s)
     state = dataclasses.replace(
         state, predicted_downtime_ms=estimator.predicted_downtime_ms(

@@ -5,12 +5,25 @@ learns the link's capacity as this job's settled bandwidth times the
 migrations sharing it (the driver counts them), and judges this job's
 transfer rate against its fair share.
 
-Network stall: the transfer rate below ``bandwidth_collapse_fraction`` of
+A slow link: the transfer rate below ``bandwidth_collapse_fraction`` of
 the best smoothed bandwidth (of this job's fair share of the link) for
-``network_stall_window_s``.  It is told apart from a dirty-rate stall and
-holds every escalation: post-copy over a dead link leaves the guest running
-on the destination with its memory out of reach, and a pause would freeze
-it for nothing.  Only the deadline abort remains.
+``network_stall_window_s``.  While it is slow every escalation waits (a
+collapsing rate inflates every prediction).  At the end of the window what
+moved decides, not a count of anybody's jobs:
+
+- less than ``DEAD_LINK_FRACTION`` of what the share would have carried: a
+  network stall.  It is told apart from a dirty-rate stall and holds every
+  escalation: post-copy over a dead link leaves the guest running on the
+  destination with its memory out of reach, and a pause would freeze it for
+  nothing.  Only the deadline abort remains.
+- more: the link is alive and shared with traffic this host does not own.
+  The job's expected rate becomes what it gets now (the log says so), the
+  predictions already follow the measured bandwidth, and the ladder goes
+  on; the rate expected rises again with what the job measures, and the
+  link counts as free once the job gets ``FREED_FRACTION`` of its fair
+  share again.  Past the first pass the deadline does not stretch for
+  traffic the host does not own (during it, it follows the link measured,
+  whatever slows it).
 """
 
 from __future__ import annotations
@@ -35,6 +48,15 @@ SHARE_SETTLE_HALF_LIVES = 2.0
 # A link counts as slow only with more than this many polls' worth of data
 # (at the best rate seen) waiting to be sent.
 WAITING_DATA_POLLS = 2
+
+# A slow link that moved less than this fraction of what the job's share
+# carries over the stall window is dead; more, and it is alive but shared
+# (a TCP stream over a dead path moves nothing; one among 40 bulk flows
+# still gets about 2.5 %).
+DEAD_LINK_FRACTION = 0.01
+# A shared link counts as free again once the job gets this much of its
+# fair share (the smoothed rate only approaches it).
+FREED_FRACTION = 0.9
 
 
 def link_is_slow(config: ControllerConfig, est: estimator.Estimate,
@@ -95,10 +117,39 @@ def track_link_capacity(config: ControllerConfig, state: ControllerState,
 
 
 def fair_share_bytes_s(state: ControllerState) -> float | None:
-    """What this job should get of the link with the others running now."""
+    """What this job should get of the link with the others running now
+    (ours, and traffic this host does not own once it was measured)."""
     if state.peak_link_bytes_s <= 0:
         return None
-    return state.peak_link_bytes_s / state.link_shares
+    share = state.peak_link_bytes_s / state.link_shares
+    if state.contended_bytes_s is not None:
+        return min(share, state.contended_bytes_s)
+    return share
+
+
+def track_contention(state: ControllerState, now_s: float) -> Step:
+    """Raise the rate expected of a shared link with what the job gets;
+    say when it has its fair share again."""
+    contended = state.contended_bytes_s
+    est = state.estimate
+    if (contended is None or not est.bandwidth_bytes_s
+            or not est.interval_bandwidth_bytes_s):
+        return state, ()
+    # The smoothed rate lags a drop and the last interval's jumps about:
+    # the job gets more only when both say so.
+    bandwidth = min(est.bandwidth_bytes_s, est.interval_bandwidth_bytes_s)
+    if bandwidth <= contended:
+        return state, ()
+    share = state.peak_link_bytes_s / state.link_shares
+    if bandwidth < FREED_FRACTION * share:
+        return dataclasses.replace(state, contended_bytes_s=bandwidth), ()
+    state = dataclasses.replace(state, contended_bytes_s=None,
+                                noted=state.noted - {'link-shared'})
+    return state, (decide(
+        state, now_s, Action.NOTE,
+        f'link no longer shared with other traffic: '
+        f'{fmt(mib(bandwidth))} MiB/s of a fair share of '
+        f'{fmt(mib(share))} MiB/s', None),)
 
 
 def link_slow(config: ControllerConfig, state: ControllerState) -> bool:
@@ -124,13 +175,19 @@ def track_network(config: ControllerConfig, state: ControllerState,
             f'MiB/s', None),)
     since = state.network_slow_since_s
     if since is None:
-        state = dataclasses.replace(state, network_slow_since_s=t)
+        state = dataclasses.replace(
+            state, network_slow_since_s=t,
+            network_slow_processed_bytes=est.processed_bytes)
         since = t
     if state.network_stalled or t - since < config.network_stall_window_s:
         return state, ()
+    expected = est.peak_bandwidth_bytes_s if share is None else share
+    moved_bytes_s = ((est.processed_bytes - state.network_slow_processed_bytes)
+                     / (t - since)) if t > since else 0.0
+    if moved_bytes_s >= DEAD_LINK_FRACTION * expected:
+        return link_shared(state, now_s, moved_bytes_s, expected, t - since)
     state = dataclasses.replace(state, network_stalled=True)
     rate_mib_s = mib(est.interval_bandwidth_bytes_s)
-    expected = est.peak_bandwidth_bytes_s if share is None else share
     reason = (
         f"network stall: {fmt(rate_mib_s, ' MiB/s')}"
         f' for {t - since:.0f} s against '
@@ -144,3 +201,21 @@ def track_network(config: ControllerConfig, state: ControllerState,
         ('expected_bandwidth_mib_s', mib(expected)),
         ('link_shares', state.link_shares),
         ('stalled_s', round(t - since, 1))))
+
+
+def link_shared(state: ControllerState, now_s: float, moved_bytes_s: float,
+                expected_bytes_s: float, window_s: float) -> Step:
+    """A slow link that still moves data: shared with traffic this host does
+    not own.  Expect what the job gets now, and let the ladder go on."""
+    state = dataclasses.replace(state, network_slow_since_s=None,
+                                contended_bytes_s=moved_bytes_s)
+    reason = (
+        f'link shared with traffic this host does not own: '
+        f'{fmt(mib(moved_bytes_s))} MiB/s for {window_s:.0f} s against '
+        f'{fmt(mib(expected_bytes_s))} MiB/s expected, more than a dead link '
+        f'moves ({DEAD_LINK_FRACTION:.0%}); planning with the rate it gets')
+    return note_once(state, 'link-shared', now_s, reason, None, (
+        ('moved_mib_s', mib(moved_bytes_s)),
+        ('expected_bandwidth_mib_s', mib(expected_bytes_s)),
+        ('link_shares', state.link_shares),
+        ('slow_s', round(window_s, 1))))

@@ -52,7 +52,13 @@ class ControllerState:
     rung_started_s: float | None = None
     rung_started_passes: int = 0
     network_slow_since_s: float | None = None
+    # Bytes QEMU had sent when the link turned slow: what moved since tells
+    # a link shared with traffic this host does not own from a dead one.
+    network_slow_processed_bytes: float = 0.0
     network_stalled: bool = False
+    # The rate this job gets of a link shared with traffic it does not own
+    # (None: not shared with others, as far as it measured).
+    contended_bytes_s: float | None = None
     postcopy_wait_since_s: float | None = None
     # A pause chosen but held for a cheaper moment (a shrinking working
     # set, or the trough of the remaining bytes).

@@ -237,3 +237,20 @@ class TestSimulatorAdditions(testtools.TestCase):
             lost.append(m.throttle_lost_s)
         self.assertGreater(lost[1], lost[0])
         self.assertGreater(lost[1], 0.0)
+
+    def test_traffic_we_do_not_own_takes_its_share_of_the_link(self):
+        w = sim.Workload(memory_bytes=1000 * MB, bandwidth_bytes_s=10 * MB,
+                         dirty_rate_bytes_s=0, working_set_bytes=0,
+                         foreign_traffic=((5.0, 0.75),))
+        self.assertEqual(10 * MB, w.link_bytes_s(4.9))
+        self.assertEqual(2.5 * MB, w.link_bytes_s(5.0))
+        self.assertEqual(5.0, w.next_rate_change_s(1.0))
+        self.assertTrue(w.time_varying)
+        m = sim.Migration(w, sim.JobSettings())
+        m.advance(10.0)
+        # 5 s at the whole link, 5 s at a quarter of it.
+        self.assertAlmostEqual(62.5 * MB, m.processed_bytes,
+                               delta=0.02 * 62.5 * MB)
+        self.assertRaises(ValueError, sim.Workload, memory_bytes=1000,
+                          bandwidth_bytes_s=10, dirty_rate_bytes_s=1,
+                          working_set_bytes=100, foreign_traffic=((1, 1.0),))

@@ -216,9 +216,51 @@ class TestSharedLink(testtools.TestCase):
                              8 * MEMORY / (LINK / 2) + 1)
         self.assertTrue(notes(result, 'network stall'))
 
-    def test_untold_the_same_drop_reads_as_a_stall(self):
+    def test_untold_the_same_drop_reads_as_traffic_we_do_not_own(self):
+        # Nobody counted the other eleven: what moved tells a shared link
+        # from a dead one, and the rate this job gets becomes the one
+        # expected of it.
         controller, result = self.run_shared(told=False)
+        self.assertFalse(notes(result, 'network stall'))
+        self.assertFalse(controller.state.network_stalled)
+        shared = notes(result, 'link shared with traffic this host does not '
+                               'own')
+        self.assertEqual(1, len(shared))
+        moved = shared[0].measures_dict()['moved_mib_s']
+        self.assertAlmostEqual(15 / 12, moved, delta=0.2)
+        self.assertAlmostEqual(LINK / 12, controller.state.contended_bytes_s,
+                               delta=0.2 * LINK / 12)
+        # The deadline was set by the whole link and does not stretch.
+        self.assertLess(controller.deadline_s, 8 * MEMORY / (LINK / 2))
+
+    def test_a_dead_link_is_still_a_stall(self):
+        workload = dataclasses.replace(BUSY, link_changes=((30.0, 0.0),))
+        controller, result = run(workload, dataclasses.replace(
+            LINKED, ladder=('abort',)), 90)
+        self.assertTrue(controller.state.network_stalled)
         self.assertTrue(notes(result, 'network stall'))
+        self.assertFalse(notes(result, 'link shared'))
+
+    def test_a_shared_link_escalates_where_a_dead_one_holds(self):
+        config = dataclasses.replace(LINKED, ladder=('downtime', 'pause',
+                                                     'abort'),
+                                     pause_allowed=True,
+                                     switchover_timeout_s=600.0)
+        for rate, paused in ((LINK / 12, True), (0.0, False)):
+            workload = dataclasses.replace(BUSY, link_changes=((30.0, rate),))
+            _, result = run(workload, config, 400)
+            self.assertEqual(paused, A.PAUSE in result.actions(), rate)
+
+    def test_the_link_freed_again(self):
+        workload = dataclasses.replace(BUSY, link_changes=(
+            (30.0, LINK / 12), (70.0, LINK)))
+        controller, result = run(workload, dataclasses.replace(
+            LINKED, ladder=('abort',)), 120)
+        self.assertTrue(notes(result, 'link shared'))
+        freed = notes(result, 'no longer shared')
+        self.assertEqual(1, len(freed))
+        self.assertGreater(freed[0].at_s, 70.0)
+        self.assertIsNone(controller.state.contended_bytes_s)
 
     def test_a_broken_count_is_ignored(self):
         def broken():
