@@ -108,6 +108,53 @@ def reset_migration_streams(config: LabConfig, source: HostSpec, destination: Ho
     return count
 
 
+BULK_PORT = PROBE_PORT + 1
+
+
+class BulkFlow:
+    """Traffic the hosts do not own: ``streams`` bulk TCP flows from A to B
+    over the shaped link, as a backup job or another tenant would send.
+
+    TCP shares the link about evenly among flows, so a migration stream
+    beside ``streams`` flows gets about 1 / (streams + 1) of it.  The flows
+    end by themselves after ``max_s`` (never left running by a failed test)
+    or at :meth:`stop`, which says how many bytes they delivered.
+    """
+
+    def __init__(self, config: LabConfig, streams: int, max_s: float = 300.0) -> None:
+        if streams < 1:
+            raise LabError(f"a bulk flow needs at least one stream, not {streams}")
+        a, b = config.hosts
+        self.streams = streams
+        self._server = subprocess.Popen(
+            ["ip", "netns", "exec", b.netns, "python3", "-c", _BULK_SERVER, b.link_address,
+             str(streams), str(max_s + 30)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        self._client = subprocess.Popen(
+            ["ip", "netns", "exec", a.netns, "python3", "-c", _BULK_CLIENT, b.link_address,
+             str(streams), str(max_s)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.started_s = time.monotonic()
+
+    def stop(self) -> int:
+        """End the flows; the bytes B received."""
+        self._client.terminate()
+        try:
+            self._client.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._client.kill()
+            self._client.wait()
+        try:
+            out, err = self._server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._server.kill()
+            out, err = self._server.communicate()
+        if self._server.returncode != 0 or not out.strip():
+            raise LabError(f"bulk flow server failed: {err.strip()}")
+        return int(out.split()[0])
+
+
 def delete_link(config: LabConfig) -> None:
     """Remove the namespaces; the veth pair and its qdiscs go with them."""
     for host in config.hosts:
@@ -188,3 +235,55 @@ def load_link_state(config: LabConfig) -> dict[str, float]:
     except (OSError, ValueError) as exc:
         raise LabError(f"no link measurement in {config.link_state_file}: run 'start'") from exc
     return data
+
+
+_BULK_SERVER = f"""
+import socket, sys, threading, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], {BULK_PORT})); s.listen(int(sys.argv[2])); s.settimeout(float(sys.argv[3]))
+total = [0]; lock = threading.Lock()
+def drain(c):
+    c.settimeout(float(sys.argv[3]))
+    try:
+        while True:
+            data = c.recv(1 << 16)
+            if not data:
+                break
+            with lock:
+                total[0] += len(data)
+    except OSError:
+        pass
+threads = []
+for _ in range(int(sys.argv[2])):
+    c, _ = s.accept()
+    t = threading.Thread(target=drain, args=(c,)); t.start(); threads.append(t)
+for t in threads:
+    t.join()
+print(total[0])
+"""
+
+_BULK_CLIENT = f"""
+import signal, socket, sys, threading, time
+end = time.monotonic() + float(sys.argv[3]); buf = b"x" * (1 << 16)
+conns = [socket.create_connection((sys.argv[1], {BULK_PORT}), timeout=10)
+         for _ in range(int(sys.argv[2]))]
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+def push(c):
+    c.settimeout(1.0)
+    while not stop.is_set() and time.monotonic() < end:
+        try:
+            c.sendall(buf)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    c.close()
+threads = [threading.Thread(target=push, args=(c,)) for c in conns]
+for t in threads:
+    t.start()
+while any(t.is_alive() for t in threads):
+    stop.wait(0.2)
+for t in threads:
+    t.join()
+"""
