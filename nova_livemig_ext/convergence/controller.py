@@ -168,7 +168,7 @@ def precopy_step(config: ControllerConfig, state: ControllerState,
     state = track_link_capacity(config, state, now_s)
     state = track_throttle_baseline(state)
     state, deadline_notes = update_deadline(config, state, now_s)
-    state, freed = track_contention(state, now_s)
+    state, freed = track_contention(config, state, now_s)
     state, decisions = track_network(config, state, now_s)
     decisions = first + deadline_notes + freed + decisions
     state = track_stall(config, state, now_s)

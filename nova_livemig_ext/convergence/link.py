@@ -19,9 +19,9 @@ moved decides, not a count of anybody's jobs:
 - more: the link is alive and shared with traffic this host does not own.
   The job's expected rate becomes what it gets now (the log says so), the
   predictions already follow the measured bandwidth, and the ladder goes
-  on; the rate expected rises again with what the job measures, and the
-  link counts as free once the job gets ``FREED_FRACTION`` of its fair
-  share again.  Past the first pass the deadline does not stretch for
+  on.  The link counts as free again once the job gets ``FREED_FRACTION``
+  of its fair share, or so much more than it got shared that the shared
+  rate would read as a collapse.  Past the first pass the deadline does not stretch for
   traffic the host does not own (during it, it follows the link measured,
   whatever slows it).
 """
@@ -55,20 +55,23 @@ WAITING_DATA_POLLS = 2
 # still gets about 2.5 %).
 DEAD_LINK_FRACTION = 0.01
 # A shared link counts as free again once the job gets this much of its
-# fair share (the smoothed rate only approaches it).
+# fair share (the smoothed rate only approaches it; see track_contention).
 FREED_FRACTION = 0.9
 
 
 def link_is_slow(config: ControllerConfig, est: estimator.Estimate,
-                 share_bytes_s: float | None = None) -> bool:
+                 share_bytes_s: float | None = None,
+                 rate_bytes_s: float | None = None) -> bool:
     """Is data moving at a small fraction of what this job should get?
 
     ``share_bytes_s`` is this job's fair share of the link (see
     :func:`fair_share_bytes_s`); without it, the best rate this job saw.
+    ``rate_bytes_s`` is the rate judged; without it, the last interval's.
     Only while there is data waiting: near the end QEMU has little to send
     between syncs and goes quiet without anything being wrong.
     """
-    rate = est.interval_bandwidth_bytes_s
+    rate = (est.interval_bandwidth_bytes_s if rate_bytes_s is None
+            else rate_bytes_s)
     peak = (est.peak_bandwidth_bytes_s if share_bytes_s is None
             else share_bytes_s)
     if rate is None or peak <= 0:
@@ -127,9 +130,12 @@ def fair_share_bytes_s(state: ControllerState) -> float | None:
     return share
 
 
-def track_contention(state: ControllerState, now_s: float) -> Step:
-    """Raise the rate expected of a shared link with what the job gets;
-    say when it has its fair share again."""
+def track_contention(config: ControllerConfig, state: ControllerState,
+                     now_s: float) -> Step:
+    """Say when a shared link is free again: the job gets most of its fair
+    share, or so much more than it got shared that the rate expected of it
+    then would itself read as a collapse (the link's own next verdict then
+    sets the rate expected, if it is still shared)."""
     contended = state.contended_bytes_s
     est = state.estimate
     if (contended is None or not est.bandwidth_bytes_s
@@ -138,18 +144,17 @@ def track_contention(state: ControllerState, now_s: float) -> Step:
     # The smoothed rate lags a drop and the last interval's jumps about:
     # the job gets more only when both say so.
     bandwidth = min(est.bandwidth_bytes_s, est.interval_bandwidth_bytes_s)
-    if bandwidth <= contended:
-        return state, ()
     share = state.peak_link_bytes_s / state.link_shares
-    if bandwidth < FREED_FRACTION * share:
-        return dataclasses.replace(state, contended_bytes_s=bandwidth), ()
+    if bandwidth < min(FREED_FRACTION * share,
+                       contended / config.bandwidth_collapse_fraction):
+        return state, ()
     state = dataclasses.replace(state, contended_bytes_s=None,
                                 noted=state.noted - {'link-shared'})
     return state, (decide(
         state, now_s, Action.NOTE,
         f'link no longer shared with other traffic: '
-        f'{fmt(mib(bandwidth))} MiB/s of a fair share of '
-        f'{fmt(mib(share))} MiB/s', None),)
+        f'{fmt(mib(bandwidth))} MiB/s, against {fmt(mib(contended))} MiB/s '
+        f'shared and a fair share of {fmt(mib(share))} MiB/s', None),)
 
 
 def link_slow(config: ControllerConfig, state: ControllerState) -> bool:
@@ -163,7 +168,10 @@ def track_network(config: ControllerConfig, state: ControllerState,
     t = elapsed_s(state, now_s)
     est = state.estimate
     share = fair_share_bytes_s(state)
-    if not link_is_slow(config, est, share):
+    # Once slow, judged by the average since it turned slow: a link shared
+    # with bursty flows moves data in bursts, and one good interval must
+    # not start the window again.
+    if not link_is_slow(config, est, share, slow_rate_bytes_s(state, t)):
         if not state.network_stalled:
             return dataclasses.replace(state, network_slow_since_s=None), ()
         state = dataclasses.replace(
@@ -201,6 +209,16 @@ def track_network(config: ControllerConfig, state: ControllerState,
         ('expected_bandwidth_mib_s', mib(expected)),
         ('link_shares', state.link_shares),
         ('stalled_s', round(t - since, 1))))
+
+
+def slow_rate_bytes_s(state: ControllerState, t: float) -> float | None:
+    """What moved since the link turned slow, a second (None: not slow, or
+    a stall already declared, whose end the last interval tells)."""
+    since = state.network_slow_since_s
+    if since is None or state.network_stalled or t <= since:
+        return None
+    return (state.estimate.processed_bytes
+            - state.network_slow_processed_bytes) / (t - since)
 
 
 def link_shared(state: ControllerState, now_s: float, moved_bytes_s: float,
