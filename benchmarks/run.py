@@ -808,6 +808,14 @@ def markdown(meta: dict[str, Any], summary: dict[str, dict[str, Any]],
               'wins among the rest; the ladder gains a pause within it (not '
               'the default):', '']
     lines += sensitivity_table(sens, variants.CEILING, stops=True)
+    lines += ['', '### Traffic the host does not own', '',
+              'From the middle of the first pass on, other traffic takes a '
+              'share of the link for the rest of the run (the steady '
+              'family; nobody tells the policies). Ours reads a link that '
+              'still moves more than 1 % of the rate expected as shared '
+              'and plans with what it gets; below that, a network stall '
+              'that holds every remedy until the deadline:', '']
+    lines += sensitivity_table(sens, variants.CONTENTION, stops=True)
     lines += ['', '### How VDSM counts a stalling iteration', '',
               'VDSM 4.30.14 and later (so every oVirt 4.4 and 4.5) count '
               'libvirt\'s `memory_iteration` since the first 10 s poll (VDSM '

@@ -19,6 +19,11 @@ workloads it can change:
   gains a pause within it, as an unset ladder does on a host): what the
   operator's ceiling buys in work lost and costs in the longest stop.
   Every workload is run again.  Not a default.
+* ``contention``: traffic the host does not own takes a share of the link
+  from the middle of the first pass on (``sim.Workload.foreign_traffic``):
+  half of it, 95 % of it (the job still moves data: a shared link), or
+  all but a thousandth (next to nothing moves: a dead link).  Nobody tells
+  the policies; the steady family, every policy.
 * ``vdsm-count``: oVirt's policies with VDSM counting a stalling iteration
   as a 10 s poll whose data remaining grew, as VDSM did up to 4.30.13
   (:data:`policies.OVIRT_STALL_REMAINING_GREW`).
@@ -50,12 +55,15 @@ OVIRT_POLICIES = ('ovirt-minimal-downtime', 'ovirt-suspend-workload',
                   'ovirt-postcopy')
 CEILING_VALUES_S = (10.0, 60.0)
 CEILING_POLICIES = ('ours', 'ours-postcopy')
+CONTENTION_SHARES = (0.5, 0.95, 0.999)
+CONTENTION_FAMILIES = ('steady',)
 
 STREAM = 'stream'
 SYNC = 'sync'
 TIMEOUT = 'timeout'
 VDSM_COUNT = 'vdsm-count'
 CEILING = 'stop-ceiling'
+CONTENTION = 'contention'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +85,9 @@ class Variant:
             return dataclasses.replace(w, stream_limit_bytes_s=self.value)
         if self.group == SYNC:
             return dataclasses.replace(w, sync_per_gib_s=self.value)
+        if self.group == CONTENTION:
+            return dataclasses.replace(w, foreign_traffic=(
+                (contention_from_s(w), self.value),))
         return w
 
     def policy(self, name: str) -> policies.Policy:
@@ -117,6 +128,11 @@ class Variant:
         return True
 
 
+def contention_from_s(w: sim.Workload) -> float:
+    """The middle of the first pass, had the link stayed the guest's."""
+    return 0.5 * w.nonzero_bytes / w.bandwidth_bytes_s
+
+
 def with_pause(name: str) -> tuple[str, ...]:
     """The policy's ladder with ``pause`` before ``abort``: what an unset
     ladder becomes on a host with ``max_guest_stop_s`` set."""
@@ -147,6 +163,9 @@ def all_variants() -> tuple[Variant, ...]:
                     TIMEOUT_POLICIES) for v in TIMEOUT_VALUES_S]
     out += [Variant(CEILING, v, f'max_guest_stop_s = {v:g}',
                     CEILING_POLICIES) for v in CEILING_VALUES_S]
+    out += [Variant(CONTENTION, v, f'others take {v:.1%} of the link',
+                    policies.POLICY_NAMES, CONTENTION_FAMILIES)
+            for v in CONTENTION_SHARES]
     out.append(Variant(VDSM_COUNT, 0.0, 'VDSM up to 4.30.13: a stalling '
                        'iteration is a poll whose remaining grew',
                        OVIRT_POLICIES))
@@ -172,6 +191,7 @@ def base_label(group: str) -> str:
         VDSM_COUNT: 'VDSM 4.30.14 and later: libvirt\'s memory_iteration '
                     '(the grid)',
         CEILING: 'max_guest_stop_s unset (shipped)',
+        CONTENTION: 'the link is the guest\'s alone (the grid)',
     }[group]
 
 
