@@ -245,6 +245,86 @@ def render(results: Mapping[str, Mapping[str, Any]],
     return "\n".join(lines) + "\n"
 
 
+# What the README shows of the lab comparison, between these markers; the
+# block is written by ``--readme`` and a test checks it against the files.
+README = HERE.parent / "README.rst"
+README_START = ".. lab-compare:start"
+README_END = ".. lab-compare:end"
+# Beside the defaults (alone and with the ceiling) and the least-loss
+# policy, these are always shown.
+README_ALWAYS = ("paused copy", "Nova 34")
+
+
+def _floor_s(data: Mapping[str, Any]) -> float | None:
+    """The working set over the link: what any copy of it costs at least."""
+    try:
+        return float(data["working_set_mb"]) / float(data["link_mb_s"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _short(spread: Spread | None, digits: int = 1) -> str:
+    if spread is None:
+        return "-"
+    if spread.least == spread.most:
+        return f"{spread.median:.{digits}f}"
+    return (f"{spread.median:.{digits}f} ({spread.least:.{digits}f}-"
+            f"{spread.most:.{digits}f})")
+
+
+def readme_block(results: Mapping[str, Mapping[str, Any]],
+                 repeats: Sequence[Mapping[str, Mapping[str, Any]]] = ()) -> str:
+    """The README's table: per workload the defaults, the defaults with the
+    ceiling, the other policy that lost the least work (of those that
+    completed every run), the paused copy and Nova 34, medians with their
+    spread, and the verdicts."""
+    merged = merged_runs(results, repeats)
+    rows = [("workload (floor)", "policy", "done", "work lost s", "longest stop s",
+             "p99 ms")]
+    verdicts = []
+    for workload, policies in merged.items():
+        summaries = {n: summarize(n, r) for n, r in policies.items()}
+        complete = [x for x in summaries.values() if x.always_completed
+                    and x.lost_s is not None and x.name not in (DEFAULTS, CEILING)]
+        least = min(complete, key=lambda x: x.lost_s.median  # type: ignore[union-attr]
+                    ) if complete else None
+        shown = [DEFAULTS, CEILING]
+        if least is not None and least.name not in shown:
+            shown.append(least.name)
+        shown += [n for n in README_ALWAYS if n not in shown]
+        floor = _floor_s(results.get(workload, {}))
+        label = workload if floor is None else f"{workload} ({floor:.1f} s)"
+        for name in shown:
+            x = summaries.get(name)
+            if x is None:
+                continue
+            tag = " (least)" if least is not None and name == least.name else ""
+            rows.append((label, name + tag, f"{x.completed}/{x.runs}", _short(x.lost_s),
+                         _short(x.stop_s, 2), _short(x.p99_ms, 0)))
+            label = ""
+        verdicts.append(f"{workload}: {verdict(list(summaries.values()))}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    rounds = 1 + len(repeats)
+    return "\n".join(
+        [README_START, "", f"Medians over every run of {rounds} round(s) in the lab, "
+         "least and most in brackets; \"(least)\": of the other policies that "
+         "completed every run, the one whose application lost the least work "
+         "(``python -m benchmarks.labcompare --readme`` writes this block from "
+         "``benchmarks/lab-compare/``)::", ""]
+        + ["    " + line for line in lines] + ["", "Verdicts::", ""]
+        + ["    " + v for v in verdicts] + ["", README_END])
+
+
+def replace_readme_block(text: str, block: str) -> str:
+    """``text`` (the README) with its lab-compare block replaced."""
+    start = text.index(README_START)
+    end = text.index(README_END, start) + len(README_END)
+    return text[:start] + block + text[end:]
+
+
 def load(directory: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -279,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=0,
                         help="with --run: that many more runs of each workload, each "
                              "into its own repeat-<k> folder, instead of the full run")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the README's table from the recorded runs")
     parser.add_argument("--only", nargs="*", default=None,
                         help="with --repeats: the policies to repeat (default: the "
                              "defaults and every baseline)")
@@ -306,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.labcompare: no compare-*.json in {args.results}", file=sys.stderr)
         return 1
     repeats = [load(d, WORKLOADS) for d in repeat_dirs(args.results)]
+    if args.readme:
+        README.write_text(replace_readme_block(README.read_text(),
+                                               readme_block(results, repeats)))
+        print(f"wrote the lab comparison table into {README}")
+        return 0
     text = render(results, load(args.results, CONVERGING), args.note, repeats)
     args.output.write_text(text)
     print(text)

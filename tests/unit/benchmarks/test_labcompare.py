@@ -158,3 +158,40 @@ class TestLabCompare(testtools.TestCase):
                       "1.25 x", text)
         self.assertIn("- cpu-bound: defaults' median work lost 36.00 s, x3.96 of the least "
                       "(bounded pause, 9.10 s)", text)
+
+
+class TestTheReadmeTable(testtools.TestCase):
+
+    def test_the_readme_shows_the_recorded_runs(self):
+        """README.rst's lab table is what --readme writes from the files."""
+        results = labcompare.load(labcompare.RESULTS_DIR, labcompare.WORKLOADS)
+        repeats = [labcompare.load(d, labcompare.WORKLOADS)
+                   for d in labcompare.repeat_dirs(labcompare.RESULTS_DIR)]
+        text = labcompare.README.read_text()
+        self.assertEqual(
+            text, labcompare.replace_readme_block(
+                text, labcompare.readme_block(results, repeats)),
+            "README.rst's lab table is stale: run "
+            "python -m benchmarks.labcompare --readme")
+
+    def test_the_block_picks_the_least_of_the_others(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            write(tmp, "steady",
+                  run(DEFAULTS, "completed", 1.0, 12.0, ["auto_converge"]),
+                  run("bounded pause", "completed", 9.0, 9.0, ["pause"]),
+                  run("QEMU 50/20 alone", "completed", 2.0, 14.0),
+                  run("Nova 34", "aborted", 0.1, 1.0),
+                  described="steady")
+            results = labcompare.load(Path(tmp), ["steady"])
+        results["steady"]["working_set_mb"] = 144
+        block = labcompare.readme_block(results)
+        self.assertIn("steady (10.0 s)", block)
+        self.assertIn("bounded pause (least)", block)
+        self.assertNotIn("QEMU 50/20 alone", block)
+        self.assertIn("Nova 34", block)
+        self.assertIn("0/1", block)
+        self.assertIn("x1.33 of the least (bounded pause, 9.00 s)", block)
+        replaced = labcompare.replace_readme_block(
+            f"a\n{labcompare.README_START}\nold\n{labcompare.README_END}\nb\n",
+            block)
+        self.assertEqual(f"a\n{block}\nb\n", replaced)
