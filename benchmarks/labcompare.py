@@ -309,8 +309,10 @@ def readme_block(results: Mapping[str, Mapping[str, Any]],
     lines.insert(1, "  ".join("-" * w for w in widths))
     rounds = 1 + len(repeats)
     return "\n".join(
-        [README_START, "", f"Medians over every run of {rounds} round(s) in the lab, "
-         "least and most in brackets; \"(least)\": of the other policies that "
+        [README_START, "", f"Medians over every run recorded in the lab ({rounds} "
+         "round(s); \"done\" counts a policy's runs and those that completed "
+         "with the guest intact), least and most in brackets; \"(least)\": of "
+         "the other policies that "
          "completed every run, the one whose application lost the least work "
          "(``python -m benchmarks.labcompare --readme`` writes this block from "
          "``benchmarks/lab-compare/``)::", ""]

@@ -324,8 +324,14 @@ print(total[0])
 _BULK_CLIENT = f"""
 import signal, socket, sys, threading, time
 end = time.monotonic() + float(sys.argv[3]); buf = b"x" * (1 << 16)
-conns = [socket.create_connection((sys.argv[1], {BULK_PORT}), timeout=10)
-         for _ in range(int(sys.argv[2]))]
+def connect():
+    for _ in range(100):
+        try:
+            return socket.create_connection((sys.argv[1], {BULK_PORT}), timeout=10)
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("bulk flow: the server did not listen")
+conns = [connect() for _ in range(int(sys.argv[2]))]
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 def push(c):
