@@ -352,15 +352,25 @@ def rows(merged: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     return out
 
 
-def fit_error(fitted: Sequence[Row]) -> float:
-    """What the fit minimises: the relative error of the total time of
-    every completed baseline, plus one for every outcome missed."""
+def _relative(predicted: float, measured: float | None, floor: float) -> float:
+    if measured is None:
+        return 0.0
+    return abs(predicted - measured) / max(abs(measured), floor)
+
+
+def fit_error(fitted: Sequence[Row], tol: Tolerance = TOLERANCE) -> float:
+    """What the fit minimises: for every completed baseline the relative
+    errors of its total time, its longest stop and its work lost (the last
+    two against at least the tolerance's floors), plus one for every
+    outcome missed."""
     error = 0.0
     for r in fitted:
         if r.predicted.outcome != r.outcome:
             error += 1.0
-        elif r.outcome == "completed" and r.total_s:
-            error += abs(r.predicted.total_s - r.total_s) / r.total_s
+        elif r.outcome == "completed":
+            error += _relative(r.predicted.total_s, r.total_s, 1.0)
+            error += _relative(r.predicted.stop_s, r.stop_s, tol.stop_floor_s)
+            error += _relative(r.predicted.lost_s, r.lost_s, tol.lost_floor_s)
     return error
 
 
