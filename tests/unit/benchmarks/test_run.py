@@ -1,5 +1,6 @@
 """Tests for benchmarks.run: polling, the report and the README section."""
 
+import json
 import os
 import re
 
@@ -105,3 +106,51 @@ class TestRun(testtools.TestCase):
              'y': {'outcome': 'aborted', 'total_s': 100.0,
                    'work_lost_s': 1.0}}
         self.assertEqual({'runs': 2, 'same': 1}, run.same_runs(a, b))
+
+
+class TestTheDocsQuoteTheResults(testtools.TestCase):
+    """The simulated figures README.rst and tuning.rst quote are the ones
+    results.json holds: a new run that changes them fails here until the
+    text says the same."""
+
+    def setUp(self):
+        super().setUp()
+        with open(os.path.join(run.HERE, 'results.json')) as f:
+            self.results = json.load(f)
+
+    @staticmethod
+    def text(*parts):
+        with open(os.path.join(run.HERE, '..', *parts)) as f:
+            return ' '.join(f.read().split())
+
+    def test_readme(self):
+        summary = self.results['summary']
+        ours, nova = summary['ours']['all'], summary['nova34']['all']
+        both = self.results['head_to_head']['ours vs nova34']
+        expected = (
+            f"Ours as shipped completes {ours['completed']} of {ours['runs']} "
+            f"(Nova 34: {nova['completed']}, with {nova['aborted']} aborted "
+            f"and {nova['unfinished']} unfinished at the horizon) but, "
+            f"counting the guest's lost work, loses more than Nova on "
+            f"{len(both['worse'])} of the {both['both_completed']} both "
+            f"complete")
+        self.assertIn(expected, self.text('README.rst'))
+
+    def test_tuning(self):
+        s = self.results['summary']
+
+        def done(name):
+            return s[name]['all']['completed']
+
+        def pct(name):
+            return round(100 * done(name) / s[name]['all']['runs'])
+
+        expected = (
+            f"this controller completes all {done('ours-postcopy')} (Nova 34: "
+            f"{done('nova34')} = {pct('nova34')} %, KubeVirt: "
+            f"{done('kubevirt')} = {pct('kubevirt')} %, oVirt \"Post-copy\": "
+            f"{done('ovirt-postcopy')}), with a median total time of "
+            f"{s['ours-postcopy']['all']['median_time_ratio']:.2f} x the "
+            f"non-zero memory over the link's payload rate; as shipped (no "
+            f"post-copy) it completes {done('ours')}.")
+        self.assertIn(expected, self.text('doc', 'source', 'tuning.rst'))
