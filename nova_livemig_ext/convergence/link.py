@@ -21,9 +21,9 @@ moved decides, not a count of anybody's jobs:
   predictions already follow the measured bandwidth, and the ladder goes
   on.  The link counts as free again once the job gets ``FREED_FRACTION``
   of its fair share, or so much more than it got shared that the shared
-  rate would read as a collapse.  Past the first pass the deadline does not stretch for
-  traffic the host does not own (during it, it follows the link measured,
-  whatever slows it).
+  rate would read as a collapse.  Past the first pass the deadline does
+  not stretch for traffic the host does not own (during it, it follows the
+  link measured, whatever slows it).
 """
 
 from __future__ import annotations
