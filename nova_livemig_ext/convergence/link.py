@@ -190,8 +190,7 @@ def track_network(config: ControllerConfig, state: ControllerState,
     if state.network_stalled or t - since < config.network_stall_window_s:
         return state, ()
     expected = est.peak_bandwidth_bytes_s if share is None else share
-    moved_bytes_s = ((est.processed_bytes - state.network_slow_processed_bytes)
-                     / (t - since)) if t > since else 0.0
+    moved_bytes_s = slow_rate_bytes_s(state, t) or 0.0
     if moved_bytes_s >= DEAD_LINK_FRACTION * expected:
         return link_shared(state, now_s, moved_bytes_s, expected, t - since)
     state = dataclasses.replace(state, network_stalled=True)
