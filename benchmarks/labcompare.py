@@ -263,15 +263,6 @@ def _floor_s(data: Mapping[str, Any]) -> float | None:
         return None
 
 
-def _short(spread: Spread | None, digits: int = 1) -> str:
-    if spread is None:
-        return "-"
-    if spread.least == spread.most:
-        return f"{spread.median:.{digits}f}"
-    return (f"{spread.median:.{digits}f} ({spread.least:.{digits}f}-"
-            f"{spread.most:.{digits}f})")
-
-
 def readme_block(results: Mapping[str, Mapping[str, Any]],
                  repeats: Sequence[Mapping[str, Mapping[str, Any]]] = ()) -> str:
     """The README's table: per workload the defaults, the defaults with the
@@ -299,8 +290,8 @@ def readme_block(results: Mapping[str, Mapping[str, Any]],
             if x is None:
                 continue
             tag = " (least)" if least is not None and name == least.name else ""
-            rows.append((label, name + tag, f"{x.completed}/{x.runs}", _short(x.lost_s),
-                         _short(x.stop_s, 2), _short(x.p99_ms, 0)))
+            rows.append((label, name + tag, f"{x.completed}/{x.runs}", _cell(x.lost_s, 1),
+                         _cell(x.stop_s), _cell(x.p99_ms, 0)))
             label = ""
         verdicts.append(f"{workload}: {verdict(list(summaries.values()))}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -163,11 +163,15 @@ def sim_workload(workload: lab_workloads.Workload, link_mb_s: float,
         **extra)
 
 
-def sim_settings(policy: MigrationPolicy) -> sim.JobSettings:
-    """The job the lab starts for ``policy``: its planned flags and params."""
-    plan = livemig_flags.plan_migration(
+def lab_plan(policy: MigrationPolicy) -> livemig_flags.MigrationPlan:
+    """The flags, parameters and ladder the lab plans for ``policy``."""
+    return livemig_flags.plan_migration(
         policy, LAB_HOST,
         livemig_flags.InstanceFacts(memory_mib=lab_guest.GUEST_MEMORY_MIB))
+
+
+def sim_settings(plan: livemig_flags.MigrationPlan) -> sim.JobSettings:
+    """The job the lab starts with ``plan``: its flags and params."""
     params = plan.params
     bandwidth = params.get(livemig_flags.PARAM_BANDWIDTH) or 0
     return sim.JobSettings(
@@ -181,15 +185,12 @@ def sim_settings(policy: MigrationPolicy) -> sim.JobSettings:
         max_speed_bytes_s=float(bandwidth) * MIB if bandwidth else None)
 
 
-def sim_decider(scenario: demo.Scenario) -> ctl.DecisionMaker:
+def sim_decider(scenario: demo.Scenario,
+                plan: livemig_flags.MigrationPlan) -> ctl.DecisionMaker:
     """The decision maker the lab ran for ``scenario``, unchanged."""
     if scenario.decider is not None:
         return scenario.decider()
-    policy = scenario.policy
-    plan = livemig_flags.plan_migration(
-        policy, LAB_HOST,
-        livemig_flags.InstanceFacts(memory_mib=lab_guest.GUEST_MEMORY_MIB))
-    return livemig_job.decision_maker(policy, plan,
+    return livemig_job.decision_maker(scenario.policy, plan,
                                       lab_guest.GUEST_MEMORY_MIB)
 
 
@@ -244,8 +245,9 @@ class Prediction:
 
 def predict(scenario: demo.Scenario, workload: sim.Workload) -> Prediction:
     """One simulated run of ``scenario`` on ``workload``."""
-    decider = Recorded(sim_decider(scenario))
-    migration = sim.Migration(workload, sim_settings(scenario.policy))
+    plan = lab_plan(scenario.policy)
+    decider = Recorded(sim_decider(scenario, plan))
+    migration = sim.Migration(workload, sim_settings(plan))
     run = sim.drive(migration, decider, scenario.policy.poll_interval_s,
                     HORIZON_S)
     outcome = run.outcome if run.outcome != sim.UNFINISHED else "aborted"

@@ -68,34 +68,39 @@ class TestTheLabsGuestInTheSimulator(testtools.TestCase):
 
 class TestThePoliciesInTheSimulator(testtools.TestCase):
 
+    @staticmethod
+    def settings(name):
+        return labpredict.sim_settings(
+            labpredict.lab_plan(labpredict.scenarios()[name].policy))
+
+    @staticmethod
+    def decider(name):
+        scenario = labpredict.scenarios()[name]
+        return labpredict.sim_decider(
+            scenario, labpredict.lab_plan(scenario.policy))
+
     def test_settings_follow_the_planned_flags(self):
-        scenarios = labpredict.scenarios()
-        defaults = labpredict.sim_settings(
-            scenarios["shipped defaults"].policy)
+        defaults = self.settings("shipped defaults")
         self.assertTrue(defaults.live)
         self.assertTrue(defaults.auto_converge)
         self.assertFalse(defaults.postcopy)
         self.assertEqual((50, 20), (defaults.throttle_initial_pct,
                                     defaults.throttle_increment_pct))
-        knobs = labpredict.sim_settings(scenarios["QEMU 20/10 alone"].policy)
+        knobs = self.settings("QEMU 20/10 alone")
         self.assertEqual((20, 10), (knobs.throttle_initial_pct,
                                     knobs.throttle_increment_pct))
-        paused = labpredict.sim_settings(scenarios["paused copy"].policy)
+        paused = self.settings("paused copy")
         self.assertFalse(paused.live)
-        first_pass = labpredict.sim_settings(
-            scenarios["post-copy after first pass"].policy)
+        first_pass = self.settings("post-copy after first pass")
         self.assertTrue(first_pass.postcopy)
         self.assertFalse(first_pass.auto_converge)
 
     def test_decision_makers_are_the_labs(self):
-        scenarios = labpredict.scenarios()
-        self.assertIsInstance(
-            labpredict.sim_decider(scenarios["shipped defaults"]),
-            ctl.Controller)
-        self.assertEqual("Unwatched", type(labpredict.sim_decider(
-            scenarios["QEMU 50/20 alone"])).__name__)
-        self.assertNotIsInstance(
-            labpredict.sim_decider(scenarios["Nova 34"]), ctl.Controller)
+        self.assertIsInstance(self.decider("shipped defaults"),
+                              ctl.Controller)
+        self.assertEqual("Unwatched",
+                         type(self.decider("QEMU 50/20 alone")).__name__)
+        self.assertNotIsInstance(self.decider("Nova 34"), ctl.Controller)
 
     def test_paused_copy_stops_the_guest_for_the_whole_copy(self):
         w = workload("steady")
