@@ -20,7 +20,7 @@ import dataclasses
 import glob
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from benchmarks import policies
@@ -198,6 +198,20 @@ def compare(trace: Mapping[str, Any], sync_base_s: float,
         role='fit' if name in FIT_TRACES else 'held out')
 
 
+def grid_fit(error_of: Callable[[float, float], float]
+             ) -> tuple[float, float, float]:
+    """(sync s, write capacity B/s, error): the grid point with the least
+    ``error_of(sync s, capacity)``, the first of equals."""
+    best: tuple[float, float, float] | None = None
+    for sync_s in SYNC_GRID_S:
+        for capacity in CAPACITY_GRID_BYTES_S:
+            error = error_of(sync_s, capacity)
+            if best is None or error < best[2] - 1e-12:
+                best = (sync_s, capacity, error)
+    assert best is not None
+    return best
+
+
 def fit(traces: Mapping[str, Mapping[str, Any]]
         ) -> tuple[float, float, float]:
     """(sync s, write capacity B/s, error) fitted on ``FIT_TRACES`` only.
@@ -206,17 +220,14 @@ def fit(traces: Mapping[str, Mapping[str, Any]]
     iterations over the fit traces.
     """
     chosen = [traces[name] for name in FIT_TRACES if name in traces]
-    best: tuple[float, float, float] | None = None
-    for sync_s in SYNC_GRID_S:
-        for capacity in CAPACITY_GRID_BYTES_S:
-            error = 0.0
-            for trace in chosen:
-                c = compare(trace, sync_s, capacity)
-                error += c.total_error + c.iteration_error
-            if best is None or error < best[2] - 1e-12:
-                best = (sync_s, capacity, error)
-    assert best is not None
-    return best
+
+    def error_of(sync_s: float, capacity: float) -> float:
+        error = 0.0
+        for trace in chosen:
+            c = compare(trace, sync_s, capacity)
+            error += c.total_error + c.iteration_error
+        return error
+    return grid_fit(error_of)
 
 
 def held_out(traces: Mapping[str, Mapping[str, Any]]

@@ -379,16 +379,8 @@ def fit_error(fitted: Sequence[Row], tol: Tolerance = TOLERANCE) -> float:
 def fit(merged: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
         links: Mapping[str, float]) -> tuple[float, float, float]:
     """(sync s, write capacity B/s, error) fitted on ``FIT_POLICIES``."""
-    best: tuple[float, float, float] | None = None
-    for sync_s in calibration.SYNC_GRID_S:
-        for capacity in calibration.CAPACITY_GRID_BYTES_S:
-            error = fit_error(rows(merged, links, sync_s, capacity,
-                                   FIT_POLICIES))
-            if best is None or error < best[2] - 1e-12:
-                best = (sync_s, capacity, error)
-    if best is None:
-        raise ValueError("nothing to fit on")
-    return best
+    return calibration.grid_fit(lambda sync_s, capacity: fit_error(
+        rows(merged, links, sync_s, capacity, FIT_POLICIES)))
 
 
 # ---------------------------------------------------------------------------

@@ -73,9 +73,13 @@ def set_rate(config: LabConfig, rate_mbit: int) -> None:
     for host in config.hosts:
         system.run(["tc", "-n", host.netns, "qdisc", "del", "dev", host.link_dev, "root"],
                    check=False)
-        system.run(["tc", "-n", host.netns, "qdisc", "replace", "dev", host.link_dev, "root",
-                    "tbf", "rate", f"{rate_mbit}mbit", "burst", TBF_BURST,
-                    "latency", TBF_LATENCY])
+        _token_bucket(host, f"{rate_mbit}mbit", TBF_BURST)
+
+
+def _token_bucket(host: HostSpec, rate: str, burst: str) -> None:
+    """``host``'s side of the link: a token bucket of ``rate``."""
+    system.run(["tc", "-n", host.netns, "qdisc", "replace", "dev", host.link_dev, "root",
+                "tbf", "rate", rate, "burst", burst, "latency", TBF_LATENCY])
 
 
 def set_link_up(config: LabConfig, up: bool) -> None:
@@ -101,8 +105,7 @@ def set_link_dead(config: LabConfig, dead: bool) -> None:
         set_rate(config, config.link_rate_mbit)
         return
     for host in config.hosts:
-        system.run(["tc", "-n", host.netns, "qdisc", "replace", "dev", host.link_dev, "root",
-                    "tbf", "rate", DEAD_RATE, "burst", DEAD_BURST, "latency", TBF_LATENCY])
+        _token_bucket(host, DEAD_RATE, DEAD_BURST)
 
 
 def reset_migration_streams(config: LabConfig, source: HostSpec, destination: HostSpec) -> int:
